@@ -1,0 +1,101 @@
+"""The cost table: what the design-space exploration knows about a model on a topology.
+
+Both ways of knowing produce one: the profiler (segments measured on every core configuration) and the
+predictor (segments summed from per-layer predictions made from layer descriptors alone). The DSE reads only
+this table, so it plans equally from measurements, predictions or live stage times.
+
+The atoms are the model's *segments*: the layer ranges between consecutive legal cut points. A stage is a
+contiguous run of segments; its time on a core configuration (cluster, k cores) is the sum of its segments'
+times plus one fixed per-run overhead of that configuration, plus the hand-over of its input tensor.
+"""
+from dataclasses import asdict, dataclass, field
+import json
+
+import numpy as np
+
+from pipeit_ros.errors import PipeitError
+
+
+@dataclass
+class CostTable:
+    segments: list                 # [(first_layer, last_layer)] per segment
+    configs: list                  # [(cluster_name, cores)] per core configuration
+    seg_ms: np.ndarray             # (n_configs, n_segments): time of each segment, per-run overhead excluded
+    overhead_ms: np.ndarray        # (n_configs,): fixed cost of one session run on that configuration
+    in_bytes: list                 # bytes of the tensor entering each segment (segment 0: the model input)
+    weight_bytes: list             # weights of each segment
+    act_bytes: list                # largest activation inside each segment (for memory bounds)
+    handover_fixed_ms: float = 0.0     # cost of handing a tensor to the next stage: fixed + per MB
+    handover_ms_per_mb: float = 0.0
+    source: str = ''               # 'profile', 'predictor', 'measured', ...
+    model_hash: str = ''
+    topology_fingerprint: str = ''
+    spread: np.ndarray | None = None   # optional (n_configs, n_segments) relative spread of measurements
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.segments = [tuple(map(int, s)) for s in self.segments]
+        self.configs = [(str(c), int(k)) for c, k in self.configs]
+        self.seg_ms = np.asarray(self.seg_ms, dtype=float).reshape(len(self.configs), len(self.segments))
+        self.overhead_ms = np.asarray(self.overhead_ms, dtype=float).reshape(len(self.configs))
+        self._index = {c: i for i, c in enumerate(self.configs)}
+        self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
+
+    @property
+    def n_segments(self):
+        return len(self.segments)
+
+    def config_index(self, cluster, cores):
+        try:
+            return self._index[(cluster, int(cores))]
+        except KeyError:
+            raise PipeitError(f'cost table has no core configuration {cluster}:{cores} '
+                              f'(has {", ".join(f"{c}:{k}" for c, k in self.configs)})') from None
+
+    def stage_ms(self, first_seg, last_seg, cluster, cores, include_handover=True):
+        """Time of segments first_seg..last_seg (inclusive) as one stage on (cluster, cores)."""
+        i = self.config_index(cluster, cores)
+        t = self._prefix[i, last_seg + 1] - self._prefix[i, first_seg] + self.overhead_ms[i]
+        if include_handover and first_seg > 0:
+            t += self.handover_ms(self.in_bytes[first_seg])
+        return float(t)
+
+    def handover_ms(self, nbytes):
+        return self.handover_fixed_ms + self.handover_ms_per_mb * nbytes / 1e6
+
+    def segment_of_layer(self, layer):
+        for s, (a, b) in enumerate(self.segments):
+            if a <= layer <= b:
+                return s
+        raise PipeitError(f'layer {layer} is not in any segment')
+
+    # -- JSON ------------------------------------------------------------------------------------------------
+    def to_dict(self):
+        d = asdict(self)
+        for k in ('seg_ms', 'overhead_ms', 'spread'):
+            d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
+        d.pop('_index', None)
+        d.pop('_prefix', None)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        if d.get('spread') is not None:
+            d['spread'] = np.asarray(d['spread'], dtype=float)
+        return cls(**d)
+
+    def save(self, path):
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(self.to_dict(), f)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                return cls.from_dict(json.load(f))
+        except OSError as exc:
+            raise PipeitError(f'{path}: cannot read cost table: {exc.strerror}') from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PipeitError(f'{path}: not a pipeit profile/cost table: {exc}') from None

@@ -1,0 +1,26 @@
+"""The few exception classes of the core; the CLI turns them into one line, the nodes into a log line."""
+
+
+class PipeitError(Exception):
+    """Bad input the user can fix (a file, a parameter, a plan): CLI exit code 2."""
+
+
+class PlanError(PipeitError):
+    """A plan that does not fit its model or topology."""
+
+
+class TopologyError(PipeitError):
+    """A topology that cannot be detected or that a YAML file describes wrongly."""
+
+
+class ModelError(PipeitError):
+    """A model file that is not a usable ONNX CNN."""
+
+
+class StageError(RuntimeError):
+    """A pipeline stage failed while running; the message names the stage."""
+
+    def __init__(self, stage_name, cause):
+        super().__init__(f'{stage_name}: {type(cause).__name__}: {cause}')
+        self.stage_name = stage_name
+        self.cause = cause
