@@ -26,7 +26,7 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         *_tree('config'),
     ],
-    install_requires=['setuptools', 'numpy', 'onnx', 'onnxruntime', 'scikit-learn', 'pyyaml', 'joblib'],
+    install_requires=['setuptools', 'numpy', 'onnx', 'onnxruntime', 'scikit-learn', 'pyyaml', 'joblib', 'matplotlib', 'tqdm'],
     zip_safe=True,
     maintainer='pipeit_ros maintainers',
     maintainer_email='maintainers@pipeit-ros.invalid',

@@ -30,3 +30,15 @@ def _default(obj):
 def note(message):
     """Status lines (cache reuse, emulation on, ...) go to stderr so --json stays clean."""
     print(message, file=sys.stderr)
+
+
+def resolve_model(spec):
+    """An ONNX path, or a zoo network name -> its cached file; ModelError for anything else."""
+    import os
+    from pipeit_ros import zoo
+    from pipeit_ros.errors import ModelError
+    if os.path.exists(spec) or os.sep in spec or spec.endswith('.onnx'):
+        return spec
+    if spec in zoo.NETWORKS:
+        return zoo.zoo_path(spec)
+    raise ModelError(f'{spec}: no such file and not a zoo network ({", ".join(zoo.NETWORKS)})')

@@ -1,0 +1,116 @@
+"""Measure a pipeline plan against the baselines (onnxruntime on all cores, the fastest cluster, data parallelism
+per cluster and per core), all on the same engine, alternating between them in rounds to cancel machine drift.
+
+The plan comes from --plan FILE, --stages SPEC or --auto (the design-space exploration); without one only the
+baselines run. Prints frames/s, latency p50/p99, RSS growth and per-stage utilisation per candidate, with ratios
+to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX file or a zoo network name.
+"""
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json
+
+
+def add_arguments(parser):
+    parser.add_argument('model', metavar='MODEL', nargs='?',
+                        help='ONNX file or zoo network name (default: mobilenet_v2 from the zoo)')
+    add_topology_flag(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument('--plan', metavar='FILE', help='plan JSON (from `pipeit plan --out`)')
+    source.add_argument('--stages', metavar='SPEC', help='plan as FIRST-LAST@CLUSTER[:THREADS[xREPLICAS]],... '
+                                                         '(e.g. 0-17@big:2,18-40@little:4)')
+    source.add_argument('--auto', action='store_true', help='plan now with the design-space exploration')
+    parser.add_argument('--seconds', type=float, default=10.0, metavar='S',
+                        help='measuring time per candidate, split over the rounds (default 10)')
+    parser.add_argument('--rounds', type=int, default=5, metavar='N', help='rounds over all candidates (default 5)')
+    parser.add_argument('--warmup', type=int, default=20, metavar='N', help='warm-up frames per candidate')
+    parser.add_argument('--queue-size', type=int, default=2, metavar='N', help='frames per inter-stage queue')
+    parser.add_argument('--only', metavar='NAMES', help='comma-separated baselines to run (default: all)')
+    parser.add_argument('--bare', action='store_true',
+                        help='also a plain onnxruntime loop on the same cores (the engine\'s own overhead)')
+    parser.add_argument('--stage-alone', action='store_true',
+                        help='also time each stage of the plan alone (pipeline efficiency vs the slowest stage)')
+    parser.add_argument('--plot', metavar='FILE.png', help='write the stage Gantt chart and the frames/s bars')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    parser.add_argument('--paper-table', action='store_true',
+                        help='reproduce the paper\'s table over the zoo (pipeit_ros.paper)')
+    add_json_flag(parser)
+
+
+def _emulated(topology):
+    try:
+        from pipeit_ros.emulation import emulated  # noqa: PLC0415
+    except ImportError:
+        from contextlib import nullcontext  # noqa: PLC0415
+        return nullcontext()
+    return emulated(topology, log=note)
+
+
+def _plan(args, graph, topology):
+    """The candidate plan named by --plan/--stages/--auto, checked against model and topology (or None)."""
+    from pipeit_ros.plan import Plan, check_against, parse_spec, with_model  # noqa: PLC0415
+    if args.plan:
+        plan = Plan.load(args.plan)
+    elif args.stages:
+        plan = parse_spec(args.stages, topology)
+    elif args.auto:
+        from pipeit_ros import planning  # noqa: PLC0415
+        plan = planning.auto_plan(graph, topology, log=note)
+    else:
+        return None
+    if not plan.model_hash:
+        plan = with_model(plan, graph)
+    return check_against(plan, graph, topology)
+
+
+def run(args):
+    if args.paper_table:
+        from pipeit_ros import paper  # noqa: PLC0415
+        return paper.run(args)
+    from pipeit_ros import bench, graph as graph_mod, topology as topo  # noqa: PLC0415
+    from pipeit_ros.baselines import NAMES, baselines  # noqa: PLC0415
+    from pipeit_ros.cli.profile_cmd import resolve_model  # noqa: PLC0415
+    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
+    from pipeit_ros.plan import check_against  # noqa: PLC0415
+
+    if args.seconds <= 0 or args.rounds < 1 or args.warmup < 0 or args.queue_size < 1:
+        raise PipeitError('--seconds must be > 0, --rounds and --queue-size >= 1, --warmup >= 0 '
+                          f'(got {args.seconds:g}, {args.rounds}, {args.queue_size}, {args.warmup})')
+    topology = topo.resolve(args.topology)
+    if args.model is None:
+        from pipeit_ros import zoo  # noqa: PLC0415
+        graph = graph_mod.load(zoo.default_model_path())
+    else:
+        graph = graph_mod.load(resolve_model(args.model))
+    candidates = {}
+    plan = _plan(args, graph, topology)
+    if plan is not None:
+        candidates[plan.name or 'plan'] = plan
+    wanted = NAMES if not args.only else [n.strip() for n in args.only.split(',') if n.strip()]
+    unknown = sorted(set(wanted) - set(NAMES))
+    if unknown:
+        raise PipeitError(f'--only: unknown baseline(s) {", ".join(unknown)} (known: {", ".join(NAMES)})')
+    for name, p in baselines(graph, topology).items():
+        if name in wanted and name not in candidates:
+            candidates[name] = check_against(p, graph, topology)
+    alone = [n for n in candidates if n not in NAMES] if args.stage_alone else []
+    if args.stage_alone and not alone:
+        raise PipeitError('--stage-alone needs a plan (--plan, --stages or --auto)')
+    note(topology.describe())
+    note(f'model {graph.path}: {len(graph.layers)} layers, input {list(graph.input_shape)}')
+    for name, p in candidates.items():
+        note(f'candidate {name}: {p.to_spec()}')
+    with _emulated(topology):
+        result = bench.run_benchmark(graph, topology, candidates, seconds=args.seconds, rounds=args.rounds,
+                                     warmup=args.warmup, bare=args.bare, progress=not args.no_progress,
+                                     stage_alone_for=alone, queue_size=args.queue_size, log=note)
+    if args.plot:
+        from pipeit_ros.bench_plot import plot  # noqa: PLC0415
+        try:
+            plot(result, args.plot)
+        except OSError as exc:
+            raise PipeitError(f'{args.plot}: cannot write the plot: {exc.strerror or exc}') from None
+        note(f'plot written to {args.plot}')
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(bench.format_method(result))
+        print(bench.format_table(result))
+    return 0

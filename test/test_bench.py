@@ -1,0 +1,134 @@
+"""`pipeit bench` and bench.run_benchmark on the tiny net: every candidate measured, ratios, JSON, plot, errors."""
+import json
+import sys
+import types
+
+import pytest
+
+from pipeit_ros import bench, runtime
+from pipeit_ros.baselines import NAMES, baselines
+from pipeit_ros.plan import parse_spec
+from pipeit_ros.topology import Cluster, Topology
+
+needs_cpus_0_1 = pytest.mark.skipif(not {0, 1} <= set(runtime.allowed_cpus()), reason='needs CPUs 0 and 1')
+TOPO = Topology(clusters=(Cluster('c0', (0,), 'host', 1.0), Cluster('c1', (1,), 'host', 1.0)), name='test-2x1')
+
+
+@pytest.fixture(scope='module')
+def tiny(zoo_model):
+    from pipeit_ros import graph
+    return graph.load(zoo_model('tiny'))
+
+
+@pytest.fixture(scope='module')
+def result(tiny):
+    plan = parse_spec('0-3@c0,4-8@c1', TOPO, n_layers=len(tiny.layers))
+    candidates = {'plan': plan, **baselines(tiny, TOPO)}
+    return bench.run_benchmark(tiny, TOPO, candidates, seconds=0.3, rounds=2, warmup=2, bare=True,
+                               progress=False, stage_alone_for=['plan'])
+
+
+@needs_cpus_0_1
+def test_every_candidate_is_measured(result):
+    assert list(result.candidates) == ['plan', *NAMES, 'bare']
+    for name, c in result.candidates.items():
+        assert len(c.fps_rounds) == 2 and c.fps > 0 and c.frames > 0, name
+        assert 0 < c.p50_ms <= c.p99_ms, name
+        if name != 'bare':
+            assert c.stages and all(0 < s['utilisation'] <= 1.05 and s['frames'] > 0 for s in c.stages), name
+    assert len(result.candidates['plan'].stages) == 2
+    assert result.candidates['ort_all_cores'].ratio_ort == pytest.approx(1.0)
+    best = result.best_baseline
+    assert best in NAMES and result.candidates[best].ratio_best == pytest.approx(1.0)
+    assert all(result.candidates[n].fps <= result.candidates[best].fps for n in NAMES)
+    assert result.method['bare_reference'] == 'plan' and result.method['rounds'] == 2
+
+
+@needs_cpus_0_1
+def test_stage_alone_and_timeline(result):
+    [a, b] = result.stage_alone['plan']
+    assert a['stage'] == 'stage_0' and b['stage'] == 'stage_1'
+    assert all(s['ms'] > 0 and s['fps_bound'] == pytest.approx(1e3 / s['ms']) for s in (a, b))
+    events = result.candidates['plan'].timeline
+    assert {e[0] for e in events} == {'stage_0', 'stage_1'}
+    by_seq = {}
+    for stage, _, seq, start, end in events:
+        assert start <= end
+        by_seq.setdefault(seq, {})[stage] = (start, end)
+    both = [v for v in by_seq.values() if len(v) == 2]
+    assert both and all(v['stage_0'][1] <= v['stage_1'][0] for v in both)   # a frame's stages run in order
+
+
+@needs_cpus_0_1
+def test_report_json_and_plot(result, tmp_path):
+    data = json.loads(json.dumps(result.to_dict()))
+    assert set(data['candidates']) == set(result.candidates)
+    assert 'timeline' not in data['candidates']['plan']
+    assert data['machine']['onnxruntime'] and data['topology']['name'] == 'test-2x1'
+    table = bench.format_table(result)
+    for name in result.candidates:
+        assert name in table
+    assert 'pipeline efficiency' in table and 'bare ran on the cores of plan' in table
+    assert 'rounds' in bench.format_method(result)
+    from pipeit_ros.bench_plot import plot
+    path = plot(result, str(tmp_path / 'bench.png'))
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+@needs_cpus_0_1
+@pytest.mark.slow
+def test_cli_bench_tiny_json_has_every_candidate(run_cli, tmp_path):
+    plot = tmp_path / 'b.png'
+    code, out, err = run_cli('bench', 'tiny', '--topology', 'emulated-2x1', '--stages', '0-3@c0,4-8@c1',
+                             '--seconds', '0.4', '--rounds', '2', '--warmup', '2', '--bare', '--stage-alone',
+                             '--json', '--no-progress', '--plot', plot)
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data['candidates']) == {'plan', *NAMES, 'bare'}
+    assert all(c['fps'] > 0 for c in data['candidates'].values())
+    assert plot.exists() and 'topology emulated-2x1' in err
+
+
+@needs_cpus_0_1
+@pytest.mark.parametrize('argv, words', [
+    (['nosuchnet'], 'not a zoo network'),
+    (['tiny', '--only', 'fastest'], 'unknown baseline'),
+    (['tiny', '--stage-alone'], 'needs a plan'),
+    (['tiny', '--stages', '0-2@c0,3-8@c1'], 'not a legal cut point'),
+    (['tiny', '--seconds', '0'], '--seconds must be > 0'),
+], ids=['model', 'only', 'stage-alone', 'illegal-cut', 'seconds'])
+def test_cli_bad_input_exits_2(run_cli, argv, words):
+    code, out, err = run_cli('bench', *argv, '--topology', 'emulated-2x1', '--no-progress')
+    assert code == 2 and words in err and out == ''
+
+
+def test_cli_paper_table_delegates(run_cli, monkeypatch):
+    seen = []
+    fake = types.ModuleType('pipeit_ros.paper')
+    fake.run = lambda args: seen.append(args) or 0
+    monkeypatch.setitem(sys.modules, 'pipeit_ros.paper', fake)
+    code, _, err = run_cli('bench', '--paper-table', '--seconds', '1')
+    assert code == 0, err
+    assert seen and seen[0].paper_table and seen[0].seconds == 1.0
+
+
+@needs_cpus_0_1
+@pytest.mark.slow
+def test_cli_auto_plans_and_measures(run_cli):
+    pytest.importorskip('pipeit_ros.planning', reason='the DSE engineer\'s planning module has not landed')
+    code, out, err = run_cli('bench', 'tiny', '--topology', 'emulated-2x1', '--auto', '--only', 'ort_all_cores',
+                             '--seconds', '0.2', '--rounds', '1', '--warmup', '1', '--json', '--no-progress')
+    assert code == 0, err
+    data = json.loads(out)
+    assert 'ort_all_cores' in data['candidates'] and len(data['candidates']) == 2
+
+
+@needs_cpus_0_1
+def test_bare_against_a_one_stage_plan_gives_the_engine_overhead(tiny):
+    solo = parse_spec(f'0-{len(tiny.layers) - 1}@c0', TOPO, n_layers=len(tiny.layers))
+    result = bench.run_benchmark(tiny, TOPO, {'solo': solo}, seconds=0.1, rounds=1, warmup=1, bare=True,
+                                 progress=False)
+    assert list(result.candidates) == ['solo', 'bare'] and result.best_baseline is None
+    assert 'cpus [0]' in result.candidates['bare'].spec
+    assert 'engine overhead: solo' in bench.format_table(result)
