@@ -66,7 +66,7 @@ def run(args):
         return paper.run(args)
     from pipeit_ros import bench, graph as graph_mod, topology as topo  # noqa: PLC0415
     from pipeit_ros.baselines import NAMES, baselines  # noqa: PLC0415
-    from pipeit_ros.cli.profile_cmd import resolve_model  # noqa: PLC0415
+    from pipeit_ros.cli.common import resolve_model  # noqa: PLC0415
     from pipeit_ros.errors import PipeitError  # noqa: PLC0415
     from pipeit_ros.plan import check_against  # noqa: PLC0415
 
