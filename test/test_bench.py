@@ -1,7 +1,5 @@
 """`pipeit bench` and bench.run_benchmark on the tiny net: every candidate measured, ratios, JSON, plot, errors."""
 import json
-import sys
-import types
 
 import pytest
 
@@ -101,16 +99,6 @@ def test_cli_bench_tiny_json_has_every_candidate(run_cli, tmp_path):
 def test_cli_bad_input_exits_2(run_cli, argv, words):
     code, out, err = run_cli('bench', *argv, '--topology', 'emulated-2x1', '--no-progress')
     assert code == 2 and words in err and out == ''
-
-
-def test_cli_paper_table_delegates(run_cli, monkeypatch):
-    seen = []
-    fake = types.ModuleType('pipeit_ros.paper')
-    fake.run = lambda args: seen.append(args) or 0
-    monkeypatch.setitem(sys.modules, 'pipeit_ros.paper', fake)
-    code, _, err = run_cli('bench', '--paper-table', '--seconds', '1')
-    assert code == 0, err
-    assert seen and seen[0].paper_table and seen[0].seconds == 1.0
 
 
 @needs_cpus_0_1

@@ -17,8 +17,9 @@ def add_arguments(parser):
     source.add_argument('--stages', metavar='SPEC', help='plan as FIRST-LAST@CLUSTER[:THREADS[xREPLICAS]],... '
                                                          '(e.g. 0-17@big:2,18-40@little:4)')
     source.add_argument('--auto', action='store_true', help='plan now with the design-space exploration')
-    parser.add_argument('--seconds', type=float, default=10.0, metavar='S',
-                        help='measuring time per candidate, split over the rounds (default 10)')
+    parser.add_argument('--seconds', type=float, default=None, metavar='S',
+                        help='measuring time per candidate, split over the rounds (default 10; 8 per net with '
+                             '--paper-table)')
     parser.add_argument('--rounds', type=int, default=5, metavar='N', help='rounds over all candidates (default 5)')
     parser.add_argument('--warmup', type=int, default=20, metavar='N', help='warm-up frames per candidate')
     parser.add_argument('--queue-size', type=int, default=2, metavar='N', help='frames per inter-stage queue')
@@ -31,6 +32,8 @@ def add_arguments(parser):
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
     parser.add_argument('--paper-table', action='store_true',
                         help='reproduce the paper\'s table over the zoo (pipeit_ros.paper)')
+    from pipeit_ros import paper  # noqa: PLC0415 - its few options belong to this command
+    paper.add_arguments(parser)
     add_json_flag(parser)
 
 
@@ -70,6 +73,8 @@ def run(args):
     from pipeit_ros.errors import PipeitError  # noqa: PLC0415
     from pipeit_ros.plan import check_against  # noqa: PLC0415
 
+    if args.seconds is None:
+        args.seconds = 10.0
     if args.seconds <= 0 or args.rounds < 1 or args.warmup < 0 or args.queue_size < 1:
         raise PipeitError('--seconds must be > 0, --rounds and --queue-size >= 1, --warmup >= 0 '
                           f'(got {args.seconds:g}, {args.rounds}, {args.queue_size}, {args.warmup})')

@@ -1,0 +1,119 @@
+"""Start the ROS 2 graph of a pipeline without ros2 launch: the planner, one container per cluster (or one for
+all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned
+and with FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, under the topology's emulation. Prints live frames/s and
+latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
+a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart)."""
+import os
+import signal
+import tempfile
+import time
+
+from pipeit_ros.cli.common import add_json_flag, note, print_json
+
+
+def add_arguments(parser):
+    parser.add_argument('--params-file', metavar='FILE',
+                        help='ROS 2 parameter file (default: the package\'s config/pipeline.yaml)')
+    parser.add_argument('--with-camera', metavar='SOURCE',
+                        help="also start pipeit_camera on SOURCE: 'pattern', a video file or an image folder")
+    parser.add_argument('--topology', default=None, metavar='FILE|NAME|auto',
+                        help='topology YAML, shipped name or auto (default: the planner\'s parameter, else auto)')
+    parser.add_argument('--model', metavar='FILE|NAME', help='ONNX model or zoo network name (e.g. tiny)')
+    parser.add_argument('--image-topic', metavar='TOPIC', help='image topic the first container subscribes to')
+    parser.add_argument('--single-container', action='store_true',
+                        help='one container process for all clusters instead of one per cluster')
+    parser.add_argument('--namespace', default='', metavar='NS', help='ROS namespace of every node')
+    parser.add_argument('--duration', type=float, metavar='S', help='stop by itself after S seconds')
+    parser.add_argument('--stop-timeout', type=float, default=5.0, metavar='S',
+                        help='seconds a node gets to exit after SIGINT before SIGTERM (default 5)')
+    parser.add_argument('--quiet', action='store_true', help='do not echo the nodes\' output')
+    add_json_flag(parser)
+
+
+class _Stop(Exception):
+    """SIGTERM: stop like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Stop()
+
+
+def run(args):
+    from pipeit_ros import layout, topology as topology_mod  # noqa: PLC0415
+    from pipeit_ros.emulation import emulated  # noqa: PLC0415
+    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
+
+    if args.duration is not None and args.duration <= 0:
+        raise PipeitError(f'--duration must be > 0 seconds, got {args.duration:g}')
+    params = layout.load_params_file(args.params_file or layout.default_params_file())
+    spec = args.topology or layout.section(params, layout.PLANNER).get('topology', 'auto')
+    topology = topology_mod.resolve(spec)
+    specs = layout.build_layout(params, topology, args.single_container, args.with_camera, model=args.model,
+                                image_topic=args.image_topic, namespace=args.namespace)
+    note(topology.describe())
+    for s in specs:
+        note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)   # before the emulation chains its own handler
+    try:
+        with emulated(topology, log=note), tempfile.TemporaryDirectory(prefix='pipeit-bringup-') as workdir:
+            return _supervise(args, specs, workdir, topology)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _supervise(args, specs, workdir, topology):
+    import rclpy  # noqa: PLC0415 - the ROS edge: only this command pays for it
+    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+    from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
+
+    from pipeit_ros.cli import error  # noqa: PLC0415
+    from pipeit_ros.layout import DDS_ENV  # noqa: PLC0415
+    from pipeit_ros.ros.monitor import Monitor  # noqa: PLC0415
+    from pipeit_ros.supervise import Supervisor  # noqa: PLC0415
+
+    echo = None if args.quiet else note
+    # Children run inside our emulation; a node that measures (the planner profiling) must not start a second
+    # one on top (proposed contract: emulation.emulated() is a no-op when this names the same topology).
+    extra = {'PIPEIT_EMULATION_ACTIVE': topology.fingerprint()} if topology.has_emulation() else {}
+    supervisor = Supervisor(specs, workdir, echo=echo, extra_env=extra).start()
+    os.environ.update(DDS_ENV)              # our monitor talks to them with the same transports
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    monitor = Monitor(args.namespace, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(monitor)
+    dead, why = None, 'duration reached'
+    start = time.monotonic()
+    next_line = start + 1.0
+    try:
+        while True:
+            executor.spin_once(timeout_sec=0.1)
+            dead = supervisor.failed()
+            if dead is not None:
+                break
+            now = time.monotonic()
+            if args.duration is not None and now - start >= args.duration:
+                break
+            if now >= next_line:
+                note(f'[{now - start:5.0f} s] {monitor.line()}')
+                next_line += 1.0
+    except (KeyboardInterrupt, _Stop):
+        why = 'interrupted'
+    finally:
+        ends = supervisor.stop(timeout=args.stop_timeout)
+        summary = {**monitor.summary(), 'stopped': why if dead is None else f'{dead.name} died',
+                   'nodes': ends}
+        executor.shutdown(timeout_sec=1.0)
+        monitor.destroy_node()
+        context.try_shutdown()
+    if args.json:
+        print_json(summary)
+    else:
+        print(f'{summary["frames"]} results, {summary["fps"]:.1f} frames/s'
+              + (f', latency p50 {summary["latency_p50_ms"]:.1f} ms p99 {summary["latency_p99_ms"]:.1f} ms'
+                 if summary['latency_p50_ms'] is not None else '')
+              + f'; stopped: {summary["stopped"]}')
+    if dead is not None:
+        tail = '\n'.join(f'  {line}' for line in list(dead.tail)[-8:])
+        return error(f'node {dead.name} {dead.describe_exit()}' + (f'; its last output:\n{tail}' if tail else ''), 1)
+    return 0

@@ -1,0 +1,75 @@
+"""Choose the pipeline plan: design-space exploration over stage counts, core groups, stage order, cut points
+and stage replicas, on the model's cost table (profiled, predicted, or a given file).
+
+The default search is exact for its model of time (throughput = the slowest stage's rate; a stage's replicas
+add their rates; hand-overs included); ties go to fewer cores, then lower latency. --search pipeit-paper
+runs the paper's heuristic for comparison. A topology that is not this machine (e.g. hikey970) is planned on
+paper from the host's predictor scaled for that board. --json / --out give the plan that `pipeit bench --plan`
+runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
+"""
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model
+
+
+def add_arguments(parser):
+    parser.add_argument('model', metavar='MODEL', help='ONNX file or zoo network name (e.g. mobilenet_v2)')
+    add_topology_flag(parser)
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument('--predictor', metavar='FILE', help='trained predictor (pipeit train --out) for stage times')
+    given.add_argument('--profile', metavar='FILE', help='saved profile (pipeit profile --out) for stage times')
+    parser.add_argument('--source', choices=('auto', 'profile', 'predictor'), default='auto',
+                        help='where stage times come from without a file (default auto: a cached or new '
+                             'profile here, the scaled host predictor for another board)')
+    parser.add_argument('--objective', choices=('throughput', 'latency'), default='throughput',
+                        help='maximise frames/s (default) or minimise latency at --min-fps')
+    parser.add_argument('--max-latency-ms', type=float, metavar='X', help='latency bound for the throughput plan')
+    parser.add_argument('--min-fps', type=float, metavar='F', help='frames/s the plan must sustain')
+    parser.add_argument('--memory-mb', type=float, metavar='M',
+                        help='memory bound in MiB: weights + activations, summed over replicas')
+    parser.add_argument('--search', choices=('exact', 'pipeit-paper'), default='exact',
+                        help='exact optimum (default) or the Pipe-it paper\'s heuristic')
+    parser.add_argument('--no-replicas', action='store_true', help='one copy of each stage (no data parallelism)')
+    parser.add_argument('--out', metavar='FILE', help='write the plan JSON to FILE (for pipeit bench --plan)')
+    add_json_flag(parser)
+
+
+def describe(plan, graph, topology):
+    """The plan printout: a header, one line per stage (layers with names, CPUs, predicted time), figures."""
+    n = plan.notes
+    head = (f'plan for {graph.path} on {topology.name}: {plan.search} search, '
+            f'{n.get("objective", "throughput")} objective, stage times from {n.get("cost_source") or "?"}')
+    if n.get('constraints'):
+        head += ' (' + ', '.join(f'{k} {v:g}' for k, v in n['constraints'].items()) + ')'
+    lines = [head, plan.describe(graph)]
+    extra = [f'{n["cores_used"]} of {len(topology.cpus)} cores'] if 'cores_used' in n else []
+    if 'memory_mib' in n:
+        extra.append(f'{n["memory_mib"]:.1f} MiB weights + activations')
+    if 'search_ms' in n:
+        extra.append(f'searched in {n["search_ms"]:.0f} ms')
+    if extra:
+        lines.append(', '.join(extra))
+    if n.get('cost_source') == 'predictor-scaled':
+        lines.append('on paper: times predicted for a board this machine is not; compare plans, do not quote fps')
+    return '\n'.join(lines)
+
+
+def run(args):
+    from pipeit_ros import graph as graph_mod, planning, topology as topo
+    from pipeit_ros.errors import PipeitError
+
+    topology = topo.resolve(args.topology, check_cpus=False)
+    graph = graph_mod.load(resolve_model(args.model))
+    plan = planning.auto_plan(graph, topology, source=args.source, predictor_path=args.predictor,
+                              profile_path=args.profile, objective=args.objective,
+                              max_latency_ms=args.max_latency_ms, min_fps=args.min_fps, memory_mb=args.memory_mb,
+                              search=args.search, replicas=not args.no_replicas, log=note)
+    if args.out:
+        try:
+            plan.save(args.out)
+        except OSError as exc:
+            raise PipeitError(f'{args.out}: cannot write the plan: {exc.strerror or exc}') from None
+        note(f'plan: written to {args.out}')
+    if args.json:
+        print_json(plan.to_dict())
+    else:
+        print(describe(plan, graph, topology))
+    return 0

@@ -1,0 +1,60 @@
+"""Measure every segment of a model (between consecutive legal cut points) on every core configuration.
+
+A core configuration is (cluster, k cores) for k = 1 .. cluster size; threads are pinned as the engine pins
+them. The per-run overhead of each configuration is measured apart (a trivial model) and kept out of the
+segment times. The result is cached by model hash + topology fingerprint + onnxruntime version; a rerun
+says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
+"""
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json
+
+
+def add_arguments(parser):
+    parser.add_argument('model', metavar='MODEL', help='ONNX file or zoo network name (e.g. mobilenet_v2)')
+    add_topology_flag(parser)
+    parser.add_argument('--out', metavar='FILE', help='also write the cost table (JSON) to FILE')
+    parser.add_argument('--reps', type=int, metavar='N',
+                        help='fixed repetitions per segment (default: adaptive, until the medians are stable)')
+    parser.add_argument('--budget', type=float, default=None, metavar='S',
+                        help='time budget per core configuration in seconds for adaptive repetitions')
+    parser.add_argument('--no-cache', action='store_true', help='measure again even if a cached profile exists')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    add_json_flag(parser)
+
+
+def resolve_model(spec):
+    """An ONNX path, or a zoo network name -> its cached file; PipeitError for anything else."""
+    import os
+    from pipeit_ros import zoo
+    from pipeit_ros.errors import ModelError
+    if os.path.exists(spec) or os.sep in spec or spec.endswith('.onnx'):
+        return spec
+    if spec in zoo.NETWORKS:
+        return zoo.zoo_path(spec)
+    raise ModelError(f'{spec}: no such file and not a zoo network ({", ".join(zoo.NETWORKS)})')
+
+
+def run(args):
+    from pipeit_ros import graph as graph_mod, profiler
+    from pipeit_ros import topology as topo
+    from pipeit_ros.errors import PipeitError
+
+    if args.reps is not None and args.reps < 1:
+        raise PipeitError(f'--reps must be >= 1, got {args.reps}')
+    if args.budget is not None and args.budget <= 0:
+        raise PipeitError(f'--budget must be > 0 seconds, got {args.budget:g}')
+    topology = topo.resolve(args.topology)
+    graph = graph_mod.load(resolve_model(args.model))
+    options = {} if args.budget is None else {'budget_s': args.budget}
+    table = profiler.profile(graph, topology, reps=args.reps, progress=not args.no_progress, log=note,
+                             use_cache=not args.no_cache, **options)
+    if args.out:
+        try:
+            table.save(args.out)
+        except OSError as exc:
+            raise PipeitError(f'{args.out}: cannot write the profile: {exc.strerror or exc}') from None
+        note(f'profile: written to {args.out}')
+    if args.json:
+        print_json(table.to_dict())
+    else:
+        print('\n'.join(profiler.describe(table)))
+    return 0

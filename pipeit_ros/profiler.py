@@ -1,0 +1,213 @@
+"""Measure every segment of a model on every core configuration: the 'profile' source of a CostTable.
+
+A segment is the layer range between two consecutive legal cut points (``graph.segments()``); a stage is a
+run of segments, so the DSE needs each segment's time on each (cluster, k cores). Each segment is extracted
+as its own ONNX model and run as a stage runs it (:func:`pipeit_ros.measure.run_pinned`: a thread pinned to
+the configuration's first CPU, the ORT pool pinned to the others, built by ``runtime.make_session``).
+
+A session run has a fixed cost whatever the model (binding, executor set-up, output allocation): measured
+as the run time of a one-element Identity model on the same configuration, it is subtracted from each
+segment (``seg_ms``) and kept once per configuration (``overhead_ms``), so a stage of several segments pays it
+once. The whole model is timed in the same rounds; ``meta['overhead_regression_ms']`` = (sum of raw segment
+times - whole-model time) / (segments - 1) is the same overhead estimated the other way, as a check.
+
+Hand-over between stages (:func:`measure_handover`, cached per topology): the in-process queue hand-over
+(fixed + per MB) goes into the table; the cross-process copy path (memoryview -> array, design.md §4) is kept
+in ``meta['handover_cross_process']``.
+
+Results are cached under ``cache.entry_path('profiles', model hash, topology fingerprint, options)`` (the
+ORT version is part of every key); a rerun says that it reused the file.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+from pipeit_ros import cache, measure
+from pipeit_ros.cost import CostTable
+from pipeit_ros.errors import PipeitError
+
+DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
+DEFAULT_WARMUP = 3
+MIN_REPS, MAX_REPS = 7, 200
+PROFILE_FORMAT = 'v2-emulated-mean'  # bump when the measure changes, so old cached profiles are not reused
+FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
+
+
+def cache_path(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S):
+    return cache.entry_path('profiles', PROFILE_FORMAT, graph.model_hash, topology.fingerprint(),
+                            f'reps={reps}', f'warmup={warmup}', f'budget={budget_s:g}')
+
+
+def cached_profile(graph, topology, **options):
+    """The cached profile of ``graph`` on ``topology`` (or None) and its path."""
+    path = cache_path(graph, topology, **options)
+    return (CostTable.load(path) if os.path.exists(path) else None), path
+
+
+def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S, progress=True,
+            log=print, use_cache=True, seed=0):
+    """Measured CostTable (source 'profile') of ``graph`` on every core configuration of ``topology``.
+
+    ``reps`` fixes the repetitions per segment; without it they are adaptive (7..200 rounds, until the
+    medians move < 2 % or ``budget_s`` seconds per configuration are spent). Runs inside
+    ``emulation.emulated(topology)`` when the topology emulates slow clusters.
+    """
+    if reps is not None and reps < 1:
+        raise PipeitError(f'reps must be >= 1, got {reps}')
+    if budget_s <= 0:
+        raise PipeitError(f'budget must be > 0 seconds, got {budget_s:g}')
+    table, path = cached_profile(graph, topology, reps=reps, warmup=warmup, budget_s=budget_s)
+    if use_cache and table is not None:
+        log(f'profile: reusing cached profile {path} (model {graph.model_hash[:12]}, '
+            f'topology {topology.fingerprint()})')
+        return table
+    configs = measure.core_configs(topology)
+    segments = [tuple(s) for s in graph.segments()]
+    started = time.perf_counter()
+    log(f'profile: {len(segments)} segments x {len(configs)} core configurations '
+        f'({", ".join(map(str, configs))}); extracting segments')
+    blobs = [graph.extract_bytes(a, b) for a, b in segments]
+    whole = graph.model.SerializeToString()
+    timing = dict(warmup=warmup, budget_s=float('inf') if reps else budget_s,
+                  min_reps=reps or MIN_REPS, max_reps=reps or MAX_REPS)
+    rng = np.random.default_rng(seed)
+    results, feeds = [], None
+    with measure.emulation(topology, log):
+        handover = measure_handover(topology, log=log, use_cache=use_cache)
+        per_config = reps or budget_s     # the bar counts rounds with fixed reps, else seconds of budget
+        with _progress_bar(len(configs) * per_config, 'round' if reps else 's', progress) as bar:
+            for cfg in configs:
+                bar.set_description_str(f'profile {cfg}')
+                done = [0.0]
+
+                def tick(dt, done=done):
+                    step = min(1 if reps else dt, per_config - done[0])
+                    if step > 0:
+                        bar.update(step)
+                        done[0] += step
+                res = measure.run_pinned(cfg.cpus, _measure_config, blobs, whole, cfg, feeds, rng, timing, tick)
+                feeds = res['feeds']
+                bar.update(max(per_config - done[0], 0))
+                results.append(res)
+    table = _assemble(graph, topology, segments, configs, results, feeds, handover,
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps, wall_s=round(time.perf_counter() - started, 2)))
+    table.save(path)
+    log(f'profile: measured in {time.perf_counter() - started:.1f} s; cached as {path}')
+    return table
+
+
+def _progress_bar(total, unit, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=not enabled, leave=False, dynamic_ncols=True,
+                bar_format='{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining} left]')
+
+
+def chain_feeds(sessions, first_feeds):
+    """Inputs of every segment, produced by running the segments in a chain from the model input."""
+    feeds = [first_feeds]
+    for s, session in enumerate(sessions[:-1]):
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds[-1])))
+        wanted = [i.name for i in sessions[s + 1].get_inputs()]
+        missing = [n for n in wanted if n not in outputs]
+        if missing:
+            raise PipeitError(f'segment {s + 1} needs {missing}, which segment {s} does not produce')
+        feeds.append({n: outputs[n] for n in wanted})
+    return feeds
+
+
+def _measure_config(blobs, whole, cfg, feeds, rng, timing, tick):
+    """In a pinned thread: build the sessions of ``cfg`` and time identity, segments and whole model."""
+    from pipeit_ros import runtime
+    sessions = [runtime.make_session(b, cfg.cpus) for b in blobs]
+    whole_session = runtime.make_session(whole, cfg.cpus)
+    identity = runtime.make_session(measure.identity_model(), cfg.cpus)
+    if feeds is None:
+        feeds = chain_feeds(sessions, measure.feeds_for(sessions[0], rng))
+    one = {'x': np.zeros(1, np.float32)}
+    calls = [lambda: identity.run(None, one)]
+    calls += [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
+    calls.append(lambda: whole_session.run(None, feeds[0]))
+    times = measure.time_calls(calls, tick=tick, **timing)
+    return {'times': times, 'feeds': feeds}
+
+
+def _assemble(graph, topology, segments, configs, results, feeds, handover, options):
+    n = len(segments)
+    overhead, seg_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], []
+    for cfg, res in zip(configs, results):
+        med, rel = measure.summarise(res['times'], stat='mean' if cfg.emulate_share else 'median')
+        overhead.append(med[0])
+        seg_ms.append(np.maximum(med[1:n + 1] - med[0], FLOOR_MS))
+        spread.append(rel[1:n + 1])
+        whole_ms.append(med[-1])
+        raw_sum.append(float(med[1:n + 1].sum()))
+        regression.append((raw_sum[-1] - med[-1]) / (n - 1) if n > 1 else None)
+        reps.append(int(res['times'].shape[1]))
+    layers = graph.layers
+    in_bytes = [int(sum(v.nbytes for v in f.values())) for f in feeds]
+    weight_bytes = [int(sum(layers[i].weight_bytes for i in range(a, b + 1))) for a, b in segments]
+    act_bytes = [int(max([in_bytes[s]] + [layers[i].output_bytes for i in range(a, b + 1)]))
+                 for s, (a, b) in enumerate(segments)]
+    in_proc = handover['in_process']
+    meta = dict(options, reps_done=reps, whole_ms=whole_ms, sum_segments_raw_ms=raw_sum,
+                overhead_regression_ms=regression, handover=handover,
+                handover_cross_process=handover['cross_process_copy'], ort_version=cache.ort_version(),
+                measured_at=time.strftime('%Y-%m-%dT%H:%M:%S'), emulated=topology.has_emulation(),
+                model_path=str(getattr(graph, 'path', '')))
+    return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
+                     overhead_ms=np.array(overhead), in_bytes=in_bytes, weight_bytes=weight_bytes,
+                     act_bytes=act_bytes, handover_fixed_ms=in_proc['fixed_ms'],
+                     handover_ms_per_mb=in_proc['ms_per_mb'], source='profile', model_hash=graph.model_hash,
+                     topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta)
+
+
+def measure_handover(topology, *, log=print, use_cache=True):
+    """Hand-over cost between stages on ``topology`` (cached per topology fingerprint).
+
+    ``in_process``: a queue hand-over from the first CPU of the fastest cluster to the first CPU of the
+    slowest (or the cluster's last CPU when there is one cluster) — what the table uses.
+    ``cross_process_copy``: the memoryview/array copy of a cross-process hand-over, transport excluded.
+    """
+    import json
+    path = cache.entry_path('handover', topology.fingerprint())
+    if use_cache and os.path.exists(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+            log(f'profile: reusing cached hand-over costs {path}')
+            return data
+        except (OSError, ValueError):
+            pass
+    src = topology.clusters[0].cpus[0]
+    dst = topology.clusters[-1].cpus[0] if len(topology.clusters) > 1 else topology.clusters[0].cpus[-1]
+    fixed, per_mb, points = measure.measure_in_process(src, dst)
+    x_fixed, x_per_mb, x_points = measure.measure_cross_process_copy()
+    data = {'in_process': {'fixed_ms': fixed, 'ms_per_mb': per_mb, 'src_cpu': src, 'dst_cpu': dst,
+                           'points_mb_ms': points},
+            'cross_process_copy': {'fixed_ms': x_fixed, 'ms_per_mb': x_per_mb, 'points_mb_ms': x_points,
+                                   'what': 'ndarray -> array(f) via memoryview + np.frombuffer; '
+                                           'DDS transport not included'}}
+    data = json.loads(json.dumps(data))  # the same lists a cached read gives
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(data, f)
+    log(f'profile: hand-over {fixed:.3f} ms + {per_mb:.3f} ms/MB in process (cpu {src} -> {dst}), '
+        f'cross-process copy {x_fixed:.3f} ms + {x_per_mb:.3f} ms/MB')
+    return data
+
+
+def describe(table):
+    """Human-readable lines of a CostTable: one row per segment, one column per core configuration."""
+    head = ['segment', 'layers'] + [f'{c}:{k}' for c, k in table.configs]
+    rows = [[str(s), f'{a}-{b}'] + [f'{table.seg_ms[i, s]:.3f}' for i in range(len(table.configs))]
+            for s, (a, b) in enumerate(table.segments)]
+    rows.append(['overhead', ''] + [f'{v:.3f}' for v in table.overhead_ms])
+    rows.append(['sum', ''] + [f'{v:.3f}' for v in table.seg_ms.sum(axis=1) + table.overhead_ms])
+    if 'whole_ms' in table.meta:
+        rows.append(['whole', ''] + [f'{v:.3f}' for v in table.meta['whole_ms']])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    lines = ['  '.join(v.rjust(w) for v, w in zip(r, widths)) for r in [head] + rows]
+    lines.append(f'times in ms ({table.source}); hand-over {table.handover_fixed_ms:.3f} ms + '
+                 f'{table.handover_ms_per_mb:.3f} ms/MB')
+    return lines

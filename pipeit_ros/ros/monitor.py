@@ -1,0 +1,94 @@
+"""The node ``pipeit bringup`` runs in its own process to show live throughput and latency.
+
+It listens to ``pipeit/classification`` (one message per frame, carrying the source image's header stamp:
+latency = receipt time - stamp, both on this machine's clock), ``pipeit/plan`` (the generation running) and
+``/diagnostics`` (per-stage figures). Best-effort subscriptions: they match reliable and best-effort
+publishers alike, and a monitor must never slow the pipeline down.
+"""
+from collections import deque
+import json
+import time
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import String
+
+from pipeit_ros.ros.planner_node import PLAN_QOS
+
+WINDOW_S = 2.0
+
+
+class Monitor(Node):
+    def __init__(self, namespace='', **kwargs):
+        if namespace:
+            kwargs['namespace'] = namespace
+        super().__init__('pipeit_bringup', **kwargs)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.create_subscription(String, 'pipeit/classification', self._on_result, qos)
+        self.create_subscription(String, 'pipeit/plan', self._on_plan, PLAN_QOS)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.recent = deque()          # (monotonic receipt time, latency ms) inside WINDOW_S
+        self.latencies = []
+        self.first = self.last = None
+        self.frames = 0
+        self.generations = []
+        self.plan_spec = ''
+        self.stages = {}
+
+    def _on_result(self, msg):
+        now, wall = time.monotonic(), time.time()
+        try:
+            stamp = json.loads(msg.data)['header']['stamp']
+            latency = (wall - stamp['sec'] - stamp['nanosec'] * 1e-9) * 1000.0
+        except (ValueError, KeyError, TypeError):
+            latency = float('nan')
+        self.frames += 1
+        self.first = self.first or now
+        self.last = now
+        self.recent.append((now, latency))
+        self.latencies.append(latency)
+        while self.recent and self.recent[0][0] < now - WINDOW_S:
+            self.recent.popleft()
+
+    def _on_plan(self, msg):
+        try:
+            data = json.loads(msg.data)
+            generation = int(data['generation'])
+            stages = data['plan']['stages']
+        except (ValueError, KeyError, TypeError):
+            return
+        if generation not in self.generations:
+            self.generations.append(generation)
+        self.plan_spec = ','.join(f'{s["first"]}-{s["last"]}@{s["cluster"]}' for s in stages)
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if '/stage_' in status.name or status.name.startswith('stage_'):
+                self.stages[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def line(self):
+        """One status line: frames/s and latency over the last seconds, the plan generation."""
+        now = time.monotonic()
+        while self.recent and self.recent[0][0] < now - WINDOW_S:
+            self.recent.popleft()
+        fps = len(self.recent) / WINDOW_S
+        lat = np.array([l for _, l in self.recent if l == l])
+        latency = (f'latency p50 {np.percentile(lat, 50):.1f} ms p99 {np.percentile(lat, 99):.1f} ms'
+                   if lat.size else 'latency -')
+        gen = f'plan gen {self.generations[-1]} {self.plan_spec}' if self.generations else 'no plan yet'
+        return f'{fps:6.1f} frames/s  {latency}  {self.frames} results  {gen}'
+
+    def summary(self):
+        lat = np.array([l for l in self.latencies if l == l])
+        span = (self.last - self.first) if self.frames > 1 else 0.0
+        return {
+            'frames': self.frames,
+            'fps': (self.frames - 1) / span if span > 0 else 0.0,
+            'latency_p50_ms': float(np.percentile(lat, 50)) if lat.size else None,
+            'latency_p99_ms': float(np.percentile(lat, 99)) if lat.size else None,
+            'generations': list(self.generations),
+            'plan': self.plan_spec,
+        }

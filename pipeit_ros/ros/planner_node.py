@@ -1,0 +1,233 @@
+"""`pipeit_planner`: plans the pipeline and publishes the plan, latched, on ``pipeit/plan``.
+
+Parameters (see ``pipeit_ros.planner_core.PARAMS``) are checked in the on-set callback, which rejects a bad
+value with the reason and leaves the running plan alone; the post-set callback queues a re-plan. Planning
+(loading the model, profiling or predicting, the DSE) runs on one worker thread of this node, never on the
+executor thread, so the parameter services and /diagnostics keep being served while it works: requests
+coalesce (the latest configuration wins, a parameter re-plan supersedes a pending adaptation), and the worker
+publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
+(``pipeit_ros.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
+"""
+import threading
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import String
+
+from pipeit_ros import adapt, planner_core
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.planmsg import default_preprocess, encode_plan_message
+
+PLAN_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def descriptor(spec):
+    d = ParameterDescriptor(description=spec.description)
+    if spec.choices:
+        d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if isinstance(spec.default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=spec.low, to_value=spec.high, step=0.0)]
+    elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+    return d
+
+
+class PlannerNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('pipeit_planner', **kwargs)
+        for spec in planner_core.PARAMS:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        self.config = planner_core.PlannerConfig.from_params(
+            {p.name: self.get_parameter(p.name).value for p in planner_core.PARAMS})
+        self.inputs = planner_core.PlanInputs(log=self.get_logger().info)
+        self.current = None            # PlanResult being published
+        self.generation = 0
+        self.fatal = None              # (exit code, message) when the first plan could not be made
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._job = None               # (kind, reason, config, drift) waiting for the worker
+        self._busy = False
+        self._stopping = False
+        self._detector = adapt.DriftDetector(self.config.adapt_threshold, self.config.adapt_window_s)
+        self._publisher = self.create_publisher(String, 'pipeit/plan', PLAN_QOS)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._parameters_set)
+        self._worker = threading.Thread(target=self._work, name='pipeit_planner_worker', daemon=True)
+
+    def start(self):
+        """Check the start-up parameters (not seen by the on-set callback) and queue the first plan."""
+        planner_core.check_config(self.config, self.inputs)
+        self._worker.start()
+        self._request('plan', 'start', self.config)
+
+    def stop(self):
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout=2.0)
+
+    def idle(self):
+        """True when no plan is being made or waiting (tests wait on this)."""
+        with self._lock:
+            return self._job is None and not self._busy
+
+    # -- parameters ---------------------------------------------------------------------------------------
+    def _check_parameters(self, params):
+        values = {p.name: p.value for p in params if p.name in planner_core.PARAM_SPECS}
+        for name, value in values.items():
+            reason = planner_core.check_value(name, value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        try:
+            planner_core.check_config(self.config.updated(values), self.inputs)
+        except PipeitError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a parameter service must answer, never raise
+            return SetParametersResult(successful=False, reason=f'{type(exc).__name__}: {exc}')
+        return SetParametersResult(successful=True)
+
+    def _parameters_set(self, params):
+        values = {p.name: p.value for p in params if p.name in planner_core.PARAM_SPECS}
+        if not values:
+            return
+        self.config = self.config.updated(values)
+        with self._lock:
+            self._detector.configure(self.config.adapt_threshold, self.config.adapt_window_s)
+        replanning = [n for n in values if planner_core.PARAM_SPECS[n].replans]
+        if replanning:
+            self._request('plan', f'param:{replanning[0]}', self.config)
+        elif self.config.adapt and self.current is not None and self.current.cost is None:
+            self._request('prepare', 'adapt', self.config)   # a forced plan needs its cost table to adapt
+
+    # -- adaptation -----------------------------------------------------------------------------------------
+    def _on_diagnostics(self, msg):
+        if not self.config.adapt:
+            return
+        now = time.monotonic()
+        for status in msg.status:
+            report = adapt.parse_stage_status(status.name, {kv.key: kv.value for kv in status.values},
+                                              status.hardware_id)
+            if report is None:
+                continue
+            with self._lock:
+                drift = self._detector.update(report, now)
+                pending = self._job is not None or self._busy
+            if drift is not None and not pending:
+                self.get_logger().info(
+                    f'adapt: stage {drift.stage} runs at {drift.ratio:.2f}x its prediction since '
+                    f'{now - drift.since:.1f} s (threshold {self.config.adapt_threshold:g}): re-planning')
+                self._request('adapt', 'adapt', self.config, drift)
+
+    # -- worker -------------------------------------------------------------------------------------------
+    def _request(self, kind, reason, config, drift=None):
+        with self._lock:
+            if self._job is not None and self._job[0] == 'plan' and kind != 'plan':
+                return                 # a parameter re-plan is queued already; it supersedes this
+            self._job = (kind, reason, config, drift)
+            self._wake.notify_all()
+
+    def _work(self):
+        while True:
+            with self._lock:
+                while self._job is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                job, self._job = self._job, None
+                self._busy = True
+            try:
+                self._do(*job)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def _do(self, kind, reason, config, drift):
+        log = self.get_logger()
+        t0 = time.perf_counter()
+        try:
+            if kind == 'plan':
+                result = planner_core.make_plan(config, self.inputs)
+            elif kind == 'prepare':
+                result = planner_core.make_plan(config, self.inputs)
+                with self._lock:
+                    if self.current is not None and adapt.same_layout(result.plan, self.current.plan):
+                        self.current = result
+                        self._detector.rebase(result.predicted_stage_ms)
+                return
+            else:
+                if drift.generation != self.generation:
+                    return             # a newer plan came out meanwhile; its own drift will tell
+                result = planner_core.adapt_plan(self.current, config, drift, self.inputs)
+                if adapt.same_layout(result.plan, self.current.plan):
+                    log.info('adapt: the plan stays; predictions updated to the measured times')
+                    with self._lock:
+                        self.current = result
+                        self._detector.rebase(result.predicted_stage_ms)
+                    return
+        except Exception as exc:  # noqa: BLE001 - keep the old plan running, say why
+            message = str(exc) if isinstance(exc, PipeitError) else f'{type(exc).__name__}: {exc}'
+            if self.current is None:
+                log.fatal(f'cannot make the first plan: {message}')
+                self.fatal = (2 if isinstance(exc, PipeitError) else 1, message)
+                self.context.try_shutdown()
+            else:
+                log.error(f'{reason}: planning failed, generation {self.generation} stays: {message}')
+            return
+        self._publish(result, reason, time.perf_counter() - t0)
+
+    def _publish(self, result, reason, seconds):
+        with self._lock:
+            self.generation += 1
+            generation = self.generation
+            self.current = result
+            self._detector.start(generation, result.predicted_stage_ms)
+        graph = result.graph
+        text = encode_plan_message(result.plan, generation=generation, reason=reason, model_path=graph.path,
+                                   model_hash=graph.model_hash, topology=result.topology,
+                                   preprocess=default_preprocess(graph.input_shape),
+                                   predicted_stage_ms=result.predicted_stage_ms)
+        self._publisher.publish(String(data=text))
+        self.get_logger().info(f'plan generation {generation} ({reason}, {seconds:.2f} s): '
+                               f'{result.plan.to_spec()}')
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = PlannerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        node.start()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except PipeitError as exc:
+        (node.get_logger() if node else get_logger('pipeit_planner')).fatal(str(exc))
+        code = 2
+    except Exception as exc:  # noqa: BLE001 - e.g. a parameter file value of the wrong type or range
+        (node.get_logger() if node else get_logger('pipeit_planner')).fatal(
+            f'{type(exc).__name__}: {exc}')
+        code = 2
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if node is not None and node.fatal:
+        code = node.fatal[0]
+    return code
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Helpers of the DSE tests: topologies, random cost tables, and a brute force over every plan."""
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+
+from pipeit_ros.cost import CostTable
+from pipeit_ros.topology import Cluster, Topology
+
+TIE = 1e-9
+
+
+def topology(sizes, name='test'):
+    """Clusters c0 (fastest), c1, ... of the given sizes on consecutive CPUs."""
+    clusters, cpu = [], 0
+    for n, size in enumerate(sizes):
+        clusters.append(Cluster(f'c{n}', tuple(range(cpu, cpu + size)), 'host', 1.0 / (1 + n)))
+        cpu += size
+    return Topology(tuple(clusters), name=name)
+
+
+def random_table(rng, topo, n_segments, integer=False, handover=True):
+    """A cost table with slower clusters, sub-linear speed-up in cores and per-segment noise; ``integer``
+    makes times small integers so equal throughputs (ties) happen often."""
+    configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
+    base = rng.integers(1, 6, n_segments).astype(float) if integer else rng.uniform(0.2, 5.0, n_segments)
+    rows = []
+    for n, c in enumerate(topo.clusters):
+        slow = (1 + n) if integer else 1 + n * rng.uniform(0.3, 1.5)
+        for k in range(1, c.size + 1):
+            if integer:
+                rows.append(np.ceil(base * slow / k))
+            else:
+                rows.append(base * slow / k ** rng.uniform(0.4, 0.95) * rng.uniform(0.8, 1.25, n_segments))
+    overhead = np.zeros(len(configs)) if integer else rng.uniform(0.0, 0.3, len(configs))
+    return CostTable(segments=[(i, i) for i in range(n_segments)], configs=configs, seg_ms=np.array(rows),
+                     overhead_ms=overhead, in_bytes=[int(b) for b in rng.integers(1_000, 3_000_000, n_segments)],
+                     weight_bytes=[int(b) for b in rng.integers(0, 4_000_000, n_segments)],
+                     act_bytes=[int(b) for b in rng.integers(1_000, 2_000_000, n_segments)],
+                     handover_fixed_ms=0.05 if handover and not integer else 0.0,
+                     handover_ms_per_mb=0.4 if handover and not integer else 0.0, source='test',
+                     topology_fingerprint=topo.fingerprint())
+
+
+def fake_graph(n_layers):
+    """What baselines() reads of a LayerGraph: the layer count and the model hash."""
+    return SimpleNamespace(layers=list(range(n_layers)), model_hash='')
+
+
+def every_plan(cost, topo, replicas=True):
+    """[(fps, latency_ms, memory_bytes, cores, stages)] of every plan, by plain enumeration from the model's
+    definition (independent of pipeit_ros.dse_dp)."""
+    names, sizes = [c.name for c in topo.clusters], [c.size for c in topo.clusters]
+    n = cost.n_segments
+    options = []
+    for k in range(1, max(sizes) + 1):
+        for r in itertools.product(*[range(s // k + 1) for s in sizes]):
+            if sum(r) and (replicas or sum(r) == 1) and all(
+                    not rc or (names[c], k) in cost.configs for c, rc in enumerate(r)):
+                options.append((k, r))
+    plans = []
+
+    def extend(i, left, stages):
+        if i == n:
+            plans.append(list(stages))
+            return
+        for j in range(i, n):
+            for k, r in options:
+                need = [k * x for x in r]
+                if all(a <= b for a, b in zip(need, left)):
+                    extend(j + 1, [b - a for a, b in zip(need, left)], stages + [(i, j, k, r)])
+
+    extend(0, sizes, [])
+    out = []
+    for stages in plans:
+        rates, lat, mem, cores = [], 0.0, 0.0, 0
+        for i, j, k, r in stages:
+            times = [cost.stage_ms(i, j, names[c], k) for c, rc in enumerate(r) for _ in range(rc)]
+            rates.append(sum(1.0 / t for t in times))
+            lat += max(times)
+            mem += sum(r) * (sum(cost.weight_bytes[i:j + 1]) + max(cost.act_bytes[i:j + 1]))
+            cores += k * sum(r)
+        out.append((1000.0 * min(rates), lat, mem, cores, stages))
+    return out
+
+
+def lexicographic_best(plans, objective='throughput', max_latency_ms=None, min_fps=None, memory_mb=None):
+    """The brute-force answer with the documented tie-breaks, or None when no plan meets the bounds."""
+    ok = [p for p in plans if (max_latency_ms is None or p[1] <= max_latency_ms)
+          and (min_fps is None or p[0] >= min_fps * (1 - TIE))
+          and (memory_mb is None or p[2] <= memory_mb * 2 ** 20)]
+    if not ok:
+        return None
+    if objective == 'latency':
+        best_lat = min(p[1] for p in ok)
+        ok = [p for p in ok if p[1] <= best_lat * (1 + TIE) + 1e-12]
+    best_fps = max(p[0] for p in ok)
+    ok = [p for p in ok if p[0] >= best_fps * (1 - TIE)]
+    fewest = min(p[3] for p in ok)
+    ok = [p for p in ok if p[3] == fewest]
+    return min(ok, key=lambda p: p[1])

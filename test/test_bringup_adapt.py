@@ -1,0 +1,95 @@
+"""Live adaptation end to end: a busy process on one core makes the planner move layers off it.
+
+emulated-2x1 (two 1-core clusters, CPUs 0 and 1), SqueezeNet 1.1 forced into the 2-stage plan that balances
+its profiled stage times, adapt on. Once frames flow, a pinned Python busy loop takes half of CPU 1: stage 1's
+measured time roughly doubles, the planner's drift detector fires and the re-cut plan (reason 'adapt') gives
+stage 1 fewer layers. The tiny net would not do: its stages run ~0.1 ms, too short for a co-runner to show.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from planner_helpers import RosGraph, domain_id, plan_listener, results_seen, start_cli, stop_process
+from pipeit_ros import adapt, graph as graph_mod, planning, topology as topology_mod
+from pipeit_ros.plan import parse_spec
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+PARAMS = """
+pipeit_planner:
+  ros__parameters:
+    stages: '{stages}'
+    source: profile
+    adapt: true
+    adapt_threshold: 0.5
+    adapt_window_s: 2.0
+pipeit_container:
+  ros__parameters:
+    image_qos: reliable
+pipeit_camera:
+  ros__parameters:
+    rate_hz: 25.0
+    width: 160
+    height: 120
+    qos: reliable
+"""
+BUSY_LOOP = 'import os\nos.sched_setaffinity(0, {1})\nwhile True:\n    pass\n'
+
+
+@pytest.fixture
+def ros(monkeypatch):
+    # bringup's nodes use Fast DDS' LARGE_DATA transports; a participant with the default ones does not
+    # match them (measured: the latched plan never arrives), so this test's participant uses them too
+    monkeypatch.setenv('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    graph = RosGraph(domain_id())
+    yield graph
+    graph.close()
+
+
+def balanced_split(model_path, topo):
+    """The 2-stage cut (c0 then c1) that balances the profiled stage times (profiled here, cached for the
+    planner: bringup's processes share this test's XDG_CACHE_HOME)."""
+    g = graph_mod.load(model_path)
+    cost = planning.cost_table(g, topo, source='profile', log=lambda *a: None)
+    n = len(g.layers)
+    plan = adapt.rebalance(parse_spec(f'0-0@c0,1-{n - 1}@c1', topo, n_layers=n), cost, topo)
+    return ','.join(f'{s.first}-{s.last}@{s.cluster}' for s in plan.stages)
+
+
+def test_busy_core_loses_layers(ros, zoo_model, tmp_path):
+    model = zoo_model('squeezenet1_1')
+    stages = balanced_split(model, topology_mod.resolve('emulated-2x1'))
+    params = tmp_path / 'params.yaml'
+    params.write_text(PARAMS.format(stages=stages))
+    listener = plan_listener(ros)
+    proc, out = start_cli(['bringup', '--params-file', params, '--model', model, '--topology', 'emulated-2x1',
+                           '--with-camera', 'pattern', '--duration', 90], ros.domain)
+    busy = None
+    try:
+        ros.wait(lambda: listener.plans or proc.poll() is not None, 30, 'the first plan', out)
+        assert proc.poll() is None, out.text()
+        ros.wait(lambda: results_seen(out) >= 50 or proc.poll() is not None, 30,
+                 'frames through the pipeline', out)
+        assert proc.poll() is None, out.text()
+        before = listener.plans[-1]
+        seen = len(listener.plans)
+        busy = subprocess.Popen([sys.executable, '-c', BUSY_LOOP])
+        assert busy.poll() is None
+
+        def moved():
+            return [m for m in listener.plans[seen:] if m.reason == 'adapt'
+                    and m.plan.stages[1].n_layers < before.plan.stages[1].n_layers]
+        ros.wait(lambda: moved() or proc.poll() is not None, 40, 'an adapted plan with fewer layers on CPU 1', out)
+        assert proc.poll() is None, out.text()
+        after = moved()[0]
+        assert after.generation > before.generation
+        assert [s.cpus for s in after.plan.stages] == [(0,), (1,)]    # re-cut, not re-shaped
+        assert after.predicted_stage_ms[1] > 0
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait(timeout=5)
+        code = stop_process(proc, timeout=30)
+        out.join()
+    assert code == 0, out.text()[-4000:]

@@ -1,0 +1,114 @@
+"""`pipeit bringup` end to end: planner + containers + camera as real processes on the tiny net, each test on
+its own ROS domain. The plan is forced (planner parameter `stages`) so no profiling runs."""
+import os
+import signal
+
+import pytest
+
+from planner_helpers import domain_id, last_json, results_seen, start_cli, stop_process, wait_for
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+PARAMS = """
+pipeit_planner:
+  ros__parameters:
+    stages: '{stages}'
+pipeit_container:
+  ros__parameters:
+    image_qos: reliable
+pipeit_camera:
+  ros__parameters:
+    rate_hz: 20.0
+    width: 64
+    height: 48
+    qos: reliable
+"""
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    def write(stages='0-3@c0,4-8@c1'):
+        path = tmp_path / 'params.yaml'
+        path.write_text(PARAMS.format(stages=stages))
+        return path
+    return write
+
+
+def bringup(params_file, zoo_model, *extra):
+    return start_cli(['bringup', '--params-file', params_file, '--model', zoo_model('tiny'), '--topology',
+                      'emulated-2x1', '--with-camera', 'pattern', *extra], domain_id())
+
+
+def child_pid(parent, node_name):
+    """The pid of the child process of `parent` that runs node `node_name`."""
+    with open(f'/proc/{parent}/task/{parent}/children') as f:
+        for pid in f.read().split():
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as c:
+                    if f'__node:={node_name}'.encode() in c.read():
+                        return int(pid)
+            except OSError:
+                continue
+    return None
+
+
+def test_tiny_net_with_camera_runs_for_duration(params_file, zoo_model):
+    proc, out = bringup(params_file(), zoo_model, '--duration', 14, '--json')
+    try:
+        code = proc.wait(timeout=55)
+    finally:
+        stop_process(proc)
+    out.join()
+    assert code == 0, out.text()
+    summary = last_json(out.text())
+    assert summary['frames'] > 0 and summary['generations'] == [1], out.text()
+    assert summary['plan'] == '0-3@c0,4-8@c1'
+    assert summary['stopped'] == 'duration reached'
+    assert set(summary['nodes'].values()) == {'exited with code 0'}
+    assert set(summary['nodes']) == {'pipeit_planner', 'pipeit_container_c0', 'pipeit_container_c1',
+                                     'pipeit_camera'}
+    assert summary['latency_p50_ms'] > 0
+
+
+def test_killed_container_fails_bringup_naming_it(params_file, zoo_model):
+    proc, out = bringup(params_file(), zoo_model, '--duration', 50)
+    try:
+        wait_for(lambda: results_seen(out) > 0 or proc.poll() is not None, 40, what='results', output=out)
+        assert proc.poll() is None, out.text()
+        victim = child_pid(proc.pid, 'pipeit_container_c1')
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        code = proc.wait(timeout=30)
+    finally:
+        stop_process(proc)
+    out.join()
+    assert code == 1, out.text()
+    assert 'pipeit: error: node pipeit_container_c1 killed by SIGKILL' in out.text()
+
+
+def test_ctrl_c_stops_every_node_cleanly(params_file, zoo_model):
+    """One container for both clusters this time; SIGINT to bringup alone (as from `kill -INT`)."""
+    proc, out = bringup(params_file(), zoo_model, '--single-container', '--json')
+    try:
+        wait_for(lambda: results_seen(out) > 0 or proc.poll() is not None, 40, what='results', output=out)
+        assert proc.poll() is None, out.text()
+        children = [child_pid(proc.pid, n) for n in ('pipeit_planner', 'pipeit_container', 'pipeit_camera')]
+        assert None not in children
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        stop_process(proc)
+    out.join()
+    assert code == 0, out.text()
+    summary = last_json(out.text())
+    assert summary['stopped'] == 'interrupted' and summary['frames'] > 0
+    assert set(summary['nodes'].values()) == {'exited with code 0'}, summary['nodes']
+    assert not any(os.path.exists(f'/proc/{pid}') and _is_alive(pid) for pid in children)
+
+
+def _is_alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().split(') ')[1][0] != 'Z'
+    except OSError:
+        return False

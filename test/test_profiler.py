@@ -1,0 +1,139 @@
+"""The profiler: segments of a real (tiny) model measured on every core configuration, cached, via the CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pipeit_ros import measure, profiler
+from pipeit_ros.topology import Cluster, Topology
+
+
+def small_topology(n_clusters=1):
+    """At most two of the CPUs this process may use: one 2-core cluster, or two 1-core clusters."""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if n_clusters == 2 and len(cpus) == 2:
+        clusters = (Cluster('a', (cpus[0],), 'host', 1.0), Cluster('b', (cpus[1],), 'host', 1.0))
+    else:
+        clusters = (Cluster('a', tuple(cpus), 'host', 1.0),)
+    return Topology(clusters=clusters, name=f'test-{n_clusters}', source='test')
+
+
+def topology_yaml(tmp_path, topology):
+    import yaml
+    path = tmp_path / f'{topology.name}.yaml'
+    path.write_text(yaml.safe_dump({'name': topology.name, 'clusters': [
+        {'name': c.name, 'cpus': list(c.cpus)} for c in topology.clusters]}))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def tiny_graph(zoo_model):
+    from pipeit_ros import graph
+    return graph.load(zoo_model('tiny'))
+
+
+@pytest.mark.parametrize('n_clusters', [1, 2], ids=['one-cluster', 'two-clusters'])
+def test_core_configs_cover_every_k_of_every_cluster(n_clusters):
+    topology = small_topology(n_clusters)
+    configs = measure.core_configs(topology)
+    expected = [(c.name, k) for c in topology.clusters for k in range(1, c.size + 1)]
+    assert [c.key for c in configs] == expected
+    for cfg in configs:
+        cluster = topology.cluster(cfg.cluster)
+        assert cfg.cpus == cluster.cpus[:cfg.cores]
+
+
+def test_time_calls_stops_when_medians_are_stable():
+    times = measure.time_calls([lambda: None, lambda: sum(range(100))], warmup=1, min_reps=5, max_reps=500,
+                               budget_s=5.0, rtol=0.5, check_every=2)
+    assert times.shape[0] == 2
+    assert 5 <= times.shape[1] < 500
+    assert np.all(times >= 0)
+
+
+def test_run_pinned_runs_on_the_first_cpu_and_reraises():
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    assert measure.run_pinned((cpu,), lambda: os.sched_getaffinity(0)) == {cpu}
+    with pytest.raises(ZeroDivisionError):
+        measure.run_pinned((cpu,), lambda: 1 / 0)
+    assert len(os.sched_getaffinity(0)) >= 1  # the caller's own mask is untouched
+
+
+def test_trace_layer_times_map_every_kernel_to_a_layer(tiny_graph):
+    cfg = measure.core_configs(small_topology())[0]
+    lookup = measure.layer_lookup(tiny_graph.model, tiny_graph.layers)
+    times, wall = measure.trace_layer_times(tiny_graph.model.SerializeToString(), cfg, lookup,
+                                            len(tiny_graph.layers), runs=3, warmup=1)
+    assert times.shape == (len(tiny_graph.layers),)
+    conv = [l.index for l in tiny_graph.layers if l.op_type == 'conv']
+    assert np.all(times[conv] > 0)
+    assert times.sum() <= wall * 1.5  # kernel times are part of the run (wide margin: noisy shared machine)
+
+
+def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
+    topology = small_topology()
+    logs = []
+    table = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)
+    n_cfg = len(measure.core_configs(topology))
+    assert table.source == 'profile'
+    assert table.model_hash == tiny_graph.model_hash
+    assert table.topology_fingerprint == topology.fingerprint()
+    assert table.segments == [tuple(s) for s in tiny_graph.segments()]
+    assert table.seg_ms.shape == (n_cfg, len(table.segments))
+    assert np.all(table.seg_ms > 0) and np.all(table.overhead_ms > 0)
+    assert table.in_bytes[0] == int(np.prod(tiny_graph.input_shape)) * 4
+    assert 'cross_process_copy' in table.meta['handover'] and table.handover_ms_per_mb >= 0
+    assert not any('reusing cached profile' in line for line in logs)
+    logs.clear()
+    again = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)
+    assert any('reusing cached profile' in line for line in logs)
+    np.testing.assert_allclose(again.seg_ms, table.seg_ms)
+
+
+@pytest.mark.parametrize('bad', [{'reps': 0}, {'budget_s': 0}], ids=['reps-0', 'budget-0'])
+def test_profile_refuses_bad_options(tiny_graph, bad):
+    from pipeit_ros.errors import PipeitError
+    with pytest.raises(PipeitError):
+        profiler.profile(tiny_graph, small_topology(), progress=False, log=lambda m: None, **bad)
+
+
+def test_measure_handover_is_non_negative_and_cached():
+    topology = small_topology(2)
+    logs = []
+    first = profiler.measure_handover(topology, log=logs.append)
+    for part in ('in_process', 'cross_process_copy'):
+        assert first[part]['fixed_ms'] >= 0 and first[part]['ms_per_mb'] >= 0
+    second = profiler.measure_handover(topology, log=logs.append)
+    assert second == first and any('reusing' in line for line in logs)
+
+
+def test_cli_profile_caches_and_prints_json(run_cli, tmp_path):
+    topo = topology_yaml(tmp_path, small_topology(2))
+    out = tmp_path / 'p.json'
+    code, stdout, err = run_cli('profile', 'tiny', '--topology', topo, '--reps', '3', '--no-progress',
+                                '--out', out)
+    assert code == 0, err
+    assert 'overhead' in stdout and 'reusing cached profile' not in err
+    code, stdout, err = run_cli('profile', 'tiny', '--topology', topo, '--reps', '3', '--json')
+    assert code == 0
+    assert 'reusing cached profile' in err
+    data = json.loads(stdout)
+    assert data['source'] == 'profile' and data['seg_ms'] == json.loads(out.read_text())['seg_ms']
+
+
+@pytest.mark.parametrize('argv', [
+    ['profile', 'no_such_net'],
+    ['profile', 'tiny', '--reps', '0'],
+    ['profile', 'tiny', '--budget', '-1'],
+    ['profile', 'tiny', '--topology', 'no-such-topology'],
+    ['profile', '{garbage}'],
+], ids=['unknown-model', 'reps-0', 'budget-negative', 'unknown-topology', 'garbage-file'])
+def test_cli_profile_bad_input_exits_2(run_cli, argv, tmp_path):
+    if argv[1] == '{garbage}':
+        bad = tmp_path / 'bad.onnx'
+        bad.write_bytes(b'not a model')
+        argv = ['profile', str(bad)]
+    code, _, err = run_cli(*argv)
+    assert code == 2
+    assert err.startswith('pipeit: error:') and 'Traceback' not in err
