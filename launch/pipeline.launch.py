@@ -4,7 +4,7 @@
 
 The process layout comes from pipeit_ros.layout.build_layout (tested; `pipeit bringup` starts the same one),
 resolved here at launch so 'auto' becomes this machine's clusters. Each container is pinned to its cluster's
-CPUs with `taskset`; every node gets FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA. Emulated clusters (co-runners)
+CPUs with `taskset`; large_data:=true gives every node FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA. Emulated clusters (co-runners)
 are started by `pipeit bringup` only, not by this file.
 """
 from launch import LaunchDescription
@@ -20,6 +20,8 @@ ARGUMENTS = {
     'single_container': ('false', 'true: one container process for all clusters instead of one per cluster'),
     'camera': ('', "also start pipeit_camera on this source: 'pattern', a video file or an image folder"),
     'namespace': ('', 'namespace of every node'),
+    'large_data': ('auto', 'true: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for every node (camera-sized images fast and '
+                           'lossless; your camera driver must use it too), false: inherit, auto: true with camera:=...'),
 }
 
 
@@ -31,7 +33,8 @@ def _nodes(context):
     specs = layout.build_layout(params, arg['topology'] or None,
                                 single_container=arg['single_container'].lower() in ('true', '1', 'yes'),
                                 with_camera=arg['camera'] or None, model=arg['model'] or None,
-                                image_topic=arg['image_topic'] or None, namespace=arg['namespace'])
+                                image_topic=arg['image_topic'] or None, namespace=arg['namespace'],
+                                large_data={'true': True, 'false': False}.get(arg['large_data'].lower()))
     return [Node(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace or None,
                  parameters=[s.parameters], remappings=list(s.remappings.items()), additional_env=s.env,
                  prefix=layout.taskset_prefix(s.cpus), output='screen', emulate_tty=True)

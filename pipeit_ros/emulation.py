@@ -304,6 +304,8 @@ class Emulation:
 
 # ---------------------------------------------------------------- process-wide bookkeeping
 
+ACTIVE_ENV = 'PIPEIT_EMULATION_ACTIVE'   # set by `pipeit bringup` for its children: emulation already on
+
 _active = {}            # key -> [Emulation, users]
 _active_lock = threading.RLock()
 _previous_handlers = {}
@@ -357,9 +359,15 @@ def emulated(topology, log=print):
     """Run the block with the topology's emulated clusters shared with co-runners; a silent no-op without any.
 
     Nested use with the same emulation reuses the running co-runners; another emulation while one runs is
-    an error (the shares would add up).
+    an error (the shares would add up). A process whose parent already emulates this topology (``ACTIVE_ENV``
+    names its fingerprint) starts none.
     """
     if topology is None or not topology.has_emulation():
+        yield None
+        return
+    if os.environ.get(ACTIVE_ENV) == topology.fingerprint():
+        # a child of `pipeit bringup`, which already runs this emulation around it: a second set of
+        # co-runners would halve the share again
         yield None
         return
     emulation = Emulation(topology)

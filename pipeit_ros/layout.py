@@ -4,9 +4,12 @@ One function decides it, :func:`build_layout`; ``launch/pipeline.launch.py`` map
 ``Node`` actions and ``pipeit bringup`` onto subprocesses, so both start the same graph. Containers are per
 cluster, so the topology is resolved here, at launch: 'auto' becomes this machine's clusters.
 
-Every process gets ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: with Fast DDS' default transports camera-sized
-messages are slow (1.6 MB: 24 ms) and best-effort ones of >= 1.6 MB were all lost; LARGE_DATA (shared memory
-plus TCP) moves them in ~4 ms without loss (design.md §4).
+Transports: with Fast DDS' default transports camera-sized messages are slow (1.6 MB: 24 ms) and best-effort
+ones of >= 1.6 MB were all lost; ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (shared memory plus TCP) moves them in
+~4 ms without loss (design.md §4). But a participant on LARGE_DATA and one on the default transports do not talk
+at all (measured: 0 of 67 messages either way), so the setting must match the robot's camera driver. Hence
+``large_data``: True sets it for every process of the layout, False leaves the environment as it is, None (the
+default) sets it only when the camera is ours (``with_camera``), the one case where every participant is ours.
 
 Parameters come from a ROS parameter file (``config/pipeline.yaml``): a section per node name
 (``pipeit_planner``, ``pipeit_camera``, ``pipeit_container`` — applied to every container — and
@@ -129,7 +132,7 @@ def planner_parameters(values, where='planner parameters'):
 
 
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
-                 image_topic=None, namespace=''):
+                 image_topic=None, namespace='', large_data=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
     ``single_container``), and a camera when ``with_camera`` names a source ('pattern', a video, a folder).
 
@@ -140,6 +143,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     from pipeit_ros import topology as topology_mod  # noqa: PLC0415
 
     planner = section(params, PLANNER)
+    dds_env = dict(DDS_ENV) if (large_data or (large_data is None and with_camera)) else {}
     if topology is None:
         topology = planner.get('topology', 'auto')
     if isinstance(topology, str):
@@ -150,7 +154,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     if model:
         planner['model_path'] = os.path.abspath(model) if os.path.isfile(model) else model
     specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
-                         parameters=planner_parameters(planner), env=dict(DDS_ENV), namespace=namespace)]
+                         parameters=planner_parameters(planner), env=dict(dds_env), namespace=namespace)]
 
     if single_container:
         groups = [(CONTAINER, '*', topology.cpus)]
@@ -163,7 +167,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         if image_topic:
             values['image_topic'] = image_topic
         specs.append(ProcessSpec(name=name, executable=CONTAINER, role='container', parameters=values,
-                                 cpus=tuple(cpus), env=dict(DDS_ENV), namespace=namespace))
+                                 cpus=tuple(cpus), env=dict(dds_env), namespace=namespace))
 
     if with_camera:
         values = section(params, CAMERA)
@@ -172,7 +176,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         topic = image_topic or section(params, CONTAINER).get('image_topic')
         remap = {'image_raw': topic} if topic and topic != 'image_raw' else {}
         specs.append(ProcessSpec(name=CAMERA, executable=CAMERA, role='camera', parameters=values,
-                                 env=dict(DDS_ENV), remappings=remap, namespace=namespace, exit_ok=True))
+                                 env=dict(dds_env), remappings=remap, namespace=namespace, exit_ok=True))
     return specs
 
 

@@ -1,8 +1,9 @@
 """Start the ROS 2 graph of a pipeline without ros2 launch: the planner, one container per cluster (or one for
 all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned
-and with FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, under the topology's emulation. Prints live frames/s and
+and (with --with-camera or --large-data) FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, under the topology's emulation. Prints live frames/s and
 latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
 a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart)."""
+import argparse
 import os
 import signal
 import tempfile
@@ -23,6 +24,9 @@ def add_arguments(parser):
     parser.add_argument('--single-container', action='store_true',
                         help='one container process for all clusters instead of one per cluster')
     parser.add_argument('--namespace', default='', metavar='NS', help='ROS namespace of every node')
+    parser.add_argument('--large-data', action=argparse.BooleanOptionalAction, default=None,
+                        help='FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for every node (default: only with --with-camera, '
+                             'since such participants do not talk to ones on default transports: match your camera)')
     parser.add_argument('--duration', type=float, metavar='S', help='stop by itself after S seconds')
     parser.add_argument('--stop-timeout', type=float, default=5.0, metavar='S',
                         help='seconds a node gets to exit after SIGINT before SIGTERM (default 5)')
@@ -49,7 +53,8 @@ def run(args):
     spec = args.topology or layout.section(params, layout.PLANNER).get('topology', 'auto')
     topology = topology_mod.resolve(spec)
     specs = layout.build_layout(params, topology, args.single_container, args.with_camera, model=args.model,
-                                image_topic=args.image_topic, namespace=args.namespace)
+                                image_topic=args.image_topic, namespace=args.namespace,
+                                large_data=args.large_data)
     note(topology.describe())
     for s in specs:
         note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')
@@ -67,16 +72,16 @@ def _supervise(args, specs, workdir, topology):
     from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
 
     from pipeit_ros.cli import error  # noqa: PLC0415
-    from pipeit_ros.layout import DDS_ENV  # noqa: PLC0415
     from pipeit_ros.ros.monitor import Monitor  # noqa: PLC0415
     from pipeit_ros.supervise import Supervisor  # noqa: PLC0415
 
     echo = None if args.quiet else note
     # Children run inside our emulation; a node that measures (the planner profiling) must not start a second
     # one on top (proposed contract: emulation.emulated() is a no-op when this names the same topology).
-    extra = {'PIPEIT_EMULATION_ACTIVE': topology.fingerprint()} if topology.has_emulation() else {}
+    from pipeit_ros.emulation import ACTIVE_ENV  # noqa: PLC0415
+    extra = {ACTIVE_ENV: topology.fingerprint()} if topology.has_emulation() else {}
     supervisor = Supervisor(specs, workdir, echo=echo, extra_env=extra).start()
-    os.environ.update(DDS_ENV)              # our monitor talks to them with the same transports
+    os.environ.update(specs[0].env)         # our monitor talks to them with the same transports
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     monitor = Monitor(args.namespace, context=context)

@@ -1,0 +1,379 @@
+"""`pipeit_container`: one process per CPU cluster hosting that cluster's pipeline stages.
+
+The whole process is pinned to its cluster's CPUs at start (every thread, DDS's included); the engine's
+workers then pin themselves to their stage's CPUs inside it. ``cluster: '*'`` (single-container layout) hosts
+every stage in one process, so every hand-over between stages is an in-process, zero-copy one.
+
+The control node ``pipeit_container`` reads ``pipeit/plan`` and drives the re-plan handshake of
+pipeit_ros.handoff on ``pipeit/status``; the stages run in :class:`~pipeit_ros.ros.run.RunHost` objects, each
+stage node on a thread of its own. Parameters are read at start, except ``top_k`` and ``labels_file``.
+
+Embedding (tests, benchmarks): ``with Container(context=ctx, parameters={'cluster': '*'}) as c: ...`` runs one
+container inside the calling process, its control node spinning on a background thread.
+"""
+from dataclasses import fields
+import itertools
+import json
+import os
+import sys
+import time
+
+import rclpy
+from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from std_msgs.msg import String
+
+from pipeit_ros import handoff
+from pipeit_ros.container_config import DESCRIPTIONS, RUNTIME_PARAMETERS, ContainerSettings, pin_process
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.ros import messages
+from pipeit_ros.ros.run import RunHost
+from pipeit_ros.ros.stage_node import ImageInput, NodeThread
+
+TICK_S = 0.05
+HEARTBEAT_S = 1.0
+STALE_S = 3.5           # a peer silent this long is gone (heartbeats come every HEARTBEAT_S)
+HANDOFF_WAIT_S = 2.0    # old head waits this long for the new head's first stamp, then cuts at once
+WARN_EVERY_S = 10.0
+WAIT_NOTE_S = 5.0       # a head still waiting for its peers this long says for whom
+
+
+class ContainerNode(Node):
+    def __init__(self, *, context=None, node_name='pipeit_container', namespace='', parameters=None):
+        overrides = [Parameter(k, value=v) for k, v in (parameters or {}).items()]
+        super().__init__(node_name, namespace=namespace, context=context, parameter_overrides=overrides)
+        values = {}
+        for f in fields(ContainerSettings):
+            d = ParameterDescriptor(description=DESCRIPTIONS[f.name])
+            default = Parameter.Type.DOUBLE_ARRAY if f.name in ('mean', 'std') else f.default
+            try:
+                values[f.name] = self.declare_parameter(f.name, default, d).value
+            except InvalidParameterTypeException as exc:
+                raise PipeitError(f'parameter {f.name}: {exc} (write doubles as 1.0, not 1)') from None
+        self.settings = ContainerSettings(**values).check()
+        self.cluster = self.settings.cluster
+        self.name = self.get_name()
+        self.labels = self._load_labels(self.settings.labels_file)
+        self.cpus = self._cluster_cpus()
+        self.msg = None             # PlanMessage of the generation this container works towards
+        self._latest = None         # newest PlanMessage received
+        self.runs, self.old_runs = [], []
+        self.built = False
+        self.state = 'idle'
+        self.error = None
+        self.image_input = None
+        self._input_thread = None
+        self.peers = {}
+        self._frames = itertools.count()
+        self._warned = {}
+        self._graphs = {}
+        self._handoff_since = 0.0
+        self._handed_over = None    # {'generation', 'last_stamp_ns'} once an old head run ended here
+        self._published_stamp = None
+        self._status_pub = self.create_publisher(String, 'pipeit/status', messages.STATUS_QOS)
+        self.create_subscription(String, 'pipeit/status', self._on_status, messages.STATUS_QOS)
+        self.create_subscription(String, 'pipeit/plan', self._on_plan, messages.PLAN_QOS)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._parameters_set)
+        self.create_timer(TICK_S, self.tick)
+        self.create_timer(HEARTBEAT_S, self.publish_status)
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    def _cluster_cpus(self):
+        from pipeit_ros import topology as topology_mod  # noqa: PLC0415
+        if self.settings.topology == 'auto':     # every online CPU: a launcher may have pinned us already
+            topology = topology_mod.detect(allowed_cpus=topology_mod.online_cpus())
+        else:
+            topology = topology_mod.resolve(self.settings.topology, check_cpus=False)
+        if self.cluster == handoff.ALL:
+            return tuple(topology.cpus)
+        try:
+            return tuple(topology.cluster(self.cluster).cpus)
+        except (KeyError, PipeitError):
+            names = ', '.join(c.name for c in topology.clusters)
+            raise PipeitError(f'cluster {self.cluster!r} is not in topology {topology.name} ({names})') from None
+
+    @staticmethod
+    def _load_labels(path):
+        from pipeit_ros.results import load_labels  # noqa: PLC0415
+        return load_labels(path) if path else None
+
+    def _check_parameters(self, params):
+        for p in params:
+            if p.name not in RUNTIME_PARAMETERS:
+                return SetParametersResult(successful=False, reason=f'{p.name} is read at start only; restart '
+                                                                    f'the container to change it')
+            try:
+                if p.name == 'top_k' and int(p.value) < 0:
+                    raise PipeitError(f'top_k must be >= 0, got {p.value}')
+                if p.name == 'labels_file':
+                    self._load_labels(p.value)
+            except (PipeitError, TypeError, ValueError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _parameters_set(self, params):
+        for p in params:
+            if p.name == 'top_k':
+                self.settings.top_k = int(p.value)
+            elif p.name == 'labels_file':
+                self.settings.labels_file = p.value
+                self.labels = self._load_labels(p.value)
+
+    # -- helpers the runs call ------------------------------------------------------------------------------
+    def next_frame_number(self):
+        return next(self._frames)
+
+    def warn_once(self, kind, text):
+        """Log ``text`` at most once per WARN_EVERY_S for each ``kind`` (bad frames come in floods)."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._warned[kind] = now
+            self.get_logger().warning(f'{text} (logged once per {WARN_EVERY_S:.0f} s)')
+
+    # -- status ---------------------------------------------------------------------------------------------
+    def status_dict(self):
+        stamp = self.image_input.first_stamp if self.image_input is not None else None
+        return {'container': self.name, 'cluster': self.cluster, 'generation': self.msg.generation if self.msg
+                else 0, 'state': self.state, 'stages': [i for r in self.runs for i in r.indices],
+                'pid': os.getpid(),
+                'first_stamp': None if stamp is None else {'sec': stamp.sec, 'nanosec': stamp.nanosec},
+                'handoff': self._handed_over}
+
+    def publish_status(self):
+        d = self.status_dict()
+        own = handoff.PeerStatus.from_dict(d, time.monotonic())
+        self.peers[own.key] = own
+        self._status_pub.publish(String(data=json.dumps(d)))
+
+    def _set_state(self, state):
+        if state != self.state:
+            self.state = state
+            self.publish_status()
+
+    def _on_status(self, msg):
+        try:
+            p = handoff.PeerStatus.from_dict(json.loads(msg.data), time.monotonic())
+        except (ValueError, KeyError, TypeError) as exc:
+            self.warn_once('status', f'ignoring a malformed pipeit/status message: {exc}')
+            return
+        self.peers[p.key] = p
+
+    def _live_peers(self):
+        return handoff.live_peers(self.peers, time.monotonic(), STALE_S)
+
+    # -- plans ----------------------------------------------------------------------------------------------
+    def _on_plan(self, msg):
+        from pipeit_ros.planmsg import decode_plan_message  # noqa: PLC0415
+        try:
+            plan_msg = decode_plan_message(msg.data)
+            clusters = {c['name'] for c in plan_msg.topology['clusters']}
+            if self.cluster != handoff.ALL and self.cluster not in clusters:
+                raise PipeitError(f'cluster {self.cluster!r} is not in the plan\'s topology '
+                                  f'({", ".join(sorted(clusters))})')
+        except (PipeitError, KeyError, TypeError) as exc:
+            self.get_logger().error(f'ignoring plan message: {exc}')
+            return
+        self._latest = plan_msg
+
+    def _hosts_head(self, plan):
+        return self.cluster == handoff.ALL or handoff.head_cluster(plan) == self.cluster
+
+    def _begin(self, msg):
+        """Start moving to generation ``msg.generation``: the current runs drain, the camera input moves."""
+        self.old_runs += self.runs
+        self.runs, self.built, self.error = [], False, None
+        self.msg = msg
+        head_here = self._hosts_head(msg.plan)
+        for run in self.old_runs:
+            if run.is_head and head_here:
+                run.request_cut()
+            elif run.is_head:
+                run.hold()
+            else:
+                run.retire()
+        if head_here and self.image_input is None:
+            s = self.settings
+            self.image_input = ImageInput(context=self.context, namespace=self.get_namespace(),
+                                          topic=s.image_topic, qos_name=s.image_qos, policy=s.policy,
+                                          queue_size=s.queue_size)
+            self._input_thread = NodeThread(self.image_input).start()
+        self._handoff_since = time.monotonic()
+        runs = handoff.hosted_runs(msg.plan, self.cluster)
+        self.get_logger().info(f'generation {msg.generation} ({msg.reason}): plan {msg.plan.to_spec()}; '
+                               f'hosting stages {runs or "none"}')
+        self.publish_status()
+
+    def _handoff(self):
+        """Old head runs whose cut waits for the new head's first frame stamp."""
+        for run in self.old_runs:
+            if run.is_head and not run.cut_requested:
+                stamp = handoff.handoff_stamp(self.msg.generation, handoff.head_cluster(self.msg.plan),
+                                              self._live_peers())
+                if stamp is not None:
+                    run.request_cut(stamp)
+                elif time.monotonic() - self._handoff_since > HANDOFF_WAIT_S:
+                    self.get_logger().warning('no first frame stamp from the new head container; cutting now')
+                    run.request_cut()
+
+    def _graph(self, msg):
+        from pipeit_ros import graph  # noqa: PLC0415
+        key = (msg.model_path, msg.model_hash)
+        if key not in self._graphs:
+            g = graph.load(msg.model_path)
+            if msg.model_hash and g.model_hash != msg.model_hash:
+                raise PipeitError(f'{msg.model_path}: model hash {g.model_hash} differs from the plan\'s '
+                                  f'{msg.model_hash} (the file changed?)')
+            self._graphs = {key: g}
+        return self._graphs[key]
+
+    def _build(self, hosted):
+        from pipeit_ros.preprocess import PreprocessConfig, Preprocessor  # noqa: PLC0415
+        msg, s = self.msg, self.settings
+        try:
+            graph = self._graph(msg)
+            pre = None
+            if hosted[0][0] == 0:
+                pre = Preprocessor(PreprocessConfig.from_dict(msg.preprocess, mean=s.mean, std=s.std,
+                                                              interpolation=s.interpolation))
+            for indices in hosted:
+                inbox = self.image_input.inbox if indices[0] == 0 else None
+                self.runs.append(RunHost(self, msg, graph, indices, preprocessor=pre, image_inbox=inbox).start())
+        except Exception as exc:  # noqa: BLE001 - a plan we cannot run leaves the container alive and saying why
+            self.error = exc
+            self.get_logger().error(f'generation {msg.generation}: cannot build stages {hosted}: '
+                                    f'{type(exc).__name__}: {exc}')
+            for run in self.runs:
+                run.close()
+            self.runs = []
+        self.built = True
+
+    # -- the state machine (control thread) -----------------------------------------------------------------
+    def tick(self):
+        latest = self._latest
+        if latest is not None and (self.msg is None or latest.generation != self.msg.generation):
+            self._begin(latest)
+        for run in [r for r in self.old_runs if r.finished.is_set()]:
+            if run.is_head and run.last_stamp_ns is not None:
+                self._handed_over = {'generation': self.msg.generation, 'last_stamp_ns': run.last_stamp_ns}
+            run.close()
+            self.old_runs.remove(run)
+        if self.image_input is not None and not any(r.is_head for r in self.old_runs) and \
+                (self.msg is None or not self._hosts_head(self.msg.plan)):
+            self._close_input()
+        if self.image_input is not None and self.image_input.first_stamp != self._published_stamp:
+            self._published_stamp = self.image_input.first_stamp
+            self.publish_status()
+        if self.old_runs:
+            self._handoff()
+            return self._set_state('draining')
+        if self.msg is None:
+            return None
+        gen = self.msg.generation
+        if not self.built:
+            live = self._live_peers()
+            if all(p.generation == gen and p.state != 'draining' for p in live):
+                hosted = handoff.hosted_runs(self.msg.plan, self.cluster)
+                if hosted:
+                    self._build(hosted)
+                else:
+                    self.built = True
+            return self._set_state('idle')
+        if not self.runs or self.state == 'running' or not all(r.matched() for r in self.runs):
+            return None
+        self._set_state('ready')
+        head = next((r for r in self.runs if r.is_head), None)
+        if head is None:
+            if any(p.generation == gen and p.state == 'running' for p in self._live_peers()):
+                self._set_state('running')
+            return None
+        live = self._live_peers()
+        ok, why = handoff.may_admit(gen, handoff.plan_clusters(self.msg.plan), live)
+        if ok:
+            head.go(handoff.skip_until(gen, [p for p in live if p.pid != os.getpid() or p.container != self.name]))
+            self._set_state('running')
+        elif time.monotonic() - self._handoff_since > WAIT_NOTE_S:
+            self.warn_once('waiting', f'generation {gen}: frames wait: {why}')
+        return None
+
+    def _close_input(self):
+        self.image_input.close()
+        self._input_thread.stop()
+        self.image_input = self._input_thread = None
+
+    def shutdown(self):
+        """Stop every run and the camera input (frames still inside are abandoned)."""
+        if self.image_input is not None:
+            self.image_input.close()
+        for run in self.old_runs + self.runs:
+            run.close()
+        self.old_runs, self.runs = [], []
+        if self.image_input is not None:
+            self._close_input()
+
+
+class Container:
+    """One container: its control node spinning on a background thread (:meth:`start`) or on the caller's
+    (:meth:`spin`), the stage nodes each on their own."""
+
+    def __init__(self, *, context=None, node_name=None, namespace='', parameters=None, pin=False):
+        parameters = dict(parameters or {})
+        cluster = parameters.get('cluster') or handoff.ALL
+        name = node_name or ('pipeit_container' if cluster == handoff.ALL else f'pipeit_container_{cluster}')
+        self.node = ContainerNode(context=context, node_name=name, namespace=namespace, parameters=parameters)
+        if pin and self.node.settings.pin:
+            pin_process(self.node.cpus)
+        self._spinner = NodeThread(self.node, name=f'spin.{self.node.name}')
+
+    def start(self):
+        """Spin the control node on a background thread; returns self."""
+        self._spinner.start()
+        return self
+
+    def spin(self):
+        """Spin the control node on the calling thread until ROS shuts down (SIGINT/SIGTERM) or stop()."""
+        self._spinner.spin_here()
+
+    def stop(self):
+        """Stop the control node, then the runs and the camera input, then destroy the control node."""
+        if self._spinner is None:
+            return
+        self._spinner.halt()
+        self.node.shutdown()
+        self._spinner.stop()
+        self._spinner = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def main(args=None):
+    """Console script ``pipeit_container``: exit 0 on SIGINT/SIGTERM or ROS shutdown, 2 on bad parameters."""
+    rclpy.init(args=args)
+    container = None
+    code = 0
+    try:
+        container = Container(pin=True)
+        container.node.get_logger().info(f'cluster {container.node.cluster} on CPUs {list(container.node.cpus)}')
+        container.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except PipeitError as exc:
+        print(f'pipeit_container: error: {exc}', file=sys.stderr)
+        code = 2
+    finally:
+        if container is not None:
+            container.stop()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

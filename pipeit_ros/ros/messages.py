@@ -1,0 +1,105 @@
+"""QoS profiles and message builders of the container: the only place that turns arrays into ROS messages.
+
+Payloads are filled from ``array.array`` (one memcpy, pipeit_ros.tensormsg), never from an ndarray.
+
+Results of the last stage, two messages per frame, published in this order:
+
+- ``pipeit/output``: std_msgs/Float32MultiArray, the raw output tensor; ``layout.dim`` names each axis
+  (``batch``, ``class`` for logits) with its size and row-major stride. It has no header: pair it with the
+  ``pipeit/classification`` message published right after it (same ``seq``).
+- ``pipeit/classification``: vision_msgs/Classification (header = source image header; results = top-k
+  ObjectHypothesis, class_id as text, score = softmax) when vision_msgs is importable, otherwise std_msgs/String
+  holding JSON ``{"header": {"stamp": {"sec", "nanosec"}, "frame_id"}, "seq", "generation", "latency_ms",
+  "top_k": [{"class_id", "score", "label"?}]}``.
+"""
+import json
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
+
+from pipeit_ros import results, tensormsg
+from pipeit_ros.container_config import IMAGE_QOS_CHOICES
+from pipeit_ros.errors import PipeitError
+
+try:                                    # not installable from PyPI here; used where a ROS install has it
+    from vision_msgs.msg import Classification, ObjectHypothesis
+except ImportError:
+    Classification = ObjectHypothesis = None
+
+PLAN_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STATUS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+RESULT_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_qos(name):
+    """'sensor_data': best effort, keep last 5 (camera drivers' default; DDS may lose frames, reported as
+    ``drops_dds`` where the middleware tells). 'reliable': a keep-all reader, so DDS loses nothing and every
+    drop is the container's own, counted (keep-latest under 'drop_oldest', none under 'block')."""
+    if name == 'sensor_data':
+        return qos_profile_sensor_data
+    if name == 'reliable':
+        return QoSProfile(depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+    raise PipeitError(f'image_qos {name!r} is not one of {", ".join(IMAGE_QOS_CHOICES)}')
+
+
+def tensor_qos(policy, queue_size):
+    """Internal tensor topics are reliable; with 'block' keep-all, so back-pressure instead of loss."""
+    if policy == 'block':
+        return QoSProfile(depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=max(4, int(queue_size)), history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE)
+
+
+def tensor_topic(stage_index):
+    return f'pipeit/tensor/stage_{int(stage_index)}'
+
+
+def tensor_msg(header, arr, *, seq, generation, t_recv_ns):
+    msg = Image()
+    msg.header = header
+    return tensormsg.pack_tensor(msg, arr, seq=seq, generation=generation, t_recv_ns=t_recv_ns)
+
+
+def eos_msg(generation):
+    return tensormsg.pack_eos(Image(), generation)
+
+
+def output_msg(arr):
+    msg = Float32MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=stride)
+                      for label, size, stride in results.multiarray_layout(arr.shape)]
+    msg.layout.data_offset = 0
+    msg.data = tensormsg.float32_array(arr)
+    return msg
+
+
+def classification_msg(header, seq, top, generation, latency_ms):
+    if Classification is not None:
+        msg = Classification()
+        msg.header = header
+        msg.results = [ObjectHypothesis(class_id=str(t['class_id']), score=float(t['score'])) for t in top]
+        return msg
+    d = results.classification_dict(header.stamp.sec, header.stamp.nanosec, header.frame_id, seq, top,
+                                    generation=generation, latency_ms=latency_ms)
+    return String(data=json.dumps(d))
+
+
+def classification_type():
+    return Classification if Classification is not None else String
+
+
+def diagnostic_array(stamp, statuses):
+    """statuses: [(level, name, message, hardware_id, [(key, value)])] -> DiagnosticArray."""
+    arr = DiagnosticArray()
+    arr.header.stamp = stamp
+    arr.status = [DiagnosticStatus(level=level, name=name, message=message, hardware_id=hw,
+                                   values=[KeyValue(key=k, value=v) for k, v in values])
+                  for level, name, message, hw, values in statuses]
+    return arr
+
+
+LEVEL = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN, 'error': DiagnosticStatus.ERROR}

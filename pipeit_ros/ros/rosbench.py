@@ -1,0 +1,216 @@
+"""Measure the ROS graph against the engine alone for one plan: frames/s ratio and end-to-end latency.
+
+``python -m pipeit_ros.ros.rosbench [MODEL] [--topology T] [--stages SPEC | --plan FILE | --auto]
+[--layout single|multi|both] [--seconds S] [--window K | --rate HZ] [--paced F] [--json]``
+
+For each layout the container processes are started as in a deployment (``single``: one container for every
+stage; ``multi``: one per cluster the plan uses, each pinned to its cluster), with ``policy: block`` and a
+reliable camera topic. This process plays camera and consumer: it publishes 640x480 rgb8 frames and
+subscribes to ``pipeit/classification``. Closed loop by default: a new frame goes out whenever fewer than
+``--window`` frames are in flight, so the graph runs at its own pace and nothing is dropped; ``--rate`` sends
+at a fixed rate instead. Then, for latency, frames go out at ``--paced`` (0.5) x the measured rate: a
+saturating source would only show its own queueing (Little's law: window / fps). Figures are taken over
+``--seconds`` after ``--warmup`` seconds:
+
+- ``fps``: results received per second; ``engine_fps``: the same plan in pipeit_ros.bench (no ROS, no
+  pre-processing), measured just before each layout; ``ratio`` = fps / engine_fps.
+- ``e2e_p50/p99_ms`` (saturated) and ``paced_e2e_p50/p99_ms``: result arrival here minus the frame's stamp
+  (set when it was published here): publish -> DDS -> pre-processing -> stages (-> hops) -> results -> back.
+- ``container_p50/p99_ms``: the containers' own figure, from frame receipt to result publish.
+Everything runs inside ``pipeit_ros.emulation.emulated(topology)`` like ``pipeit bench``.
+"""
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+LAYOUTS = ('single', 'multi')
+
+
+def _note(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def load_plan(args, graph, topology):
+    from pipeit_ros.plan import Plan, check_against, parse_spec  # noqa: PLC0415
+    if args.stages:
+        return parse_spec(args.stages, topology, n_layers=len(graph.layers))
+    if args.plan:
+        plan = Plan.load(args.plan)
+        check_against(plan, graph, topology)
+        return plan
+    from pipeit_ros.planning import auto_plan  # noqa: PLC0415
+    return auto_plan(graph, topology, log=_note)
+
+
+def _drive(col, src, frames, *, seconds, warmup, window, rate):
+    """Publish frames for ``warmup + seconds`` (closed loop with ``window`` in flight, or at ``rate`` Hz);
+    return (results that arrived in the last ``seconds``, frames sent)."""
+    base = len(col.classifications)
+    t_start = time.time_ns()
+    t_measure, t_end = t_start + int(warmup * 1e9), t_start + int((warmup + seconds) * 1e9)
+    sent = 0
+    period_ns = int(1e9 / rate) if rate else 0
+
+    def in_flight():
+        return sent - (len(col.classifications) - base)
+    while True:
+        now = time.time_ns()
+        if now >= t_end:
+            break
+        if period_ns:
+            due = t_start + sent * period_ns
+            if now < due:
+                time.sleep(min(due - now, t_end - now) / 1e9)
+                continue
+        else:
+            with col.arrived:
+                col.arrived.wait_for(lambda: in_flight() < window, timeout=0.1)
+            if in_flight() >= window:
+                continue
+        msg = frames[sent % len(frames)]
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
+        src.send(msg)
+        sent += 1
+    return [c for c in list(col.classifications)[base:] if t_measure <= c['t_arrival_ns'] <= t_end], sent
+
+
+def _latencies(got):
+    e2e = [(c['t_arrival_ns'] - (c['header']['stamp']['sec'] * 10**9 + c['header']['stamp']['nanosec'])) / 1e6
+           for c in got]
+    inside = [c['latency_ms'] for c in got if 'latency_ms' in c]
+    p = np.percentile
+    return {'e2e_p50_ms': float(p(e2e, 50)), 'e2e_p99_ms': float(p(e2e, 99)),
+            'container_p50_ms': float(p(inside, 50)) if inside else None,
+            'container_p99_ms': float(p(inside, 99)) if inside else None}
+
+
+def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2.0, window=None, rate=0.0,
+                   paced=0.5, width=640, height=480, domain_id=None, transport=None, log=_note):
+    """Run camera -> containers -> results; returns the figures as a dict.
+
+    Phase 1 (throughput): closed loop with ``window`` frames in flight (or open loop at ``rate`` Hz).
+    Phase 2 (latency, when ``paced`` > 0 and no ``rate``): open loop at ``paced`` x the phase-1 frame rate,
+    so the figures show the pipeline's latency rather than the queueing a saturating source causes.
+    """
+    from pipeit_ros import handoff  # noqa: PLC0415
+    from pipeit_ros.planmsg import encode_plan_message  # noqa: PLC0415
+    from pipeit_ros.ros import harness  # noqa: PLC0415
+    from pipeit_ros.topology import resolve  # noqa: PLC0415
+
+    topology = resolve(topology_spec)
+    domain = harness.domain_id_for_process(base=17) if domain_id is None else domain_id
+    text = encode_plan_message(plan, generation=1, reason='start', model_path=graph.path,
+                               model_hash=graph.model_hash, topology=topology, input_shape=graph.input_shape)
+    clusters = ['*'] if layout == 'single' else sorted(handoff.plan_clusters(plan))
+    params = {'topology': topology_spec, 'policy': 'block', 'image_qos': 'reliable'}
+    window = window or 3 * len(plan.stages) + 2
+    procs = [harness.spawn_container(c, params, domain, capture=False, transport=transport) for c in clusters]
+    row = {'layout': layout, 'containers': len(clusters)}
+    try:
+        with harness.large_data_env(transport), harness.RosGraph(domain_id=domain) as rg:
+            col, src, planner = rg.collector(), rg.source(), rg.planner()
+            planner.publish(text)
+            started = harness.wait(lambda: col.running(1) or any(p.poll() is not None for p in procs), 120)
+            if not started or not col.running(1) or not src.wait_for_subscriber(30):
+                raise RuntimeError(f'{layout} layout: containers did not start (see their log above)')
+            frames = [harness.image_msg(harness.synthetic_frame(i, width, height), 'rgb8', 0) for i in range(8)]
+            log(f'{layout}: {len(clusters)} container process(es), measuring {warmup:g} + {seconds:g} s')
+            got, sent = _drive(col, src, frames, seconds=seconds, warmup=warmup, window=window, rate=rate)
+            if not got:
+                raise RuntimeError(f'{layout} layout: no result in the measuring window')
+            row.update(frames=len(got), sent=sent, fps=len(got) / seconds, window=None if rate else window,
+                       rate_hz=rate or None, **_latencies(got))
+            if paced > 0 and not rate:
+                row['paced_rate_hz'] = paced * row['fps']
+                log(f'{layout}: latency at {row["paced_rate_hz"]:.1f} frames/s')
+                got, _ = _drive(col, src, frames, seconds=seconds, warmup=1.0, window=0,
+                                rate=row['paced_rate_hz'])
+                row.update({f'paced_{k}': v for k, v in _latencies(got).items()} if got else {})
+    finally:
+        row['exit_codes'] = [harness.stop_process(p) for p in procs]
+    return row
+
+
+def engine_fps(graph, plan, topology, seconds):
+    from pipeit_ros.bench import run_benchmark  # noqa: PLC0415
+    result = run_benchmark(graph, topology, {'plan': plan}, seconds=seconds, rounds=3, progress=False)
+    return result.candidates['plan'].fps
+
+
+def run(args):
+    from pipeit_ros import graph as graph_mod, zoo  # noqa: PLC0415
+    from pipeit_ros.emulation import emulated  # noqa: PLC0415
+    from pipeit_ros.topology import resolve  # noqa: PLC0415
+
+    model = args.model or zoo.default_model_path()
+    if model in zoo.NETWORKS:
+        model = zoo.zoo_path(model)
+    graph = graph_mod.load(model)
+    topology = resolve(args.topology)
+    plan = load_plan(args, graph, topology)
+    _note(f'plan: {plan.to_spec()}')
+    layouts = LAYOUTS if args.layout == 'both' else (args.layout,)
+    rows = []
+    with emulated(topology, log=_note):
+        for layout in layouts:
+            eng = engine_fps(graph, plan, topology, min(args.seconds, 10.0))   # just before: same conditions
+            row = measure_layout(graph, plan, args.topology, layout, seconds=args.seconds, warmup=args.warmup,
+                                 window=args.window, rate=args.rate, paced=args.paced, width=args.width,
+                                 height=args.height, transport=args.transport)
+            row['engine_fps'] = eng
+            row['ratio'] = row['fps'] / eng if eng else None
+            rows.append(row)
+    out = {'model': graph.path, 'plan': plan.to_spec(), 'topology': args.topology,
+           'transport': args.transport or 'LARGE_DATA', 'results': rows}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f'{"layout":8} {"ros fps":>8} {"engine":>8} {"ratio":>6} {"e2e p50":>8} {"e2e p99":>8} '
+              f'{"paced at":>9} {"p50":>7} {"p99":>7}  (frames/s, ms)')
+        for r in rows:
+            paced = (f'{r["paced_rate_hz"]:9.1f} {r.get("paced_e2e_p50_ms", 0):7.2f} '
+                     f'{r.get("paced_e2e_p99_ms", 0):7.2f}' if r.get('paced_rate_hz') else '')
+            print(f'{r["layout"]:8} {r["fps"]:8.1f} {r["engine_fps"]:8.1f} {r["ratio"]:6.2f} '
+                  f'{r["e2e_p50_ms"]:8.2f} {r["e2e_p99_ms"]:8.2f} {paced}')
+    return 0
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog='rosbench', description=__doc__.split('\n\n')[0])
+    ap.add_argument('model', nargs='?', help='ONNX file or zoo name (default: mobilenet_v2)')
+    ap.add_argument('--topology', default='auto')
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument('--stages', help='compact plan spec, e.g. 0-40@c0,41-99@c1')
+    group.add_argument('--plan', help='plan JSON file')
+    group.add_argument('--auto', action='store_true', help='plan with the DSE (the default)')
+    ap.add_argument('--layout', choices=LAYOUTS + ('both',), default='both')
+    ap.add_argument('--seconds', type=float, default=10.0)
+    ap.add_argument('--warmup', type=float, default=2.0)
+    ap.add_argument('--window', type=int, default=None, help='frames in flight (closed loop)')
+    ap.add_argument('--rate', type=float, default=0.0, help='open loop at this frame rate instead')
+    ap.add_argument('--paced', type=float, default=0.5,
+                    help='then measure latency at this fraction of the measured frame rate (0: skip)')
+    ap.add_argument('--width', type=int, default=640)
+    ap.add_argument('--height', type=int, default=480)
+    ap.add_argument('--transport', default=None,
+                    help='FASTDDS_BUILTIN_TRANSPORTS for every process (default LARGE_DATA), e.g. '
+                         '"SHM?max_msg_size=4MB&sockets_size=8MB"')
+    ap.add_argument('--json', action='store_true')
+    return ap
+
+
+def main(argv=None):
+    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except PipeitError as exc:
+        print(f'rosbench: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""One run of consecutive stages hosted by one container, for one plan generation.
+
+A run is one engine :class:`~pipeit_ros.engine.Pipeline` over its stages, so arrays pass between them
+in-process without a copy. Its input is an inbox filled by a callback (camera frames for the head run, tensor
+messages of ``pipeit/tensor/stage_<first>`` otherwise); a feeder thread converts (pre-processing, or
+``np.frombuffer``) and submits. Its output, from the engine's output thread in frame order, is either the next
+stage's tensor topic or the results (``pipeit/output``, ``pipeit/classification``).
+
+A run ends in order: the head stops at its cut (pipeit_ros.handoff), any other run at the end-of-generation
+marker; then the engine drains, the marker goes on downstream, and every publisher waits until its readers
+acknowledged, so nothing of this generation is in flight when the container reports it is done.
+"""
+from collections import Counter
+from dataclasses import dataclass
+import os
+import queue
+import threading
+import time
+
+from rclpy.duration import Duration
+
+from pipeit_ros import handoff, results, tensormsg
+from pipeit_ros.engine import Pipeline
+from pipeit_ros.errors import PipeitError, StageError
+from pipeit_ros.preprocess import ImageError
+from pipeit_ros.ros import messages
+from pipeit_ros.ros.stage_node import NodeThread, StageNode
+
+CUT_NOW = 'now'
+CUT_IDLE_S = 1.0        # a hand-off cut waiting for a frame past the stamp gives up after this (camera stopped)
+ACK_TIMEOUT_S = 2.0
+MATCH_TIMEOUT_S = 2.0
+
+
+@dataclass(slots=True)
+class FrameMeta:
+    header: object          # the source image's std_msgs/Header (stamp, frame_id), passed on unchanged
+    t_recv_ns: int          # wall clock when the camera frame reached the head container
+    seq: int                # frame number given by the head container
+
+
+def make_pipeline(graph, plan, indices, **kwargs):
+    """Pipeline over ``indices``, built while this thread may run on the hosted stages' CPUs: the engine checks
+    them against the caller's affinity, and a stage whose replicas span two clusters (``big+little``) runs in
+    the first cluster's container, whose process is pinned to that cluster only."""
+    tid = 0
+    before = os.sched_getaffinity(tid)
+    try:
+        os.sched_setaffinity(tid, before | {c for i in indices for c in plan.stages[i].cpus})
+    except OSError:
+        pass
+    try:
+        return Pipeline(graph, plan, stages=indices, **kwargs)
+    finally:
+        os.sched_setaffinity(tid, before)
+
+
+class RunHost:
+    """Stages ``indices`` of plan message ``msg`` in container ``owner``: engine, stage nodes, feeder thread.
+
+    The head run (stage 0) takes frames from the container's camera inbox once :meth:`go` is called; other runs
+    take tensors of their own generation from their input topic from the start. The container ends a run with
+    :meth:`request_cut` / :meth:`hold` (head) or :meth:`retire` (others), waits for ``finished``, then
+    :meth:`close`.
+    """
+
+    def __init__(self, owner, msg, graph, indices, *, preprocessor=None, image_inbox=None):
+        self.owner, self.msg, self.indices = owner, msg, list(indices)
+        self.gen = msg.generation
+        n = len(msg.plan.stages)
+        self.is_head, self.is_tail = self.indices[0] == 0, self.indices[-1] == n - 1
+        self.cluster = owner.cluster
+        self.pre = preprocessor
+        p = owner.settings
+        self.timeout_s = p.replan_timeout_s
+        self.inbox = image_inbox if self.is_head else handoff.Inbox(p.queue_size, p.policy)
+        self.drops = Counter()
+        self.latency = results.LatencyWindow()
+        self.error = None
+        self.admitted = self.published = 0
+        self._cut = None
+        self._skip_ns = -1
+        self.last_stamp_ns = None       # stamp of the last camera frame this (head) run took
+        self._hold = False
+        self._retiring = False
+        self._closing = False
+        self._go = threading.Event()
+        self._cut_set = threading.Event()
+        self.finished = threading.Event()
+        self._last_activity = time.monotonic()
+        self.pipeline = make_pipeline(graph, msg.plan, self.indices, queue_size=p.queue_size, policy=p.policy,
+                                      on_output=self._on_output, name=f'{owner.name}.g{self.gen}')
+        ctx, ns = owner.context, owner.get_namespace()
+        self.nodes = {i: StageNode(i, self, context=ctx, namespace=ns) for i in self.indices}
+        first, last = self.nodes[self.indices[0]], self.nodes[self.indices[-1]]
+        self.out_pub = self.output_pub = self.class_pub = None
+        if not self.is_head:
+            first.create_subscription(messages.Image, messages.tensor_topic(self.indices[0]), self._on_tensor,
+                                      messages.tensor_qos(p.policy, p.queue_size))
+        if self.is_tail:
+            self.output_pub = last.create_publisher(messages.Float32MultiArray, 'pipeit/output',
+                                                    messages.RESULT_QOS)
+            self.class_pub = last.create_publisher(messages.classification_type(), 'pipeit/classification',
+                                                   messages.RESULT_QOS)
+        else:
+            self.out_pub = last.create_publisher(messages.Image, messages.tensor_topic(self.indices[-1] + 1),
+                                                 messages.tensor_qos(p.policy, p.queue_size))
+        self._threads = [NodeThread(node) for node in self.nodes.values()]
+        self._feeder = threading.Thread(target=self._feed, name=f'{owner.name}.g{self.gen}.feeder', daemon=True)
+
+    # -- control side (container thread) --------------------------------------------------------------------
+    def start(self):
+        self.pipeline.start()
+        for t in self._threads:
+            t.start()
+        if not self.is_head:
+            self._go.set()
+        self._feeder.start()
+        return self
+
+    def matched(self):
+        """True when the next container's subscription is matched (no frame would go to nobody)."""
+        return self.out_pub is None or self.out_pub.get_subscription_count() > 0
+
+    def go(self, skip_until_ns=None):
+        """Let frames in (head run; the others take what arrives), skipping frames stamped at or before
+        ``skip_until_ns``: the old head container took them before the camera input moved here."""
+        if skip_until_ns is not None:
+            self._skip_ns = int(skip_until_ns)
+        self._go.set()
+
+    def hold(self):
+        """Head run: admit nothing more until :meth:`request_cut` says where this generation ends."""
+        self._hold = True
+
+    def request_cut(self, stamp_ns=None):
+        """Head run: stop admitting now, or (hand-off) at the first frame stamped at/after ``stamp_ns``."""
+        self._cut_since = time.monotonic()          # before _cut: the feeder reads them in the other order
+        self._cut = CUT_NOW if stamp_ns is None else int(stamp_ns)
+        self._cut_set.set()
+
+    @property
+    def cut_requested(self):
+        return self._cut is not None
+
+    def retire(self):
+        """Non-head run: end at the end-of-generation marker (or after replan_timeout_s without progress)."""
+        self._last_activity = time.monotonic()
+        self._retiring = True
+
+    def close(self):
+        """Stop the feeder, the engine and the stage nodes. The nodes are destroyed only once no thread of this
+        run can touch them any more; returns whether everything ended."""
+        self._closing = True
+        if not self.is_head:
+            self.inbox.close()
+        self._feeder.join(2.0)
+        ended = self.pipeline.stop() and not self._feeder.is_alive()
+        if not ended:
+            self.owner.get_logger().warning(f'generation {self.gen} stages {self.indices}: a thread did not end; '
+                                            f'leaving its nodes to the process exit')
+            for t in self._threads:
+                t.halt()
+            return False
+        return all([t.stop() for t in self._threads])
+
+    # -- input ----------------------------------------------------------------------------------------------
+    def _on_tensor(self, msg):
+        try:
+            gen = tensormsg.peek_generation(msg)
+        except PipeitError as exc:
+            self.drops['malformed'] += 1
+            self.owner.warn_once('malformed', str(exc))
+            return
+        if gen != self.gen:
+            self.drops['stale'] += 1
+            return
+        try:
+            if self.inbox.put(msg) is not None:
+                self.drops['input'] += 1
+        except handoff.Closed:
+            pass
+
+    def _feed(self):
+        try:
+            while not self._go.wait(0.1):
+                if self._cut is not None or self._retiring:
+                    break
+                if self._closing:
+                    return self.finished.set()
+            else:
+                self._loop()
+            if self._closing:
+                return self.finished.set()
+            self._finish()
+        except StageError as exc:
+            self.error = exc
+            self.owner.get_logger().error(f'generation {self.gen}: {exc}')
+            self.finished.set()
+        except Exception as exc:  # noqa: BLE001 - a feeder must never die silently
+            if self._closing:
+                return self.finished.set()
+            self.error = exc
+            self.owner.get_logger().error(f'generation {self.gen} feeder failed: {type(exc).__name__}: {exc}')
+            self.finished.set()
+
+    def _loop(self):
+        while not self._closing:
+            if self._hold and self._cut is None:
+                self._cut_set.wait(0.1)             # the container cuts within HANDOFF_WAIT_S
+                continue
+            try:
+                item = self.inbox.get(timeout=0.1)
+            except handoff.Closed:
+                return
+            now = time.monotonic()
+            if item is None:
+                if self._cut is not None and (self._cut == CUT_NOW or now - self._cut_since > CUT_IDLE_S):
+                    return
+                if self._retiring and now - self._last_activity > self.timeout_s:
+                    self.owner.get_logger().warning(
+                        f'generation {self.gen} stages {self.indices}: no end-of-generation marker within '
+                        f'{self.timeout_s:.1f} s; ending the run')
+                    return
+                continue
+            self._last_activity = now
+            if self.is_head:
+                msg, t_recv = item
+                cut = self._cut                     # set by the container thread: read it once
+                if cut == CUT_NOW:
+                    self.inbox.unget(item)          # the next generation's first frame
+                    return
+                stamp = handoff.stamp_ns(msg.header.stamp)
+                if cut is not None and stamp >= cut:
+                    return                          # the new head holds it and the ones after
+                if stamp <= self._skip_ns:
+                    continue                        # the old head took it
+                self.last_stamp_ns = stamp
+                self._admit_image(msg, t_recv)
+            else:
+                try:
+                    packet = tensormsg.unpack(item)
+                except PipeitError as exc:
+                    self.drops['malformed'] += 1
+                    self.owner.warn_once('malformed', f'tensor message dropped: {exc}')
+                    continue
+                if packet.kind == 'eos':
+                    return
+                self._submit(packet.array, FrameMeta(item.header, packet.t_recv_ns, packet.seq))
+
+    def _admit_image(self, msg, t_recv):
+        try:
+            x = self.pre.convert_msg(msg)
+        except ImageError as exc:
+            self.drops[exc.kind] += 1
+            self.owner.warn_once(exc.kind, f'frame dropped and counted as drops_{exc.kind}: {exc}')
+            return
+        self._submit(x, FrameMeta(msg.header, t_recv, self.owner.next_frame_number()))
+
+    def _submit(self, x, meta):
+        while not self._closing:
+            try:
+                self.pipeline.submit(x, meta, timeout=0.5)
+                self.admitted += 1
+                return
+            except queue.Full:
+                continue
+
+    # -- output (engine output thread, frame order) -------------------------------------------------------------
+    def _on_output(self, frame):
+        meta = frame.meta
+        out = frame.outputs[0]
+        if not self.is_tail:
+            self.out_pub.publish(messages.tensor_msg(meta.header, out, seq=meta.seq, generation=self.gen,
+                                                     t_recv_ns=meta.t_recv_ns))
+            self.published += 1
+            return
+        latency_ms = (time.time_ns() - meta.t_recv_ns) / 1e6
+        self.latency.add(latency_ms)
+        top = results.top_k(out[0] if out.ndim > 1 else out, self.owner.settings.top_k, self.owner.labels)
+        self.output_pub.publish(messages.output_msg(out))
+        self.class_pub.publish(messages.classification_msg(meta.header, meta.seq, top, self.gen, latency_ms))
+        self.published += 1
+
+    def _finish(self):
+        if self._closing:
+            return self.finished.set()
+        try:
+            if not self.pipeline.drain(timeout=self.timeout_s):
+                self.drops['replan'] += self.pipeline.submitted - self.published
+                self.owner.get_logger().warning(f'generation {self.gen}: engine did not drain in '
+                                                f'{self.timeout_s:.1f} s')
+        finally:
+            if self.out_pub is not None:
+                deadline = time.monotonic() + MATCH_TIMEOUT_S
+                while self.out_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.out_pub.publish(messages.eos_msg(self.gen))
+            for pub in (self.out_pub, self.output_pub, self.class_pub):
+                if pub is not None:
+                    pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+            self.finished.set()
+
+    # -- diagnostics ------------------------------------------------------------------------------------------
+    def stage_report(self, index, window):
+        """(level, message, [(key, value)]) of stage ``index`` for its DiagnosticStatus."""
+        k = self.indices.index(index)
+        stats = self.pipeline.stats()[k]
+        figures = window.update(stats)
+        drops = {}
+        if k == 0:
+            drops = dict(self.drops)
+            drops['queue'] = self.pipeline.dropped
+            if self.is_head and self.owner.image_input is not None:
+                for reason, count in self.owner.image_input.drops.items():
+                    drops[reason] = drops.get(reason, 0) + count
+        predicted = self.msg.predicted_stage_ms[index] if index < len(self.msg.predicted_stage_ms) else None
+        latency = self.latency.percentiles() if index == self.indices[-1] and self.is_tail else None
+        extra = {'queue_high_water': stats.queue_high_water, 'frames': stats.frames,
+                 'cpus': ' '.join(map(str, stats.cpus))}
+        values = results.stage_diagnostic_values(
+            generation=self.gen, figures=figures, queue_depth=self._queue_depth(k),
+            drops=drops, predicted_ms=predicted or None, latency=latency, extra=extra)
+        if self.error is not None:
+            return 'error', str(self.error), values
+        return 'ok', 'running' if self._go.is_set() else 'waiting', values
+
+    def _queue_depth(self, k):
+        """Frames waiting in front of hosted stage k: the inbox (stage 0 of the run) plus the engine queue
+        when the engine tells it (``queue_depths()``)."""
+        depths = getattr(self.pipeline, 'queue_depths', None)
+        engine = depths()[k] if depths is not None else 0
+        return engine + (len(self.inbox) if k == 0 else 0)

@@ -1,0 +1,114 @@
+"""Nodes a container hosts: one ``stage_<i>`` node per pipeline stage, and the camera input node.
+
+Each node spins on its own thread with its own SingleThreadedExecutor (design.md §4: a MultiThreadedExecutor
+stalls when callbacks publish to each other). A stage node owns what is its stage's: the input subscription
+when it is the first stage of a run fed over a tensor topic, the output publisher when it is the last, and its
+DiagnosticStatus on /diagnostics once a second. The frames themselves move in the engine's pinned workers
+(pipeit_ros.ros.run.RunHost), not in callbacks.
+
+These nodes ignore the process's command-line arguments (``use_global_arguments=False``): a launcher's
+``-r __node:=pipeit_container_big`` renames every node of a process, and would give them all one name. They
+take the container's namespace explicitly.
+"""
+from collections import Counter
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from pipeit_ros import handoff, results
+from pipeit_ros.ros import messages
+
+DIAGNOSTICS_PERIOD_S = 1.0
+
+
+class NodeThread:
+    """``node`` spinning with a SingleThreadedExecutor of its own: on a new thread (:meth:`start`) or on the
+    caller's (:meth:`spin_here`)."""
+
+    def __init__(self, node, name=None):
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.spin_here, name=name or f'spin.{node.get_name()}', daemon=True)
+
+    def spin_here(self):
+        """Spin until stop() or ROS shutdown (SIGINT/SIGTERM): both end quietly."""
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def halt(self):
+        """Stop calling callbacks (a running one finishes)."""
+        self.executor.shutdown(timeout_sec=0)
+
+    def stop(self, timeout=2.0):
+        """Stop spinning and destroy the node; returns False, leaving the node alone, when the spinning thread
+        did not end within ``timeout`` (destroying a node in use could crash the process)."""
+        self.halt()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                return False
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+        return True
+
+
+class StageNode(Node):
+    """``stage_<i>``: the ROS face of one stage of a running :class:`~pipeit_ros.ros.run.RunHost`."""
+
+    def __init__(self, index, run, *, context, namespace=''):
+        super().__init__(f'stage_{index}', namespace=namespace, context=context, use_global_arguments=False)
+        self.index, self.run = index, run
+        self.window = results.StageWindow()
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics)
+
+    def publish_diagnostics(self):
+        level, message, values = self.run.stage_report(self.index, self.window)
+        status = (messages.LEVEL[level], f'pipeit/stage_{self.index}', message, self.run.cluster, values)
+        self._diagnostics.publish(messages.diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+
+class ImageInput(Node):
+    """The camera input of the container hosting stage 0: frames go, untouched, into ``inbox`` with their
+    arrival time (the feeder thread converts them, so this callback never holds a frame up). It lives across
+    plan generations, so frames keep queueing while the stages are rebuilt."""
+
+    def __init__(self, *, context, namespace, topic, qos_name, policy, queue_size):
+        super().__init__('image_input', namespace=namespace, context=context, use_global_arguments=False)
+        self.inbox = handoff.Inbox(queue_size, policy)
+        self.drops = Counter()
+        self.received = 0
+        self.first_stamp = None         # header stamp of the first frame received (re-plan hand-off)
+        events = SubscriptionEventCallbacks(message_lost=self._on_lost)
+        self.subscription = self.create_subscription(Image, topic, self._on_image,
+                                                     messages.image_qos(qos_name),
+                                                     event_callbacks=events)
+
+    def _on_image(self, msg):
+        t_recv = time.time_ns()
+        if self.first_stamp is None:
+            self.first_stamp = msg.header.stamp
+        self.received += 1
+        try:
+            if self.inbox.put((msg, t_recv)) is not None:
+                self.drops['input'] += 1
+        except handoff.Closed:
+            pass
+
+    def _on_lost(self, info):
+        self.drops['dds'] += int(info.total_count_change)
+
+    def close(self):
+        self.inbox.close()

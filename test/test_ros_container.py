@@ -1,0 +1,260 @@
+"""Containers on a real ROS 2 graph (rclpy + Fast DDS): frames in -> results out, across processes, re-plans.
+
+Each test process uses its own ROS domain (from its pid) so teammates' test runs do not cross-talk.
+"""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from pipeit_ros import graph as graph_mod  # noqa: E402
+from pipeit_ros.engine import Pipeline  # noqa: E402
+from pipeit_ros.plan import Plan, Stage, parse_spec  # noqa: E402
+from pipeit_ros.planmsg import encode_plan_message  # noqa: E402
+from pipeit_ros.preprocess import PreprocessConfig, Preprocessor  # noqa: E402
+from pipeit_ros.ros import harness  # noqa: E402
+from pipeit_ros.runtime import parse_cpu_list  # noqa: E402
+from pipeit_ros.topology import resolve  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow,
+              pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs CPUs 0 and 1')]
+
+TOPOLOGY = 'emulated-2x1'
+BLOCK = {'topology': TOPOLOGY, 'policy': 'block', 'image_qos': 'reliable'}
+W, H = 640, 480
+
+
+@pytest.fixture(scope='module')
+def tiny(zoo_model):
+    return graph_mod.load(zoo_model('tiny'))
+
+
+@pytest.fixture(scope='module')
+def topo():
+    return resolve(TOPOLOGY)
+
+
+def unpinned_plan(spec, topo):
+    """A plan whose stages may share CPUs (pinned=False): two stages of one 1-CPU cluster, on this machine."""
+    stages = []
+    for part in spec.split(','):
+        layers, cluster = part.split('@')
+        first, last = map(int, layers.split('-'))
+        stages.append(Stage(first, last, cluster, topo.cluster(cluster).cpus, pinned=False))
+    return Plan(stages=tuple(stages), topology_fingerprint=topo.fingerprint())
+
+
+def plan_text(g, topo, spec, generation):
+    if spec.startswith('unpinned:'):
+        plan = unpinned_plan(spec[len('unpinned:'):], topo)
+    else:
+        plan = parse_spec(spec, topo, n_layers=len(g.layers))
+    return plan, encode_plan_message(plan, generation=generation, reason='start', model_path=g.path,
+                                     model_hash=g.model_hash, topology=topo, input_shape=g.input_shape)
+
+
+def engine_outputs(g, plan, frames):
+    """What the engine alone makes of the frames: the container's output must equal it."""
+    pre = Preprocessor(PreprocessConfig(input_shape=g.input_shape))
+    with Pipeline(g, plan) as p:
+        return [r.outputs[0] for r in p.run([pre('rgb8', H, W, W * 3, f.tobytes()) for f in frames])]
+
+
+def stamp_ns(i):
+    return 1_700_000_000_000_000_000 + i * 33_000_000
+
+
+def send_frames(src, frames, start=0, period=0.005, on_frame=None):
+    for i, f in enumerate(frames, start):
+        if on_frame is not None:
+            on_frame(i)
+        src.send(harness.image_msg(f, 'rgb8', stamp_ns(i)))
+        time.sleep(period)
+
+
+def received_stamps(col):
+    return [c['header']['stamp']['sec'] * 1_000_000_000 + c['header']['stamp']['nanosec']
+            for c in col.classifications]
+
+
+def test_single_container_results_in_order_with_source_stamps(tiny, topo):
+    n = 24
+    frames = [harness.synthetic_frame(i, W, H) for i in range(n)]
+    plan, text = plan_text(tiny, topo, '0-3@c0,4-8@c1', 1)
+    expected = engine_outputs(tiny, plan, frames)
+    with harness.RosGraph() as rg:
+        col, src, planner = rg.collector(), rg.source(), rg.planner()
+        planner.publish(text)
+        rg.container({'cluster': '*', **BLOCK})
+        assert harness.wait(lambda: col.running(1), 20), 'container never reported running'
+        assert src.wait_for_subscriber(10)
+        send_frames(src, frames)
+        assert col.wait_for(n, 30), f'{len(col.classifications)} of {n} results'
+        assert received_stamps(col) == [stamp_ns(i) for i in range(n)]
+        assert [c['seq'] for c in col.classifications] == list(range(n))
+        assert {c['header']['frame_id'] for c in col.classifications} == {'camera'}
+        for got, want, c in zip(col.outputs, expected, col.classifications):
+            np.testing.assert_array_equal(got, want)       # zero-copy hand-over: bit for bit
+            assert c['top_k'][0]['class_id'] == int(np.argmax(want))
+        assert harness.wait(lambda: {'pipeit/stage_0', 'pipeit/stage_1'} <= set(col.diagnostics), 5)
+        d0, d1 = col.diagnostics['pipeit/stage_0'], col.diagnostics['pipeit/stage_1']
+        for key in ('generation', 'fps', 'busy_pct', 'queue_depth', 'predicted_ms', 'measured_ms', 'drops_queue'):
+            assert key in d0, key
+        assert float(d1['latency_p50_ms']) <= float(d1['latency_p99_ms'])
+
+
+def thread_cpus(pid):
+    out = set()
+    for tid in os.listdir(f'/proc/{pid}/task'):
+        with open(f'/proc/{pid}/task/{tid}/status') as f:
+            for line in f:
+                if line.startswith('Cpus_allowed_list:'):
+                    out |= parse_cpu_list(line.split(':', 1)[1])
+    return out
+
+
+def test_two_container_processes_match_engine_output(tiny, topo, monkeypatch):
+    n = 16
+    frames = [harness.synthetic_frame(i, W, H, seed=1) for i in range(n)]
+    plan, text = plan_text(tiny, topo, '0-3@c0,4-8@c1', 1)
+    expected = engine_outputs(tiny, plan, frames)
+    domain = harness.domain_id_for_process(base=50)
+    for k, v in harness.LARGE_DATA_ENV.items():
+        monkeypatch.setenv(k, v)
+    procs = [harness.spawn_container(c, BLOCK, domain) for c in ('c0', 'c1')]
+    try:
+        with harness.RosGraph(domain_id=domain) as rg:
+            col, src, planner = rg.collector(), rg.source(), rg.planner()
+            planner.publish(text)
+            if not harness.wait(lambda: col.running(1), 40):
+                for p in procs:
+                    p.kill()
+                pytest.fail('containers never reported running:\n' + '\n'.join(
+                    p.communicate()[0][-3000:] for p in procs) + f'\nstatuses: {col.statuses[-6:]}')
+            assert src.wait_for_subscriber(10)
+            send_frames(src, frames, period=0.01)
+            assert col.wait_for(n, 30), f'{len(col.classifications)} of {n} results'
+            assert received_stamps(col) == [stamp_ns(i) for i in range(n)]
+            for got, want in zip(col.outputs, expected):
+                np.testing.assert_array_equal(got, want)   # the cross-process hop carries the tensor exactly
+            assert thread_cpus(procs[0].pid) == {0} and thread_cpus(procs[1].pid) == {1}
+            stages = {s['container']: s['stages'] for s in col.statuses if s['generation'] == 1}
+            assert stages == {'pipeit_container_c0': [0], 'pipeit_container_c1': [1]}
+        procs[0].send_signal(signal.SIGINT)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=15) for p in procs]
+        assert codes == [0, 0], [p.stdout.read()[-2000:] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+REPLANS = [
+    ({'c0': BLOCK, 'c1': BLOCK}, '0-3@c0,4-8@c1', '0-6@c0,7-8@c1'),
+    ({'c0': BLOCK, 'c1': BLOCK}, '0-3@c0,4-8@c1', '0-6@c1,7-8@c0'),
+    ({'c0': BLOCK, 'c1': BLOCK}, '0-3@c0,4-8@c1', '0-8@c1'),
+    ({'*': BLOCK}, '0-3@c0,4-8@c1', '0-6@c0,7-8@c1'),
+    ({'c0': BLOCK, 'c1': BLOCK}, 'unpinned:0-0@c0,1-3@c1,4-8@c0', '0-3@c1,4-8@c0'),
+]
+
+
+@pytest.mark.parametrize('containers,first,second', REPLANS,
+                         ids=['head-stays', 'head-moves', 'to-one-cluster', 'single-container',
+                              'cluster-hosts-two-runs'])
+def test_replan_mid_stream_keeps_order_and_loses_nothing(tiny, topo, containers, first, second):
+    n, switch = 60, 25
+    frames = [harness.synthetic_frame(i, W, H, seed=2) for i in range(n)]
+    plan1, text1 = plan_text(tiny, topo, first, 1)
+    _, text2 = plan_text(tiny, topo, second, 2)
+    expected = engine_outputs(tiny, plan1, frames)
+    with harness.RosGraph() as rg:
+        col, src, planner = rg.collector(), rg.source(), rg.planner()
+        planner.publish(text1)
+        for cluster, params in containers.items():
+            rg.container({'cluster': cluster, **params})
+        assert harness.wait(lambda: col.running(1), 20), 'never running'
+        assert src.wait_for_subscriber(10)
+        send_frames(src, frames, period=0.01, on_frame=lambda i: i == switch and planner.publish(text2))
+        assert col.wait_for(n, 40), f'{len(col.classifications)} of {n} results'
+        assert received_stamps(col) == [stamp_ns(i) for i in range(n)]
+        gens = [c['generation'] for c in col.classifications]
+        assert gens == sorted(gens) and gens[0] == 1 and gens[-1] == 2
+        for got, want in zip(col.outputs, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)   # another split, same network
+
+
+def test_bad_frames_are_counted_and_survived(tiny, topo):
+    plan, text = plan_text(tiny, topo, '0-8@c0', 1)
+    good = [harness.synthetic_frame(i, W, H, seed=3) for i in range(4)]
+    expected = engine_outputs(tiny, plan, good)
+    bad_size = harness.image_msg(good[0], 'rgb8', 0)
+    bad_size.height = H - 1                                   # step x height no longer matches the data
+    empty = harness.image_msg(np.zeros((0, 0, 3), np.uint8), 'rgb8', 0)
+    bad = [harness.image_msg(good[0][:, :, 0].copy(), 'yuv422', 0), bad_size, empty,
+           harness.image_msg(good[0][:, :, 0].copy(), '16UC1', 0)]
+    with harness.RosGraph() as rg:
+        col, src, planner = rg.collector(), rg.source(), rg.planner()
+        planner.publish(text)
+        c = rg.container({'cluster': '*', **BLOCK})
+        assert harness.wait(lambda: col.running(1), 20)
+        assert src.wait_for_subscriber(10)
+        for i, frame in enumerate(good):
+            src.send(harness.image_msg(frame, 'rgb8', stamp_ns(i)))
+            src.send(bad[i])
+            time.sleep(0.01)
+        assert col.wait_for(4, 20)
+        time.sleep(0.3)
+        assert received_stamps(col) == [stamp_ns(i) for i in range(4)]
+        for got, want in zip(col.outputs, expected):
+            np.testing.assert_array_equal(got, want)
+        drops = {'encoding': '2', 'size': '1', 'empty': '1'}
+        assert harness.wait(lambda: all(col.diagnostics.get('pipeit/stage_0', {}).get(f'drops_{k}') == v
+                                        for k, v in drops.items()), 5), col.diagnostics
+        assert c.node.state == 'running'
+
+
+def test_input_faster_than_pipeline_keeps_latest_and_counts_every_drop(zoo_model, topo):
+    """A burst into a slow net with the default policy (drop_oldest): the newest frame always gets through,
+    and every frame is either a result or a counted drop."""
+    g = graph_mod.load(zoo_model('squeezenet1_1'))
+    _, text = plan_text(g, topo, f'0-{len(g.layers) - 1}@c0', 1)
+    n = 30
+    frames = [harness.synthetic_frame(i, W, H, seed=4) for i in range(3)]
+    with harness.RosGraph() as rg:
+        col, src, planner = rg.collector(), rg.source(), rg.planner()
+        planner.publish(text)
+        rg.container({'cluster': '*', 'topology': TOPOLOGY, 'image_qos': 'reliable', 'queue_size': 1})
+        assert harness.wait(lambda: col.running(1), 20)
+        assert src.wait_for_subscriber(10)
+        for i in range(n):
+            src.send(harness.image_msg(frames[i % 3], 'rgb8', stamp_ns(i)))
+            time.sleep(0.002)
+
+        def dropped():
+            d = col.diagnostics.get('pipeit/stage_0', {})
+            return sum(int(v) for k, v in d.items() if k.startswith('drops_'))
+        assert harness.wait(lambda: len(col.classifications) + dropped() == n, 15), \
+            (len(col.classifications), col.diagnostics.get('pipeit/stage_0'))
+        stamps = received_stamps(col)
+        assert stamps == sorted(stamps) and stamps[-1] == stamp_ns(n - 1)
+        assert dropped() > 0 and len(stamps) < n
+
+
+@pytest.mark.parametrize('cluster,params,message', [
+    ('gpu', {'topology': TOPOLOGY}, "cluster 'gpu' is not in topology"),
+    ('c0', {'topology': TOPOLOGY, 'policy': 'newest'}, "policy 'newest' is not one of"),
+], ids=['unknown-cluster', 'bad-policy'])
+def test_container_process_refuses_bad_parameters_with_exit_2(cluster, params, message):
+    proc = harness.spawn_container(cluster, params, harness.domain_id_for_process(base=70))
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2 and f'pipeit_container: error: {message}' in out, out

@@ -1,0 +1,30 @@
+"""rosbench end to end on the tiny net: both phases run, figures come out, containers exit cleanly."""
+import json
+import os
+
+import pytest
+
+pytest.importorskip('rclpy')
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow,
+              pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs CPUs 0 and 1')]
+
+
+def test_rosbench_reports_fps_ratio_and_latency(zoo_model, capsys):
+    from pipeit_ros.ros import rosbench
+    code = rosbench.main([zoo_model('tiny'), '--topology', 'emulated-2x1', '--stages', '0-3@c0,4-8@c1',
+                          '--layout', 'multi', '--seconds', '1', '--warmup', '0.5', '--json'])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    (row,) = out['results']
+    assert row['layout'] == 'multi' and row['containers'] == 2 and row['exit_codes'] == [0, 0]
+    assert row['fps'] > 0 and row['engine_fps'] > 0 and row['ratio'] == pytest.approx(row['fps'] / row['engine_fps'])
+    assert 0 < row['e2e_p50_ms'] <= row['e2e_p99_ms']
+    assert row['paced_rate_hz'] == pytest.approx(0.5 * row['fps'])
+    assert 0 < row['paced_e2e_p50_ms'] <= row['paced_e2e_p99_ms']
+
+
+def test_rosbench_rejects_a_bad_plan(zoo_model, capsys):
+    from pipeit_ros.ros import rosbench
+    code = rosbench.main([zoo_model('tiny'), '--topology', 'emulated-2x1', '--stages', '0-3@gpu,4-8@c1'])
+    assert code == 2 and "rosbench: error: no cluster 'gpu'" in capsys.readouterr().err
