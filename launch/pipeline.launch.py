@@ -4,7 +4,7 @@
 
 The process layout comes from pipeit_ros.layout.build_layout (tested; `pipeit bringup` starts the same one),
 resolved here at launch so 'auto' becomes this machine's clusters. Each container is pinned to its cluster's
-CPUs with `taskset`; large_data:=true gives every node FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA. Emulated clusters (co-runners)
+CPUs with `taskset`; large_data:=true gives every node layout.DDS_ENV (shared-memory transport sized for camera frames). Emulated clusters (co-runners)
 are started by `pipeit bringup` only, not by this file.
 """
 from launch import LaunchDescription
@@ -20,8 +20,8 @@ ARGUMENTS = {
     'single_container': ('false', 'true: one container process for all clusters instead of one per cluster'),
     'camera': ('', "also start pipeit_camera on this source: 'pattern', a video file or an image folder"),
     'namespace': ('', 'namespace of every node'),
-    'large_data': ('auto', 'true: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for every node (camera-sized images fast and '
-                           'lossless; your camera driver must use it too), false: inherit, auto: true with camera:=...'),
+    'large_data': ('auto', 'true: Fast DDS shared memory sized for camera frames for every node (fast, lossless; your '
+                           'camera driver must use the same FASTDDS_BUILTIN_TRANSPORTS), false: inherit, auto: true with camera:=...'),
 }
 
 

@@ -5,10 +5,12 @@ One function decides it, :func:`build_layout`; ``launch/pipeline.launch.py`` map
 cluster, so the topology is resolved here, at launch: 'auto' becomes this machine's clusters.
 
 Transports: with Fast DDS' default transports camera-sized messages are slow (1.6 MB: 24 ms) and best-effort
-ones of >= 1.6 MB were all lost; ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (shared memory plus TCP) moves them in
-~4 ms without loss (design.md §4). But a participant on LARGE_DATA and one on the default transports do not talk
-at all (measured: 0 of 67 messages either way), so the setting must match the robot's camera driver. Hence
-``large_data``: True sets it for every process of the layout, False leaves the environment as it is, None (the
+ones of >= 1.6 MB were all lost (design.md §4). Fast DDS' LARGE_DATA moves them in ~4 ms, but on Fast DDS 3.2
+here it sometimes never discovered a process started while its peers ran (1 in 4 test runs); shared memory
+with 8 MB messages (``DDS_ENV``) was as fast and passed every run. Either way, such participants do not talk
+to ones on the default transports at all (measured: 0 of 67 messages either way), and shared memory stays on
+one machine, so the setting must match the robot's camera driver. Hence ``large_data``: True sets ``DDS_ENV``
+for every process of the layout, False leaves the environment as it is, None (the
 default) sets it only when the camera is ours (``with_camera``), the one case where every participant is ours.
 
 Parameters come from a ROS parameter file (``config/pipeline.yaml``): a section per node name
@@ -24,7 +26,9 @@ import sys
 from pipeit_ros.errors import PipeitError
 
 PACKAGE = 'pipeit_ros'
-DDS_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}
+# Shared memory only, with room for camera-sized messages: measured as fast as LARGE_DATA here, and reliable
+# where LARGE_DATA's discovery sometimes never found a process started while its peers ran (1 in 4 runs).
+DDS_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'SHM?max_msg_size=8MB&sockets_size=16MB'}
 PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
 _FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
 ROS_NODE_PARAMS = {'use_sim_time', 'start_type_description_service'}   # every rclpy node has these

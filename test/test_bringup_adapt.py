@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from planner_helpers import RosGraph, domain_id, plan_listener, results_seen, start_cli, stop_process
-from pipeit_ros import adapt, graph as graph_mod, planning, topology as topology_mod
+from pipeit_ros import adapt, graph as graph_mod, layout, planning, topology as topology_mod
 from pipeit_ros.plan import parse_spec
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -39,9 +39,10 @@ BUSY_LOOP = 'import os\nos.sched_setaffinity(0, {1})\nwhile True:\n    pass\n'
 
 @pytest.fixture
 def ros(monkeypatch):
-    # bringup's nodes use Fast DDS' LARGE_DATA transports; a participant with the default ones does not
-    # match them (measured: the latched plan never arrives), so this test's participant uses them too
-    monkeypatch.setenv('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    # bringup's nodes (with our camera) use layout.DDS_ENV's transports; a participant with the default ones
+    # does not match them (measured: the latched plan never arrives), so this test's participant uses them too
+    for key, value in layout.DDS_ENV.items():
+        monkeypatch.setenv(key, value)
     graph = RosGraph(domain_id())
     yield graph
     graph.close()

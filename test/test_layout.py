@@ -40,7 +40,7 @@ def test_layout_per_cluster(params, name):
     assert sorted(cpu for s in containers for cpu in s.cpus) == sorted(topo.cpus)     # every CPU, once
     names = [s.name for s in specs]
     assert len(set(names)) == len(names) and all(NODE_NAME_RE.match(n) for n in names)
-    assert all(s.env['FASTDDS_BUILTIN_TRANSPORTS'] == 'LARGE_DATA' for s in specs)   # our camera: all ours
+    assert all(s.env == layout.DDS_ENV for s in specs)   # our camera: all ours
     planner = specs[0]
     assert planner.cpus is None and planner.parameters['topology'] == SHIPPED[name]
     assert topology_mod.load_yaml(planner.parameters['topology'], check_cpus=False) == topo
@@ -187,14 +187,14 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     assert [n.kwargs['name'] for n in nodes] == [s.name for s in expected]
     assert [n.kwargs['parameters'] for n in nodes] == [[s.parameters] for s in expected]
     assert [n.kwargs['prefix'] for n in nodes] == [None, 'taskset -c 0', 'taskset -c 1', None]
-    assert all(n.kwargs['additional_env']['FASTDDS_BUILTIN_TRANSPORTS'] == 'LARGE_DATA' for n in nodes)
+    assert all(n.kwargs['additional_env'] == layout.DDS_ENV for n in nodes)
 
 
 @pytest.mark.parametrize('large_data, with_camera, expected', [
     (None, None, False), (None, 'pattern', True), (True, None, True), (False, 'pattern', False)],
     ids=['auto-no-camera', 'auto-own-camera', 'forced-on', 'forced-off'])
 def test_large_data_transports_only_where_every_participant_is_ours(params, large_data, with_camera, expected):
-    """LARGE_DATA participants do not talk to default-transport ones: set it only when asked or when the camera
+    """DDS_ENV (shared-memory) participants do not talk to default-transport ones: set it only when asked or when the camera
     is ours, so a robot's own camera driver on default transports still reaches the containers."""
     specs = layout.build_layout(params, 'emulated-2x1', with_camera=with_camera, model='tiny',
                                 large_data=large_data)

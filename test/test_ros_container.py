@@ -123,8 +123,7 @@ def test_two_container_processes_match_engine_output(tiny, topo, monkeypatch):
     plan, text = plan_text(tiny, topo, '0-3@c0,4-8@c1', 1)
     expected = engine_outputs(tiny, plan, frames)
     domain = harness.domain_id_for_process(base=50)
-    for k, v in harness.LARGE_DATA_ENV.items():
-        monkeypatch.setenv(k, v)
+    monkeypatch.setenv('FASTDDS_BUILTIN_TRANSPORTS', harness.TRANSPORT)     # the containers' transport too
     procs = [harness.spawn_container(c, BLOCK, domain) for c in ('c0', 'c1')]
     try:
         with harness.RosGraph(domain_id=domain) as rg:

@@ -1,6 +1,6 @@
 """Start the ROS 2 graph of a pipeline without ros2 launch: the planner, one container per cluster (or one for
 all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned
-and (with --with-camera or --large-data) FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, under the topology's emulation. Prints live frames/s and
+and (with --with-camera or --large-data) Fast DDS shared memory sized for camera frames, under the topology's emulation. Prints live frames/s and
 latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
 a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart)."""
 import argparse
@@ -25,8 +25,8 @@ def add_arguments(parser):
                         help='one container process for all clusters instead of one per cluster')
     parser.add_argument('--namespace', default='', metavar='NS', help='ROS namespace of every node')
     parser.add_argument('--large-data', action=argparse.BooleanOptionalAction, default=None,
-                        help='FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for every node (default: only with --with-camera, '
-                             'since such participants do not talk to ones on default transports: match your camera)')
+                        help='Fast DDS shared memory sized for camera frames for every node (layout.DDS_ENV; default: only '
+                             'with --with-camera, since such participants do not talk to default-transport ones)')
     parser.add_argument('--duration', type=float, metavar='S', help='stop by itself after S seconds')
     parser.add_argument('--stop-timeout', type=float, default=5.0, metavar='S',
                         help='seconds a node gets to exit after SIGINT before SIGTERM (default 5)')

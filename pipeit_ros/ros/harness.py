@@ -1,10 +1,18 @@
 """Running containers inside one process: a private ROS context, a frame source, a result collector.
 
 For the integration tests and for ``rosbench`` (and the bringup's tests): everything here is a plain node
-spinning on its own thread, so a test drives a whole camera -> containers -> results graph without launch.
+spinning on its own thread, so a test drives a whole camera -> containers -> results graph without launch::
 
->>> # with RosGraph(domain_id=42) as g:              # doctest: +SKIP
->>> #     g.publish_plan(text); c = g.container({'cluster': '*'}); src = g.source(); out = g.collector()
+    with RosGraph(domain_id=42) as g:
+        g.planner().publish(plan_text)                      # pipeit_ros.planmsg.encode_plan_message(...)
+        container = g.container({'cluster': '*', 'policy': 'block', 'image_qos': 'reliable'})
+        src, out = g.source(), g.collector()
+        wait(lambda: out.running(1), 20)
+        src.send(image_msg(synthetic_frame(0), 'rgb8', stamp_ns))
+        out.wait_for(1, 10)
+
+Containers in other processes: :func:`spawn_container` (+ :func:`dds_transport` around the test's own
+context, so both sides use one transport).
 """
 from contextlib import contextmanager
 import json
@@ -26,12 +34,17 @@ from pipeit_ros.ros import messages
 from pipeit_ros.ros.container import Container
 from pipeit_ros.ros.stage_node import NodeThread
 
-LARGE_DATA_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}
+# Fast DDS transports for every process of a test or bench graph. Shared memory with segments large enough for
+# camera frames and tensors in one piece. Not LARGE_DATA (design.md §4): with Fast DDS 3.2.3 here, a process
+# that starts while peers of a previous one still run (a restarted container, the next test, rosbench's second
+# layout) was not discovered at all in about 1 run of 4 to 25, while SHM was in 85 of 85 (see the report).
+# Shared memory is host-local: graph tools on another machine need another transport.
+TRANSPORT = 'SHM?max_msg_size=8MB&sockets_size=16MB'
 
 
 def dds_env(transport=None):
-    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default LARGE_DATA)."""
-    return {'FASTDDS_BUILTIN_TRANSPORTS': transport} if transport else dict(LARGE_DATA_ENV)
+    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT)."""
+    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT}
 
 
 def domain_id_for_process(base=0):
@@ -138,9 +151,9 @@ class Planner(Node):
 
 
 @contextmanager
-def large_data_env(transport=None):
-    """FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (or ``transport``) for the contexts created inside (restored on
-    exit): camera-sized messages over Fast DDS' default transports are slow or lost (design.md §4)."""
+def dds_transport(transport=None):
+    """FASTDDS_BUILTIN_TRANSPORTS for the contexts created inside (restored on exit); every process of one
+    graph needs the same: camera-sized messages over Fast DDS' default transports are slow or lost."""
     env = dds_env(transport)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -156,7 +169,7 @@ def large_data_env(transport=None):
 
 def spawn_container(cluster, parameters, domain_id, *, name=None, capture=True, transport=None):
     """A ``pipeit_container`` process (``python -m pipeit_ros.ros.container``) on ``domain_id`` with the
-    Fast DDS ``transport`` (default LARGE_DATA); parameters as ``-p name:=value`` (strings, numbers, booleans)."""
+    Fast DDS ``transport`` (default TRANSPORT); parameters as ``-p name:=value`` (strings, numbers, booleans)."""
     name = name or ('pipeit_container' if cluster in ('*', '') else f'pipeit_container_{cluster}')
     args = [sys.executable, '-m', 'pipeit_ros.ros.container', '--ros-args', '-r', f'__node:={name}']
     for key, value in {'cluster': cluster, **parameters}.items():

@@ -110,7 +110,7 @@ def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2
     procs = [harness.spawn_container(c, params, domain, capture=False, transport=transport) for c in clusters]
     row = {'layout': layout, 'containers': len(clusters)}
     try:
-        with harness.large_data_env(transport), harness.RosGraph(domain_id=domain) as rg:
+        with harness.dds_transport(transport), harness.RosGraph(domain_id=domain) as rg:
             col, src, planner = rg.collector(), rg.source(), rg.planner()
             planner.publish(text)
             started = harness.wait(lambda: col.running(1) or any(p.poll() is not None for p in procs), 120)
@@ -143,6 +143,7 @@ def engine_fps(graph, plan, topology, seconds):
 def run(args):
     from pipeit_ros import graph as graph_mod, zoo  # noqa: PLC0415
     from pipeit_ros.emulation import emulated  # noqa: PLC0415
+    from pipeit_ros.ros import harness  # noqa: PLC0415
     from pipeit_ros.topology import resolve  # noqa: PLC0415
 
     model = args.model or zoo.default_model_path()
@@ -164,7 +165,7 @@ def run(args):
             row['ratio'] = row['fps'] / eng if eng else None
             rows.append(row)
     out = {'model': graph.path, 'plan': plan.to_spec(), 'topology': args.topology,
-           'transport': args.transport or 'LARGE_DATA', 'results': rows}
+           'transport': args.transport or harness.TRANSPORT, 'results': rows}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -196,8 +197,8 @@ def build_parser():
     ap.add_argument('--width', type=int, default=640)
     ap.add_argument('--height', type=int, default=480)
     ap.add_argument('--transport', default=None,
-                    help='FASTDDS_BUILTIN_TRANSPORTS for every process (default LARGE_DATA), e.g. '
-                         '"SHM?max_msg_size=4MB&sockets_size=8MB"')
+                    help='FASTDDS_BUILTIN_TRANSPORTS for every process (default: harness.TRANSPORT, '
+                         'shared memory), e.g. LARGE_DATA')
     ap.add_argument('--json', action='store_true')
     return ap
 
