@@ -12,9 +12,11 @@ Embedding (tests, benchmarks): ``with Container(context=ctx, parameters={'cluste
 container inside the calling process, its control node spinning on a background thread.
 """
 from dataclasses import fields
+import faulthandler
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 
@@ -282,13 +284,25 @@ class ContainerNode(Node):
                 else:
                     self.built = True
             return self._set_state('idle')
-        if not self.runs or self.state == 'running' or not all(r.matched() for r in self.runs):
+        if not self.runs or self.state == 'running':
+            return None
+        unmatched = [r for r in self.runs if not r.matched()]
+        if unmatched:
+            if time.monotonic() - self._handoff_since > WAIT_NOTE_S:
+                topics = ', '.join(r.out_pub.topic_name for r in unmatched)
+                self.warn_once('unmatched', f'generation {gen}: no subscriber on {topics} yet: is the next '
+                                            f'stage\'s container running on this ROS domain and DDS transport?')
             return None
         self._set_state('ready')
         head = next((r for r in self.runs if r.is_head), None)
         if head is None:
             if any(p.generation == gen and p.state == 'running' for p in self._live_peers()):
                 self._set_state('running')
+            elif time.monotonic() - self._handoff_since > WAIT_NOTE_S:
+                heard = ', '.join(sorted(f'{p.container} (generation {p.generation}, {p.state})'
+                                         for p in self._live_peers() if p.key != (self.name, os.getpid())))
+                self.warn_once('waiting', f'generation {gen}: waiting for the head container to run; heard '
+                                          f'from: {heard or "nobody"}')
             return None
         live = self._live_peers()
         ok, why = handoff.may_admit(gen, handoff.plan_clusters(self.msg.plan), live)
@@ -355,7 +369,9 @@ class Container:
 
 
 def main(args=None):
-    """Console script ``pipeit_container``: exit 0 on SIGINT/SIGTERM or ROS shutdown, 2 on bad parameters."""
+    """Console script ``pipeit_container``: exit 0 on SIGINT/SIGTERM or ROS shutdown, 2 on bad parameters.
+    ``kill -USR1`` prints every thread's Python stack to stderr (a stalled container says where it waits)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
     container = None
     code = 0

@@ -15,6 +15,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -42,6 +43,10 @@ class NodeThread:
             self.executor.spin()
         except ExternalShutdownException:
             pass
+        except RCLError:
+            # the context was shut down (SIGINT) between two waits: the same quiet end, anything else re-raised
+            if self.node.context.ok():
+                raise
 
     def start(self):
         self.thread.start()
