@@ -45,3 +45,15 @@ def test_every_command_module_exists():
     for name, (module, _) in COMMANDS.items():
         mod = importlib.import_module(module)
         assert callable(mod.add_arguments) and callable(mod.run), name
+
+
+def test_inspect_takes_a_zoo_name(run_cli):
+    code, out, err = run_cli('inspect', 'tiny')
+    assert code == 0, err
+    assert 'cut' in out.lower()
+
+
+def test_unknown_model_name_is_one_line_exit_2(run_cli):
+    code, _, err = run_cli('inspect', 'no-such-net')
+    assert code == 2
+    assert err.count('\n') == 1 and 'no-such-net' in err

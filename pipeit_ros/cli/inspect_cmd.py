@@ -9,14 +9,15 @@ from pipeit_ros.cli.common import add_json_flag, note, print_json
 
 
 def add_arguments(parser):
-    parser.add_argument('model', metavar='MODEL', help='ONNX file (opset >= 11, one 4-D float image input)')
+    parser.add_argument('model', metavar='MODEL', help='ONNX file (opset >= 11, one 4-D float image input) or zoo name')
     add_json_flag(parser)
 
 
 def run(args):
     from pipeit_ros import graph  # noqa: PLC0415 - keep `pipeit --help` fast
 
-    g = graph.load(args.model)
+    from pipeit_ros.cli.common import resolve_model
+    g = graph.load(resolve_model(args.model))
     if g.batch_fixed:
         note(f'{args.model}: symbolic batch dimension fixed to 1')
     if args.json:
