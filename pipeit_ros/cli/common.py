@@ -42,3 +42,13 @@ def resolve_model(spec):
     if spec in zoo.NETWORKS:
         return zoo.zoo_path(spec)
     raise ModelError(f'{spec}: no such file and not a zoo network ({", ".join(zoo.NETWORKS)})')
+
+
+def save_output(obj, path, what):
+    """``obj.save(path)`` for --out: an unwritable path is the user's to fix (exit 2), and it is said where."""
+    from pipeit_ros.errors import PipeitError
+    try:
+        obj.save(path)
+    except OSError as exc:
+        raise PipeitError(f'{path}: cannot write the {what}: {exc.strerror or exc}') from None
+    note(f'{what}: written to {path}')

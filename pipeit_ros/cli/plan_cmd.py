@@ -7,7 +7,7 @@ runs the paper's heuristic for comparison. A topology that is not this machine (
 paper from the host's predictor scaled for that board. --json / --out give the plan that `pipeit bench --plan`
 runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
 
 
 def add_arguments(parser):
@@ -54,7 +54,6 @@ def describe(plan, graph, topology):
 
 def run(args):
     from pipeit_ros import graph as graph_mod, planning, topology as topo
-    from pipeit_ros.errors import PipeitError
 
     topology = topo.resolve(args.topology, check_cpus=False)
     graph = graph_mod.load(resolve_model(args.model))
@@ -63,11 +62,7 @@ def run(args):
                               max_latency_ms=args.max_latency_ms, min_fps=args.min_fps, memory_mb=args.memory_mb,
                               search=args.search, replicas=not args.no_replicas, log=note)
     if args.out:
-        try:
-            plan.save(args.out)
-        except OSError as exc:
-            raise PipeitError(f'{args.out}: cannot write the plan: {exc.strerror or exc}') from None
-        note(f'plan: written to {args.out}')
+        save_output(plan, args.out, 'plan')
     if args.json:
         print_json(plan.to_dict())
     else:

@@ -5,7 +5,7 @@ them. The per-run overhead of each configuration is measured apart (a trivial mo
 segment times. The result is cached by model hash + topology fingerprint + onnxruntime version; a rerun
 says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
 
 
 def add_arguments(parser):
@@ -19,18 +19,6 @@ def add_arguments(parser):
     parser.add_argument('--no-cache', action='store_true', help='measure again even if a cached profile exists')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
     add_json_flag(parser)
-
-
-def resolve_model(spec):
-    """An ONNX path, or a zoo network name -> its cached file; PipeitError for anything else."""
-    import os
-    from pipeit_ros import zoo
-    from pipeit_ros.errors import ModelError
-    if os.path.exists(spec) or os.sep in spec or spec.endswith('.onnx'):
-        return spec
-    if spec in zoo.NETWORKS:
-        return zoo.zoo_path(spec)
-    raise ModelError(f'{spec}: no such file and not a zoo network ({", ".join(zoo.NETWORKS)})')
 
 
 def run(args):
@@ -48,11 +36,7 @@ def run(args):
     table = profiler.profile(graph, topology, reps=args.reps, progress=not args.no_progress, log=note,
                              use_cache=not args.no_cache, **options)
     if args.out:
-        try:
-            table.save(args.out)
-        except OSError as exc:
-            raise PipeitError(f'{args.out}: cannot write the profile: {exc.strerror or exc}') from None
-        note(f'profile: written to {args.out}')
+        save_output(table, args.out, 'profile')
     if args.json:
         print_json(table.to_dict())
     else:
