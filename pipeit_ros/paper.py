@@ -92,7 +92,7 @@ def parse_nets(text):
     return nets
 
 
-def _candidates(graph, topology, log):
+def _candidates(graph, topology, log, progress=True):
     """{column: Plan}, {column: predicted fps}, notes. Both DSEs plan on one cost table (planning.cost_table: a
     cached profile or one measured now, inside the emulation), which also predicts every candidate."""
     from pipeit_ros import dse, planning  # noqa: PLC0415
@@ -100,7 +100,7 @@ def _candidates(graph, topology, log):
     base = baselines(graph, topology)
     plans = {col: replace(base[name], name=col) for col, name in BASELINES.items()}
     notes = []
-    cost = planning.cost_table(graph, topology, log=log)
+    cost = planning.cost_table(graph, topology, log=log, progress=progress)
     for col, search in PLANS.items():
         try:
             plans[col] = replace(planning.plan_from_cost(cost, graph, topology, search=search), name=col)
@@ -143,7 +143,7 @@ def assemble(rows, topology, emulation, machine, method, wall_s=0.0):
 def measure_net(net, topology, *, seconds, rounds, warmup, progress, log):
     from pipeit_ros import bench, graph as graph_mod, zoo  # noqa: PLC0415
     graph = graph_mod.load(zoo.zoo_path(net))
-    plans, predicted, notes = _candidates(graph, topology, log)
+    plans, predicted, notes = _candidates(graph, topology, log, progress)
     # bench knows the baselines by their own names (it picks its best baseline among them)
     by_bench = {BASELINES.get(col, col): plan for col, plan in plans.items()}
     log(f'paper table: {net}: ' + '; '.join(f'{col} {plan.to_spec()}' for col, plan in plans.items()))

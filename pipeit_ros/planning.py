@@ -33,7 +33,8 @@ def runnable_here(topology):
     return True
 
 
-def cost_table(graph, topology, *, source='auto', predictor_path=None, profile_path=None, log=print):
+def cost_table(graph, topology, *, source='auto', predictor_path=None, profile_path=None, log=print,
+               progress=True):
     """The CostTable the DSE plans ``graph`` on ``topology`` with (see the module docstring)."""
     if source not in SOURCES:
         raise PipeitError(f'source must be one of {", ".join(SOURCES)}, got {source!r}')
@@ -53,7 +54,7 @@ def cost_table(graph, topology, *, source='auto', predictor_path=None, profile_p
     if source == 'predictor' or predictor_path or not here:
         return _predicted(graph, topology, predictor_path, here, log)
     from pipeit_ros import profiler
-    return profiler.profile(graph, topology, log=log)
+    return profiler.profile(graph, topology, log=log, progress=progress)
 
 
 def _saved_profile(path, graph, topology, log):
