@@ -90,9 +90,17 @@ def _supervise(args, specs, workdir, topology):
     dead, why = None, 'duration reached'
     start = time.monotonic()
     next_line = start + 1.0
+    # Ctrl-C / SIGTERM only set a flag while rclpy runs: an exception raised inside one of its calls comes out
+    # as pybind11's RuntimeError ("Unable to convert call argument"), seen once in the tests
+    stopping = []
+    handlers = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
             executor.spin_once(timeout_sec=0.1)
+            if stopping:
+                why = 'interrupted'
+                break
             dead = supervisor.failed()
             if dead is not None:
                 break
@@ -105,6 +113,8 @@ def _supervise(args, specs, workdir, topology):
     except (KeyboardInterrupt, _Stop):
         why = 'interrupted'
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         ends = supervisor.stop(timeout=args.stop_timeout)
         summary = {**monitor.summary(), 'stopped': why if dead is None else f'{dead.name} died',
                    'nodes': ends}

@@ -6,10 +6,12 @@ process exits 0 after a short linger (so reliable subscribers get the last ones)
 ``wait_for_subscribers`` it starts only once that many subscribers are matched (no frame lost to discovery). Image
 bytes go in with ``ndarray.tobytes()`` (one memcpy; assigning the array itself walks it element by element).
 """
+import signal
 import time
 
 import rclpy
 from rclpy.logging import get_logger
+from rclpy.signals import SignalHandlerOptions
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -99,8 +101,16 @@ class CameraNode(Node):
         super().destroy_node()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(args=None):
-    rclpy.init(args=args)
+    # Our own SIGINT/SIGTERM handling, not rclpy's: its signal thread triggers the executor's guard condition
+    # while the main thread tears the executor down (a segfault seen in the container); Python's handler raises
+    # KeyboardInterrupt on this thread instead, which the 0.1 s spin timeout lets run promptly.
+    signal.signal(signal.SIGTERM, _interrupt)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:

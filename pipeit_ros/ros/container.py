@@ -25,6 +25,7 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from std_msgs.msg import String
 
@@ -73,6 +74,7 @@ class ContainerNode(Node):
         self._warned = {}
         self._graphs = {}
         self._handoff_since = 0.0
+        self._started = time.monotonic()
         self._handed_over = None    # {'generation', 'last_stamp_ns'} once an old head run ended here
         self._published_stamp = None
         self._status_pub = self.create_publisher(String, 'pipeit/status', messages.STATUS_QOS)
@@ -273,6 +275,9 @@ class ContainerNode(Node):
             self._handoff()
             return self._set_state('draining')
         if self.msg is None:
+            if time.monotonic() - self._started > WAIT_NOTE_S:
+                self.warn_once('no_plan', 'no plan on pipeit/plan yet: is pipeit_planner running on this ROS domain '
+                                          'and DDS transport?')
             return None
         gen = self.msg.generation
         if not self.built:
@@ -368,11 +373,20 @@ class Container:
         return False
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(args=None):
     """Console script ``pipeit_container``: exit 0 on SIGINT/SIGTERM or ROS shutdown, 2 on bad parameters.
     ``kill -USR1`` prints every thread's Python stack to stderr (a stalled container says where it waits)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    rclpy.init(args=args)
+    # Our own SIGINT/SIGTERM handling, not rclpy's: rclpy's signal thread triggers every executor's SIGINT guard
+    # condition while our stop() destroys those executors (one per stage node): a use-after-free that crashed
+    # 6 of 20 Ctrl-C'd containers (core: rcl_trigger_guard_condition on rclpy's thread). Python raises
+    # KeyboardInterrupt in the main thread, whose control-node timer wakes the wait every TICK_S.
+    signal.signal(signal.SIGTERM, _interrupt)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     container = None
     code = 0
     try:

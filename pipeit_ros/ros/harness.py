@@ -30,6 +30,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
 from pipeit_ros import tensormsg
+from pipeit_ros.layout import DDS_ENV
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.container import Container
 from pipeit_ros.ros.stage_node import NodeThread
@@ -39,7 +40,7 @@ from pipeit_ros.ros.stage_node import NodeThread
 # that starts while peers of a previous one still run (a restarted container, the next test, rosbench's second
 # layout) was not discovered at all in about 1 run of 4 to 25, while SHM was in 85 of 85 (see the report).
 # Shared memory is host-local: graph tools on another machine need another transport.
-TRANSPORT = 'SHM?max_msg_size=8MB&sockets_size=16MB'
+TRANSPORT = DDS_ENV['FASTDDS_BUILTIN_TRANSPORTS']     # the one bringup and launch use
 
 
 def dds_env(transport=None):

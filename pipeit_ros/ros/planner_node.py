@@ -8,10 +8,12 @@ coalesce (the latest configuration wins, a parameter re-plan supersedes a pendin
 publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
 (``pipeit_ros.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
+import signal
 import threading
 import time
 
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -200,8 +202,16 @@ class PlannerNode(Node):
                                f'{result.plan.to_spec()}')
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(args=None):
-    rclpy.init(args=args)
+    # Our own SIGINT/SIGTERM handling, not rclpy's: its signal thread triggers the executor's guard condition
+    # while the main thread tears the executor down (a segfault seen in the container); Python's handler raises
+    # KeyboardInterrupt on this thread instead, which the 0.1 s spin timeout lets run promptly.
+    signal.signal(signal.SIGTERM, _interrupt)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:
@@ -209,7 +219,8 @@ def main(args=None):
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         node.start()
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except PipeitError as exc:
