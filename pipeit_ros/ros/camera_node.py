@@ -6,12 +6,10 @@ process exits 0 after a short linger (so reliable subscribers get the last ones)
 ``wait_for_subscribers`` it starts only once that many subscribers are matched (no frame lost to discovery). Image
 bytes go in with ``ndarray.tobytes()`` (one memcpy; assigning the array itself walks it element by element).
 """
-import signal
 import time
 
 import rclpy
 from rclpy.logging import get_logger
-from rclpy.signals import SignalHandlerOptions
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -20,6 +18,7 @@ from sensor_msgs.msg import Image
 
 from pipeit_ros.camera_frames import ENCODINGS, open_source
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.ros.signals import init_with_own_signals
 
 LINGER_S = 0.5
 
@@ -101,16 +100,8 @@ class CameraNode(Node):
         super().destroy_node()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None):
-    # Our own SIGINT/SIGTERM handling, not rclpy's: its signal thread triggers the executor's guard condition
-    # while the main thread tears the executor down (a segfault seen in the container); Python's handler raises
-    # KeyboardInterrupt on this thread instead, which the 0.1 s spin timeout lets run promptly.
-    signal.signal(signal.SIGTERM, _interrupt)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    init_with_own_signals(args)   # not rclpy's handlers: see pipeit_ros.ros.signals
     node = None
     code = 0
     try:

@@ -25,7 +25,6 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from std_msgs.msg import String
 
@@ -35,6 +34,7 @@ from pipeit_ros.errors import PipeitError
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.run import RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
+from pipeit_ros.ros.signals import init_with_own_signals
 
 TICK_S = 0.05
 HEARTBEAT_S = 1.0
@@ -373,20 +373,12 @@ class Container:
         return False
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None):
     """Console script ``pipeit_container``: exit 0 on SIGINT/SIGTERM or ROS shutdown, 2 on bad parameters.
     ``kill -USR1`` prints every thread's Python stack to stderr (a stalled container says where it waits)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    # Our own SIGINT/SIGTERM handling, not rclpy's: rclpy's signal thread triggers every executor's SIGINT guard
-    # condition while our stop() destroys those executors (one per stage node): a use-after-free that crashed
-    # 6 of 20 Ctrl-C'd containers (core: rcl_trigger_guard_condition on rclpy's thread). Python raises
-    # KeyboardInterrupt in the main thread, whose control-node timer wakes the wait every TICK_S.
-    signal.signal(signal.SIGTERM, _interrupt)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    init_with_own_signals(args)   # not rclpy's handlers: see pipeit_ros.ros.signals; the control-node timer
+    #                               wakes the wait every TICK_S so the KeyboardInterrupt runs promptly
     container = None
     code = 0
     try:

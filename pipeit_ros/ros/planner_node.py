@@ -8,12 +8,10 @@ coalesce (the latest configuration wins, a parameter re-plan supersedes a pendin
 publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
 (``pipeit_ros.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
-import signal
 import threading
 import time
 
 import rclpy
-from rclpy.signals import SignalHandlerOptions
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -25,6 +23,7 @@ from std_msgs.msg import String
 from pipeit_ros import adapt, planner_core
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.planmsg import default_preprocess, encode_plan_message
+from pipeit_ros.ros.signals import init_with_own_signals
 
 PLAN_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -202,16 +201,8 @@ class PlannerNode(Node):
                                f'{result.plan.to_spec()}')
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None):
-    # Our own SIGINT/SIGTERM handling, not rclpy's: its signal thread triggers the executor's guard condition
-    # while the main thread tears the executor down (a segfault seen in the container); Python's handler raises
-    # KeyboardInterrupt on this thread instead, which the 0.1 s spin timeout lets run promptly.
-    signal.signal(signal.SIGTERM, _interrupt)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    init_with_own_signals(args)   # not rclpy's handlers: see pipeit_ros.ros.signals
     node = None
     code = 0
     try:
