@@ -1,6 +1,6 @@
 """The engine's small parts: frame and statistics records, the bounded channel, the switch-interval guard, and
 the plan check. Kept apart from engine.py so the Pipeline's threads read in one place."""
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 import queue
 import sys
 import threading
@@ -46,10 +46,7 @@ class StageStats:
         return self.busy_s / self.frames * 1e3 if self.frames else 0.0
 
     def to_dict(self):
-        return {'name': self.name, 'cluster': self.cluster, 'cpus': list(self.cpus), 'frames': self.frames,
-                'busy_s': self.busy_s, 'wait_in_s': self.wait_in_s, 'wait_out_s': self.wait_out_s,
-                'queue_high_water': self.queue_high_water, 'drops': self.drops, 'replicas': self.replicas,
-                'mean_ms': self.mean_ms}
+        return {**asdict(self), 'cpus': list(self.cpus), 'mean_ms': self.mean_ms}
 
 
 @dataclass
