@@ -218,6 +218,7 @@ def scale_cost_table(cost, plan, measured_ms):
     previous = dict(cost.meta.get('adapt_factors', {}))
     compounded = {f'{c}:{k}': previous.get(f'{c}:{k}', 1.0) * factors[(c, k)] for c, k in cost.configs}
     return replace(cost, seg_ms=cost.seg_ms * f[:, None], overhead_ms=cost.overhead_ms * f,
+                   cut_ms=cost.cut_ms * f[:, None],
                    meta={**cost.meta, 'adapt_factors': compounded}), factors
 
 

@@ -355,12 +355,18 @@ def format_table(result):
         spec = c.spec if len(c.spec) <= 48 else c.spec[:45] + '...'
         lines.append(f'{name:<{width}}  {c.fps:9.1f} {ratio(c.ratio_ort)} {ratio(c.ratio_best)} {c.p50_ms:8.2f} '
                      f'{c.p99_ms:8.2f} {c.rss_mb:7.1f}  {util + "  " if util else ""}{spec}')
+    for name, c in result.candidates.items():
+        predicted = (c.plan or {}).get('predicted_fps')
+        if predicted and c.fps:
+            lines.append(f'{name}: predicted {predicted:.1f} frames/s, measured {c.fps:.1f} '
+                         f'(measured / predicted {c.fps / predicted:.2f})')
     for name, stages in result.stage_alone.items():
         bound = min(s['fps_bound'] for s in stages)
         fps = result.candidates[name].fps
         lines.append(f'{name}: stages alone ' + ', '.join(f'{s["stage"]} {s["ms"]:.3f} ms'
                                                           + (f' x{s["replicas"]}' if s['replicas'] > 1 else '')
                                                           for s in stages)
+                     + _predicted_stages(result.candidates[name].plan)
                      + f' -> bound {bound:.1f} frames/s; pipeline efficiency {fps / bound * 100:.0f}%')
     ref = result.method.get('bare_reference')
     if 'bare' in result.candidates and ref in result.candidates:
@@ -373,6 +379,11 @@ def format_table(result):
             lines.append(f'engine overhead: {ref} {eng:.1f} vs bare {bare:.1f} frames/s '
                          f'(throughput {(eng / bare - 1) * 100:+.1f}%, {1e3 / eng - 1e3 / bare:+.3f} ms per frame)')
     return '\n'.join(lines)
+
+
+def _predicted_stages(plan):
+    ms = [s.get('predicted_ms') for s in (plan or {}).get('stages', [])]
+    return f' (predicted {", ".join(f"{m:.3f}" for m in ms)} ms)' if ms and None not in ms else ''
 
 
 def format_method(result):

@@ -7,6 +7,12 @@ this table, so it plans equally from measurements, predictions or live stage tim
 The atoms are the model's *segments*: the layer ranges between consecutive legal cut points. A stage is a
 contiguous run of segments; its time on a core configuration (cluster, k cores) is the sum of its segments'
 times plus one fixed per-run overhead of that configuration, plus the hand-over of its input tensor.
+
+A cut costs more than the hand-over: onnxruntime converts a tensor from its blocked internal layout back to
+NCHW at a model's output and forward again at the next model's input, work that a merged stage never does
+(MobileNetV2's first 12 layers: 4.1 ms as 9 segments, 3.2 ms as one stage). ``cut_ms[c, s]`` is that cost
+at the cut before segment ``s`` (0 for s = 0); ``seg_ms`` is then a segment's time *inside* a stage, and a
+stage pays half of the cut cost at each of its two ends (:meth:`CostTable.stage_ms`).
 """
 from dataclasses import asdict, dataclass, field
 import json
@@ -32,12 +38,17 @@ class CostTable:
     topology_fingerprint: str = ''
     spread: np.ndarray | None = None   # optional (n_configs, n_segments) relative spread of measurements
     meta: dict = field(default_factory=dict)
+    cut_ms: np.ndarray | None = None   # (n_configs, n_segments): cost of a stage boundary before segment s
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
         self.configs = [(str(c), int(k)) for c, k in self.configs]
         self.seg_ms = np.asarray(self.seg_ms, dtype=float).reshape(len(self.configs), len(self.segments))
         self.overhead_ms = np.asarray(self.overhead_ms, dtype=float).reshape(len(self.configs))
+        shape = self.seg_ms.shape
+        self.cut_ms = (np.zeros(shape) if self.cut_ms is None
+                       else np.asarray(self.cut_ms, dtype=float).reshape(shape).copy())
+        self.cut_ms[:, 0] = 0.0
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
 
@@ -55,10 +66,21 @@ class CostTable:
     def stage_ms(self, first_seg, last_seg, cluster, cores, include_handover=True):
         """Time of segments first_seg..last_seg (inclusive) as one stage on (cluster, cores)."""
         i = self.config_index(cluster, cores)
-        t = self._prefix[i, last_seg + 1] - self._prefix[i, first_seg] + self.overhead_ms[i]
+        t = (self._prefix[i, last_seg + 1] - self._prefix[i, first_seg] + self.overhead_ms[i]
+             + self.cut_ends(first_seg, last_seg)[i])
         if include_handover and first_seg > 0:
             t += self.handover_ms(self.in_bytes[first_seg])
         return float(t)
+
+    def cut_ends(self, first_seg, last_seg):
+        """Per configuration: the half cut costs a stage of segments first_seg..last_seg pays at its ends."""
+        after = self.cut_ms[:, last_seg + 1] if last_seg + 1 < self.n_segments else 0.0
+        return (self.cut_ms[:, first_seg] + after) / 2
+
+    def alone_ms(self):
+        """(n_configs, n_segments): each segment's time run as a stage of its own (overhead excluded)."""
+        after = np.concatenate([self.cut_ms[:, 1:], np.zeros((len(self.configs), 1))], axis=1)
+        return self.seg_ms + (self.cut_ms + after) / 2
 
     def handover_ms(self, nbytes):
         return self.handover_fixed_ms + self.handover_ms_per_mb * nbytes / 1e6
@@ -72,7 +94,7 @@ class CostTable:
     # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self):
         d = asdict(self)
-        for k in ('seg_ms', 'overhead_ms', 'spread'):
+        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms'):
             d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
         d.pop('_index', None)
         d.pop('_prefix', None)

@@ -66,6 +66,8 @@ class Space:
         seg = cost.seg_ms[self.rows]
         self.prefix = np.concatenate([np.zeros((len(self.rows), 1)), np.cumsum(seg, axis=1)], axis=1)
         self.overhead = cost.overhead_ms[self.rows]
+        half = cost.cut_ms[self.rows] / 2                     # a stage pays half a cut at each end
+        self.cut_in, self.cut_out = half, np.concatenate([half[:, 1:], np.zeros((len(self.rows), 1))], axis=1)
         self.handover = np.array([0.0] + [cost.handover_ms(b) for b in cost.in_bytes[1:self.n]])
         self.wsum = np.concatenate([[0.0], np.cumsum(np.asarray(cost.weight_bytes, dtype=float))])
         self.act = np.asarray(cost.act_bytes, dtype=float)
@@ -78,7 +80,8 @@ class Space:
     def arrays(self, i):
         """(rate per ms, latency ms, memory bytes), each (options, n - i): stage i..j for j = i..n-1."""
         if self._arrays[i] is None:
-            t = self.prefix[:, i + 1:] - self.prefix[:, i:i + 1] + self.overhead[:, None] + self.handover[i]
+            t = (self.prefix[:, i + 1:] - self.prefix[:, i:i + 1] + self.overhead[:, None] + self.handover[i]
+                 + self.cut_in[:, i:i + 1] + self.cut_out[:, i:])
             t = np.maximum(t, 1e-9)
             rate = self.A @ (1.0 / t)
             lat = np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1)

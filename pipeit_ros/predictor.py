@@ -39,10 +39,11 @@ configuration, and it extrapolates beyond the sweep (trees flatten out). On cpu:
 themselves were unusable while the team's tests ran on the second CPU (ResNet-50 whole model 770 ms on 2
 threads vs 110 ms on 1), so they are not used for the choice.
 
-Segment time = sum of its layers' predictions + a per-configuration term a + b * layers + c * MB of
-input+output (layout reorders at the boundary, per-node executor cost), fitted on the sweep's probes
-(wall - per-run overhead - sum of ORT kernel times); the per-run overhead (Identity model) goes to
-``overhead_ms`` as in a profile.
+A run of layers as one model costs the sum of its layers' predictions + a per-configuration term a + b *
+layers + c * MB of input+output (layout reorders at its ends, per-node executor cost), fitted on the sweep's
+probes (wall - per-run overhead - sum of ORT kernel times); the per-run overhead (Identity model) goes to
+``overhead_ms`` as in a profile. In the cost table a + c * MB is paid at a stage's ends only: at a cut,
+``cut_ms`` = a + 2 c * MB of the tensor there, so a merged stage does not pay its inner boundaries.
 """
 import os
 
@@ -284,12 +285,17 @@ def table_from_layers(graph, topology, layer_ms, overhead_ms, segment_coef, hand
     segments = [tuple(s) for s in graph.segments()]
     in_b, out_b, weights, acts = segment_bytes(graph, segments)
     n_layers = np.array([b - a + 1 for a, b in segments])
-    io_mb = (np.array(in_b) + np.array(out_b)) / 1e6
     seg_ms = np.array([[layer_ms[i, a:b + 1].sum() for a, b in segments] for i in range(len(layer_ms))])
-    seg_ms += np.array([c[0] + c[1] * n_layers + c[2] * io_mb for c in np.asarray(segment_coef)])
+    coef = np.asarray(segment_coef, dtype=float).reshape(len(layer_ms), 3)
+    seg_ms += coef[:, 1:2] * n_layers
+    # a run's fixed part a and its end conversions c * MB are paid once per stage: at the model's ends by the
+    # first and last segment, at a cut by the two stages it separates (CostTable.cut_ms, half each)
+    seg_ms[:, 0] += coef[:, 0] / 2 + coef[:, 2] * in_b[0] / 1e6
+    seg_ms[:, -1] += coef[:, 0] / 2 + coef[:, 2] * out_b[-1] / 1e6
+    cut_ms = coef[:, 0:1] + 2 * coef[:, 2:3] * np.array(in_b, dtype=float)[None] / 1e6
     in_proc = handover['in_process']
     return CostTable(segments=segments, configs=[c.key for c in measure.core_configs(topology)],
-                     seg_ms=np.maximum(seg_ms, 1e-3), overhead_ms=np.asarray(overhead_ms, float), in_bytes=in_b,
+                     seg_ms=np.maximum(seg_ms, 1e-3), cut_ms=cut_ms, overhead_ms=np.asarray(overhead_ms, float), in_bytes=in_b,
                      weight_bytes=weights, act_bytes=acts, handover_fixed_ms=float(in_proc['fixed_ms']),
                      handover_ms_per_mb=float(in_proc['ms_per_mb']), source=source, model_hash=graph.model_hash,
                      topology_fingerprint=topology.fingerprint(),

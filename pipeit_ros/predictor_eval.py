@@ -98,13 +98,14 @@ def report(topology, nets, *, quick=False, kinds=KINDS, progress=True, log=print
             layers = p.layer_ms(g, topology)
             table = p.cost_table(g, topology)
             whole_pred = table.seg_ms.sum(axis=1) + table.overhead_ms
+            alone = prof.alone_ms()     # segments as the profiler ran them: each a model of its own
             whole_meas = np.asarray(prof.meta.get('whole_ms', prof.seg_ms.sum(axis=1) + prof.overhead_ms))
             meas_whole = [float(w) for w in whole_meas]
             entry[kind] = {
                 'layer_mape': [_mape(layers[i][keep[i]], truth.layer_ms[i][keep[i]]) for i in range(len(configs))],
                 'layer_wape': [wape(layers[i], truth.layer_ms[i]) for i in range(len(configs))],
-                'segment_mape': [_mape(table.seg_ms[i], prof.seg_ms[i]) for i in range(len(configs))],
-                'segment_wape': [wape(table.seg_ms[i], prof.seg_ms[i]) for i in range(len(configs))],
+                'segment_mape': [_mape(table.alone_ms()[i], alone[i]) for i in range(len(configs))],
+                'segment_wape': [wape(table.alone_ms()[i], alone[i]) for i in range(len(configs))],
                 'whole_error_pct': [float((whole_pred[i] / meas_whole[i] - 1) * 100) for i in range(len(configs))],
                 'whole_ms_pred_meas': [[float(whole_pred[i]), meas_whole[i]] for i in range(len(configs))]}
         result['nets'][held] = entry

@@ -5,6 +5,13 @@ run of segments, so the DSE needs each segment's time on each (cluster, k cores)
 as its own ONNX model and run as a stage runs it (:func:`pipeit_ros.measure.run_pinned`: a thread pinned to
 the configuration's first CPU, the ORT pool pinned to the others, built by ``runtime.make_session``).
 
+Each call runs in short bursts (one untimed run, then timed ones back to back), round-robin over the calls:
+a stage runs back to back with its weights in cache, so a lone cold run would overstate it.
+
+A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost`): every pair of
+adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
+against its two segments run apart. ``seg_ms`` then holds each segment's time inside a stage.
+
 A session run has a fixed cost whatever the model (binding, executor set-up, output allocation): measured
 as the run time of a one-element Identity model on the same configuration, it is subtracted from each
 segment (``seg_ms``) and kept once per configuration (``overhead_ms``), so a stage of several segments pays it
@@ -30,8 +37,9 @@ from pipeit_ros.errors import PipeitError
 
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
 DEFAULT_WARMUP = 3
+BURST = 2                  # timed runs per call per round, after one untimed run
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v2-emulated-mean'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v3-bursts-cuts'  # bump when the measure changes, so old cached profiles are not reused
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -69,6 +77,7 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     log(f'profile: {len(segments)} segments x {len(configs)} core configurations '
         f'({", ".join(map(str, configs))}); extracting segments')
     blobs = [graph.extract_bytes(a, b) for a, b in segments]
+    pairs = [graph.extract_bytes(segments[s - 1][0], segments[s][1]) for s in range(1, len(segments))]
     whole = graph.model.SerializeToString()
     timing = dict(warmup=warmup, budget_s=float('inf') if reps else budget_s,
                   min_reps=reps or MIN_REPS, max_reps=reps or MAX_REPS)
@@ -87,7 +96,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                     if step > 0:
                         bar.update(step)
                         done[0] += step
-                res = measure.run_pinned(cfg.cpus, _measure_config, blobs, whole, cfg, feeds, rng, timing, tick)
+                res = measure.run_pinned(cfg.cpus, _measure_config, blobs, pairs, whole, cfg, feeds, rng, timing,
+                                         tick)
                 feeds = res['feeds']
                 bar.update(max(per_config - done[0], 0))
                 results.append(res)
@@ -117,10 +127,11 @@ def chain_feeds(sessions, first_feeds):
     return feeds
 
 
-def _measure_config(blobs, whole, cfg, feeds, rng, timing, tick):
-    """In a pinned thread: build the sessions of ``cfg`` and time identity, segments and whole model."""
+def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick):
+    """In a pinned thread: build the sessions of ``cfg`` and time identity, segments, whole model and pairs."""
     from pipeit_ros import runtime
     sessions = [runtime.make_session(b, cfg.cpus) for b in blobs]
+    pair_sessions = [runtime.make_session(b, cfg.cpus) for b in pairs]
     whole_session = runtime.make_session(whole, cfg.cpus)
     identity = runtime.make_session(measure.identity_model(), cfg.cpus)
     if feeds is None:
@@ -129,21 +140,28 @@ def _measure_config(blobs, whole, cfg, feeds, rng, timing, tick):
     calls = [lambda: identity.run(None, one)]
     calls += [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
     calls.append(lambda: whole_session.run(None, feeds[0]))
-    times = measure.time_calls(calls, tick=tick, **timing)
+    for s, session in enumerate(pair_sessions):
+        pair_feeds = {i.name: feeds[s][i.name] for i in session.get_inputs()}
+        calls.append(lambda session=session, f=pair_feeds: session.run(None, f))
+    times = measure.time_calls(calls, tick=tick, burst=BURST, **timing)
     return {'times': times, 'feeds': feeds}
 
 
 def _assemble(graph, topology, segments, configs, results, feeds, handover, options):
     n = len(segments)
-    overhead, seg_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], []
+    overhead, seg_ms, cut_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], [], []
     for cfg, res in zip(configs, results):
         med, rel = measure.summarise(res['times'], stat='mean' if cfg.emulate_share else 'median')
         overhead.append(med[0])
-        seg_ms.append(np.maximum(med[1:n + 1] - med[0], FLOOR_MS))
+        alone = np.maximum(med[1:n + 1] - med[0], FLOOR_MS)
+        cut = split_cuts(alone, med[n + 2:] - med[0])
+        after = np.append(cut[1:], 0.0)
+        seg_ms.append(np.maximum(alone - (cut + after) / 2, FLOOR_MS))
+        cut_ms.append(cut)
         spread.append(rel[1:n + 1])
-        whole_ms.append(med[-1])
+        whole_ms.append(med[n + 1])
         raw_sum.append(float(med[1:n + 1].sum()))
-        regression.append((raw_sum[-1] - med[-1]) / (n - 1) if n > 1 else None)
+        regression.append((raw_sum[-1] - med[n + 1]) / (n - 1) if n > 1 else None)
         reps.append(int(res['times'].shape[1]))
     layers = graph.layers
     in_bytes = [int(sum(v.nbytes for v in f.values())) for f in feeds]
@@ -156,11 +174,20 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, opti
                 handover_cross_process=handover['cross_process_copy'], ort_version=cache.ort_version(),
                 measured_at=time.strftime('%Y-%m-%dT%H:%M:%S'), emulated=topology.has_emulation(),
                 model_path=str(getattr(graph, 'path', '')))
+    meta['whole_from_table_ms'] = [float(s.sum() + o) for s, o in zip(seg_ms, overhead)]
     return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
-                     overhead_ms=np.array(overhead), in_bytes=in_bytes, weight_bytes=weight_bytes,
+                     cut_ms=np.array(cut_ms), overhead_ms=np.array(overhead), in_bytes=in_bytes, weight_bytes=weight_bytes,
                      act_bytes=act_bytes, handover_fixed_ms=in_proc['fixed_ms'],
                      handover_ms_per_mb=in_proc['ms_per_mb'], source='profile', model_hash=graph.model_hash,
                      topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta)
+
+
+def split_cuts(alone, pairs):
+    """Cost of each cut from segment times alone and adjacent pairs alone (overhead excluded): what the pair
+    saves, kept within [0, the smaller of its two segments] so that noise never makes a segment negative."""
+    alone, pairs = np.asarray(alone, float), np.asarray(pairs, float)
+    saved = alone[:-1] + alone[1:] - pairs
+    return np.concatenate([[0.0], np.clip(saved, 0.0, np.minimum(alone[:-1], alone[1:]))])
 
 
 def measure_handover(topology, *, log=print, use_cache=True):
@@ -203,11 +230,13 @@ def describe(table):
     rows = [[str(s), f'{a}-{b}'] + [f'{table.seg_ms[i, s]:.3f}' for i in range(len(table.configs))]
             for s, (a, b) in enumerate(table.segments)]
     rows.append(['overhead', ''] + [f'{v:.3f}' for v in table.overhead_ms])
-    rows.append(['sum', ''] + [f'{v:.3f}' for v in table.seg_ms.sum(axis=1) + table.overhead_ms])
+    rows.append(['one stage', ''] + [f'{v:.3f}' for v in table.seg_ms.sum(axis=1) + table.overhead_ms])
+    rows.append(['all cuts', ''] + [f'{v:.3f}' for v in table.cut_ms.sum(axis=1)])
     if 'whole_ms' in table.meta:
         rows.append(['whole', ''] + [f'{v:.3f}' for v in table.meta['whole_ms']])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ['  '.join(v.rjust(w) for v, w in zip(r, widths)) for r in [head] + rows]
-    lines.append(f'times in ms ({table.source}); hand-over {table.handover_fixed_ms:.3f} ms + '
+    lines.append(f'times in ms ({table.source}) of each segment inside a stage; a cut between stages adds its '
+                 f'own cost (sum over all cuts above) and a hand-over of {table.handover_fixed_ms:.3f} ms + '
                  f'{table.handover_ms_per_mb:.3f} ms/MB')
     return lines

@@ -20,8 +20,8 @@ def topology(sizes, name='test'):
 
 
 def random_table(rng, topo, n_segments, integer=False, handover=True):
-    """A cost table with slower clusters, sub-linear speed-up in cores and per-segment noise; ``integer``
-    makes times small integers so equal throughputs (ties) happen often."""
+    """A cost table with slower clusters, sub-linear speed-up in cores, per-segment noise and cut costs;
+    ``integer`` makes times small integers (no cut costs) so equal throughputs (ties) happen often."""
     configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
     base = rng.integers(1, 6, n_segments).astype(float) if integer else rng.uniform(0.2, 5.0, n_segments)
     rows = []
@@ -33,7 +33,9 @@ def random_table(rng, topo, n_segments, integer=False, handover=True):
             else:
                 rows.append(base * slow / k ** rng.uniform(0.4, 0.95) * rng.uniform(0.8, 1.25, n_segments))
     overhead = np.zeros(len(configs)) if integer else rng.uniform(0.0, 0.3, len(configs))
+    cuts = None if integer else rng.uniform(0.0, 0.6, (len(configs), n_segments))   # layout conversions at cuts
     return CostTable(segments=[(i, i) for i in range(n_segments)], configs=configs, seg_ms=np.array(rows),
+                     cut_ms=cuts,
                      overhead_ms=overhead, in_bytes=[int(b) for b in rng.integers(1_000, 3_000_000, n_segments)],
                      weight_bytes=[int(b) for b in rng.integers(0, 4_000_000, n_segments)],
                      act_bytes=[int(b) for b in rng.integers(1_000, 2_000_000, n_segments)],

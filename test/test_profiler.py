@@ -52,6 +52,39 @@ def test_time_calls_stops_when_medians_are_stable():
     assert np.all(times >= 0)
 
 
+def test_time_calls_bursts_time_each_call_back_to_back():
+    order = []
+    times = measure.time_calls([lambda: order.append('a'), lambda: order.append('b')], warmup=0, min_reps=3,
+                               max_reps=3, budget_s=5.0, burst=2)
+    assert times.shape == (2, 6)                      # 3 rounds x 2 timed runs
+    assert order[:6] == ['a', 'a', 'a', 'b', 'b', 'b']  # one untimed run, then the timed burst
+
+
+def test_split_cuts_is_what_a_pair_saves_within_bounds():
+    alone = np.array([2.0, 1.0, 3.0, 0.5])
+    pairs = np.array([2.6, 3.9, 4.0])   # saves 0.4, 0.1 and -0.5 (noise)
+    cut = profiler.split_cuts(alone, pairs)
+    np.testing.assert_allclose(cut, [0.0, 0.4, 0.1, 0.0])
+    assert np.all(profiler.split_cuts([1.0, 1.0], [0.1]) <= 1.0)   # never more than the smaller segment
+
+
+def test_stage_time_pays_half_a_cut_at_each_end():
+    from pipeit_ros.cost import CostTable
+    table = CostTable(segments=[(0, 0), (1, 1), (2, 2)], configs=[('c', 1)], seg_ms=[[1.0, 2.0, 3.0]],
+                      overhead_ms=[0.1], in_bytes=[10, 10, 10], weight_bytes=[0, 0, 0], act_bytes=[0, 0, 0],
+                      cut_ms=[[9.0, 0.4, 0.6]])
+    assert table.cut_ms[0, 0] == 0.0                                   # no cut before the first segment
+    assert table.stage_ms(0, 2, 'c', 1) == pytest.approx(6.1)          # one stage: no cut at all
+    assert table.stage_ms(0, 0, 'c', 1) == pytest.approx(1.0 + 0.1 + 0.2)
+    assert table.stage_ms(1, 1, 'c', 1, include_handover=False) == pytest.approx(2.0 + 0.1 + 0.2 + 0.3)
+    np.testing.assert_allclose(table.alone_ms(), [[1.2, 2.5, 3.3]])
+    back = CostTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    np.testing.assert_allclose(back.cut_ms, table.cut_ms)
+    old = table.to_dict()
+    old.pop('cut_ms')                                                  # a table saved before cuts were kept
+    assert CostTable.from_dict(old).stage_ms(0, 0, 'c', 1) == pytest.approx(1.1)
+
+
 def test_run_pinned_runs_on_the_first_cpu_and_reraises():
     cpu = sorted(os.sched_getaffinity(0))[-1]
     assert measure.run_pinned((cpu,), lambda: os.sched_getaffinity(0)) == {cpu}
@@ -82,6 +115,8 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert table.segments == [tuple(s) for s in tiny_graph.segments()]
     assert table.seg_ms.shape == (n_cfg, len(table.segments))
     assert np.all(table.seg_ms > 0) and np.all(table.overhead_ms > 0)
+    assert table.cut_ms.shape == table.seg_ms.shape and np.all(table.cut_ms >= 0)
+    assert np.all(table.cut_ms[:, 1:] <= np.minimum(table.alone_ms()[:, :-1], table.alone_ms()[:, 1:]) + 1e-9)
     assert table.in_bytes[0] == int(np.prod(tiny_graph.input_shape)) * 4
     assert 'cross_process_copy' in table.meta['handover'] and table.handover_ms_per_mb >= 0
     assert not any('reusing cached profile' in line for line in logs)

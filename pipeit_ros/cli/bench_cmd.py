@@ -17,6 +17,9 @@ def add_arguments(parser):
     source.add_argument('--stages', metavar='SPEC', help='plan as FIRST-LAST@CLUSTER[:THREADS[xREPLICAS]],... '
                                                          '(e.g. 0-17@big:2,18-40@little:4)')
     source.add_argument('--auto', action='store_true', help='plan now with the design-space exploration')
+    parser.add_argument('--source', choices=('auto', 'profile', 'predictor'), default='auto',
+                        help='with --auto: stage times from a profile (measured, cached) or the predictor (layer '
+                             'descriptors only); auto: a profile where the topology\'s CPUs are here')
     parser.add_argument('--seconds', type=float, default=None, metavar='S',
                         help='measuring time per candidate, split over the rounds (default 10; 8 per net with '
                              '--paper-table)')
@@ -48,14 +51,17 @@ def _emulated(topology):
 
 def _plan(args, graph, topology):
     """The candidate plan named by --plan/--stages/--auto, checked against model and topology (or None)."""
+    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
     from pipeit_ros.plan import Plan, check_against, parse_spec, with_model  # noqa: PLC0415
+    if args.source != 'auto' and not args.auto:
+        raise PipeitError('--source chooses the stage times of --auto; give --auto too')
     if args.plan:
         plan = Plan.load(args.plan)
     elif args.stages:
         plan = parse_spec(args.stages, topology)
     elif args.auto:
         from pipeit_ros import planning  # noqa: PLC0415
-        plan = planning.auto_plan(graph, topology, log=note)
+        plan = planning.auto_plan(graph, topology, source=args.source, log=note)
     else:
         return None
     if not plan.model_hash:
