@@ -140,7 +140,7 @@ class Plan:
         return '\n'.join(lines)
 
 
-_SPEC_RE = re.compile(r'^(\d+)-(\d+)@([A-Za-z_][\w-]*)(?:\[([\d+]+)\])?(?::(\d+)(?:x(\d+))?)?$')
+_SPEC_RE = re.compile(r'^(\d+)-(\d+)@([A-Za-z_][\w-]*(?:\+[A-Za-z_][\w-]*)*)(?:\[([\d+]+)\])?(?::(\d+)(?:x(\d+))?)?$')
 
 
 def parse_spec(spec, topology, n_layers=None):
@@ -159,7 +159,12 @@ def parse_spec(spec, topology, n_layers=None):
         first, last, cluster_name = int(m.group(1)), int(m.group(2)), m.group(3)
         threads = int(m.group(5) or 1)
         replicas = int(m.group(6) or 1)
-        cluster = topology.cluster(cluster_name)
+        clusters = [topology.cluster(name) for name in cluster_name.split('+')]
+        if len(clusters) > 1 and not m.group(4):
+            raise PlanError(f'stage spec {part!r}: replicas on several clusters need their CPUs listed, '
+                            f'e.g. {first}-{last}@{cluster_name}[{"+".join(str(c.cpus[0]) for c in clusters)}]'
+                            f':1x{len(clusters)}')
+        cluster = clusters[0]
         if m.group(4):
             cpus = tuple(int(c) for c in m.group(4).split('+'))
             threads = int(m.group(5)) if m.group(5) else len(cpus) // replicas

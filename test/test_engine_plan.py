@@ -46,6 +46,7 @@ SPECS = {  # id -> (spec, [(first, last, cluster, cpus, threads, replicas)])
     'replicas': ('0-9@little:1x4', [(0, 9, 'little', (4, 5, 6, 7), 1, 4)]),
     'explicit-cpus': ('0-2@big[3+2],3-9@little[7]', [(0, 2, 'big', (3, 2), 2, 1), (3, 9, 'little', (7,), 1, 1)]),
     'default-one-thread': ('0-9@big', [(0, 9, 'big', (0,), 1, 1)]),
+    'replicas-on-two-clusters': ('0-9@big+little[0+4]:1x2', [(0, 9, 'big+little', (0, 4), 1, 2)]),
 }
 
 
@@ -65,6 +66,7 @@ BAD_SPECS = {
     'too-many-cpus': ('0-9@big:5', 'needs 5 CPUs'),
     'empty': (' , ', 'empty stage spec'),
     'short': ('0-4@big:1', 'the model has 10'),
+    'two-clusters-no-cpus': ('0-9@big+little:1x2', 'need their CPUs listed'),
 }
 
 
