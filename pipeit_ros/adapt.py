@@ -179,6 +179,7 @@ def stage_segments(cost, stage):
 def predicted_stage_ms(cost, plan):
     """Per-frame time of each stage on one replica, session run only (what the containers measure)."""
     out = []
+    cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     for s in plan.stages:
         fs, ls = stage_segments(cost, s)
         out.append(cost.stage_ms(fs, ls, s.cluster.split('+')[0], s.threads, include_handover=False))
@@ -186,8 +187,11 @@ def predicted_stage_ms(cost, plan):
 
 
 def scale_factors(cost, plan, measured_ms):
-    """{(cluster, cores): measured/predicted} for every configuration of the table (1.0 where unknown)."""
+    """{(cluster, cores): measured/predicted} for every configuration of the table (1.0 where unknown);
+    predicted as the plan runs (under load when it has several core groups), so the factors compound with the
+    table's load factors instead of counting the load twice."""
     sums = {}
+    cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     for i, s in enumerate(plan.stages):
         m = measured_ms.get(i)
         if m is None or not s.pinned or '+' in s.cluster or not m > 0:

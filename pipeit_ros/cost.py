@@ -13,8 +13,15 @@ NCHW at a model's output and forward again at the next model's input, work that 
 (MobileNetV2's first 12 layers: 4.1 ms as 9 segments, 3.2 ms as one stage). ``cut_ms[c, s]`` is that cost
 at the cut before segment ``s`` (0 for s = 0); ``seg_ms`` is then a segment's time *inside* a stage, and a
 stage pays half of the cut cost at each of its two ends (:meth:`CostTable.stage_ms`).
+
+A core is slower while the others work too (shared caches and memory bandwidth): on the 2-core development VM,
+two AlexNet replicas ran at 0.72x the rate that their times alone predicted, two MobileNetV2 ones at 0.80x.
+``load_factor[c]`` is a configuration's time under load / time alone (the profiler measures the whole model
+on it while every other CPU of the topology runs the model too). :meth:`CostTable.for_groups` gives the table
+a plan of that many core groups (stages x replicas) is predicted with: as measured alone for one group,
+scaled by the load factors for more.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import json
 
 import numpy as np
@@ -39,6 +46,7 @@ class CostTable:
     spread: np.ndarray | None = None   # optional (n_configs, n_segments) relative spread of measurements
     meta: dict = field(default_factory=dict)
     cut_ms: np.ndarray | None = None   # (n_configs, n_segments): cost of a stage boundary before segment s
+    load_factor: np.ndarray | None = None  # (n_configs,): time while the other cores work / time alone
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -49,6 +57,8 @@ class CostTable:
         self.cut_ms = (np.zeros(shape) if self.cut_ms is None
                        else np.asarray(self.cut_ms, dtype=float).reshape(shape).copy())
         self.cut_ms[:, 0] = 0.0
+        if self.load_factor is not None:
+            self.load_factor = np.asarray(self.load_factor, dtype=float).reshape(len(self.configs))
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
 
@@ -72,6 +82,24 @@ class CostTable:
             t += self.handover_ms(self.in_bytes[first_seg])
         return float(t)
 
+    @property
+    def loaded(self):
+        """True when some configuration is slower under load (a plan of several core groups is predicted
+        with :meth:`under_load`)."""
+        return self.load_factor is not None and bool(np.any(self.load_factor != 1.0))
+
+    def under_load(self):
+        """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged)."""
+        if not self.loaded:
+            return self
+        f = self.load_factor[:, None]
+        return replace(self, seg_ms=self.seg_ms * f, cut_ms=self.cut_ms * f, overhead_ms=self.overhead_ms * f[:, 0],
+                       load_factor=None, meta={**self.meta, 'under_load': True})
+
+    def for_groups(self, groups):
+        """The table a plan with ``groups`` core groups (sum of replicas over stages) is predicted with."""
+        return self.under_load() if groups > 1 else self
+
     def cut_ends(self, first_seg, last_seg):
         """Per configuration: the half cut costs a stage of segments first_seg..last_seg pays at its ends."""
         after = self.cut_ms[:, last_seg + 1] if last_seg + 1 < self.n_segments else 0.0
@@ -94,7 +122,7 @@ class CostTable:
     # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self):
         d = asdict(self)
-        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms'):
+        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms', 'load_factor'):
             d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
         d.pop('_index', None)
         d.pop('_prefix', None)

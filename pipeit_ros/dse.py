@@ -6,7 +6,9 @@ may hold several groups of one or several stages, cores may stay idle, replicas 
 different clusters). A replica's time is ``CostTable.stage_ms`` (segments + per-run overhead + the hand-over of
 the stage's input). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
 predicted latency = sum over stages of the slowest replica's time; memory = sum over stages of replicas x
-(weights + largest activation) — each replica holds its own weights.
+(weights + largest activation) — each replica holds its own weights. A plan of several core groups is
+predicted with the times under load (``CostTable.for_groups``), a plan of one group with the times alone: the
+search runs on the loaded table and compares its optimum with the best one-group plan, which keeps it exact.
 
 :func:`solve` finds the exact optimum of that model (see :mod:`pipeit_ros.dse_dp` for the programmes):
 
@@ -50,24 +52,68 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
             raise PlanError(f'--{name} must be > 0, got {value}')
     _cost_check(cost, topology)
     started = time.perf_counter()
-    space = Space(cost, topology, replicas=replicas)
-    search = _Search(space, max_latency_ms, min_fps, memory_mb)
-    if objective == 'latency':
-        stages = search.least_latency()
-    else:
-        stages = search.best_throughput()
+    space = Space(cost.under_load(), topology, replicas=replicas)
+    alone = _alone_plans(cost, topology, {}) if cost.loaded else []
+    search = _Search(space, max_latency_ms, min_fps, memory_mb,
+                     [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone])
+    try:
+        stages = search.least_latency() if objective == 'latency' else search.best_throughput()
+        failure = None
+    except PlanError as exc:
+        stages, failure = None, exc
     notes = {'objective': objective, 'replicas_allowed': bool(replicas),
              'constraints': {k: v for k, v in (('max_latency_ms', max_latency_ms), ('min_fps', min_fps),
                                                ('memory_mb', memory_mb)) if v is not None},
              'search_ms': round((time.perf_counter() - started) * 1000, 1), 'dp_passes': search.passes}
-    return build_plan(space, stages, topology, 'exact', notes)
+    plan = None if stages is None else with_predictions(build_plan(space, stages, topology, 'exact', notes),
+                                                        cost, topology)
+    for other in _alone_plans(cost, topology, notes) if cost.loaded else []:
+        # a plan of one core group runs alone: it is predicted without the load factors
+        if ((max_latency_ms is None or other.predicted_latency_ms <= max_latency_ms)
+                and (min_fps is None or other.predicted_fps >= min_fps * (1 - TIE))
+                and (memory_mb is None or other.notes['memory_mib'] <= memory_mb)
+                and (plan is None or _better(other, plan, objective))):
+            plan = other
+    if plan is None:
+        raise failure
+    return plan
+
+
+def _better(a, b, objective):
+    """True when plan ``a`` beats ``b`` under the tie rules of :func:`solve` (relative TIE on the first figure)."""
+    def close(x, y):
+        return abs(x - y) <= TIE * max(abs(x), abs(y))
+    cores_a, cores_b = (sum(len(s.cpus) for s in p.stages) for p in (a, b))
+    if objective == 'latency':
+        order = [(a.predicted_latency_ms, b.predicted_latency_ms), (-a.predicted_fps, -b.predicted_fps),
+                 (cores_a, cores_b)]
+    else:
+        order = [(-a.predicted_fps, -b.predicted_fps), (cores_a, cores_b),
+                 (a.predicted_latency_ms, b.predicted_latency_ms)]
+    for x, y in order:
+        if not close(x, y):
+            return x < y
+    return False
+
+
+def _alone_plans(cost, topology, notes):
+    """Every plan of one stage on one core group, predicted alone."""
+    n_layers = cost.segments[-1][1] + 1
+    mem = sum(cost.weight_bytes) + max(cost.act_bytes)
+    return [with_predictions(Plan(stages=(Stage(0, n_layers - 1, c.name, tuple(c.cpus[:k]), threads=k),),
+                                  model_hash=cost.model_hash, topology_fingerprint=topology.fingerprint(),
+                                  search='exact', name='exact plan',
+                                  notes=dict(notes, cores_used=k, memory_mib=round(mem / MIB, 3),
+                                             cost_source=cost.source)), cost, topology)
+            for c in topology.clusters for k in range(1, c.size + 1) if (c.name, k) in cost.configs]
 
 
 class _Search:
     """The parametric search over the bottleneck rate, with the constraints of one solve() call."""
 
-    def __init__(self, space, max_latency_ms, min_fps, memory_mb):
+    def __init__(self, space, max_latency_ms, min_fps, memory_mb, alone=()):
         self.space = space
+        self.alone = list(alone)   # (rate, latency, memory) of one-group plans alone: only for the messages
         self.lat_bound = np.inf if max_latency_ms is None else float(max_latency_ms)
         self.mem_bound = np.inf if memory_mb is None else float(memory_mb) * MIB
         self.floor = 0.0 if min_fps is None else float(min_fps) / 1000.0
@@ -83,7 +129,8 @@ class _Search:
         self.passes += 1
         top = float(self.space.max_rate()[self.space.full, 0])
         if top < self.floor:
-            raise PlanError(f'no plan reaches --min-fps {self.args[1]:g}: the fastest has {top * 1000:.1f} '
+            fastest = max([top] + [r for r, _, _ in self.alone])
+            raise PlanError(f'no plan reaches --min-fps {self.args[1]:g}: the fastest has {fastest * 1000:.1f} '
                             f'frames/s')
         return top
 
@@ -192,19 +239,24 @@ class _Search:
         sp = self.space
         max_lat, min_fps, memory_mb = self.args
         at = f' at --min-fps {min_fps:g}' if min_fps is not None else ''
+        alone = [(lat, mem) for r, lat, mem in self.alone if r >= self.floor * (1 - TIE)]
         C = self._min_cost('lat', self.floor)[0]
-        if C[sp.full, 0] > self.lat_bound:
-            raise PlanError(f'no plan meets --max-latency-ms {max_lat:g}{at}: the fastest has '
-                            f'{C[sp.full, 0]:.2f} ms')
+        fastest = min([C[sp.full, 0]] + [lat for lat, _ in alone])
+        if fastest > self.lat_bound:
+            raise PlanError(f'no plan meets --max-latency-ms {max_lat:g}{at}: the fastest has {fastest:.2f} ms')
         M = self._min_cost('mem', self.floor)[0]
-        if M[sp.full, 0] > self.mem_bound:
+        smallest = min([M[sp.full, 0]] + [mem for _, mem in alone])
+        if smallest > self.mem_bound:
             raise PlanError(f'no plan fits --memory-mb {memory_mb:g}{at}: the smallest needs '
-                            f'{M[sp.full, 0] / MIB:.2f} MiB')
+                            f'{smallest / MIB:.2f} MiB')
         if np.isfinite(self.lat_bound) and np.isfinite(self.mem_bound):
             fronts = sp.pareto(self.floor, np.inf, self.mem_bound, np.zeros_like(C), M)
-            best = (fronts.best(sp.full) or (np.inf,))[0]
+            best = min([(fronts.best(sp.full) or (np.inf,))[0]]
+                       + [lat for lat, mem in alone if mem <= self.mem_bound])
             raise PlanError(f'no plan meets both --max-latency-ms {max_lat:g} and --memory-mb {memory_mb:g}'
                             f'{at}: within the memory the fastest has {best:.2f} ms')
+        if alone:   # only a one-group plan (run alone, so faster than in this table) meets the bounds
+            raise PlanError('no plan of several core groups meets the bounds')
         raise AssertionError('no plan at the floor, yet no bound binds')
 
 
@@ -236,9 +288,10 @@ def build_plan(space, stages, topology, search, notes=None):
 
 
 def pipeit_paper(cost, topology):
-    """The Pipe-it paper's DSE (enumerated pipeline configurations + greedy layer allocation)."""
+    """The Pipe-it paper's DSE (enumerated pipeline configurations + greedy layer allocation), run on the
+    times under load (its pipelines keep every core busy); the plan's figures as :func:`predict` gives them."""
     from pipeit_ros.dse_paper import search
-    return search(cost, topology)
+    return with_predictions(search(cost.under_load(), topology), cost, topology)
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -279,6 +332,7 @@ def predict(plan, cost, topology=None):
     stage inside one cluster is predicted as if pinned. ``topology`` is needed for stages spanning clusters.
     """
     periods, latency = [], 0.0
+    cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     for n, s in enumerate(plan.stages):
         where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
         if not s.pinned and '+' in s.cluster:
@@ -299,6 +353,7 @@ def with_predictions(plan, cost, topology=None):
     fps, lat = predict(plan, cost, topology)
     if fps is None:
         return plan
+    cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     stages = []
     for n, s in enumerate(plan.stages):
         fs, ls = stage_segments(cost, s, f'stage {n}')

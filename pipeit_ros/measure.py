@@ -119,6 +119,76 @@ def time_calls(calls, *, warmup=2, min_reps=5, max_reps=100, budget_s=2.0, rtol=
     return np.asarray(times) * 1e3
 
 
+MAX_LOAD_SESSIONS = 8      # load CPUs beyond this share sessions (weights in memory once per session)
+
+
+def time_under_load(model, cfg, feeds, load_cpus, *, budget_s=3.0, min_reps=4, max_reps=100):
+    """(times alone, times under load) in ms of ``model`` on ``cfg`` (pinned as a stage), alternating: under
+    load each of ``load_cpus`` runs the model in a loop on a pinned one-thread session (the slowdown a stage
+    sees when the other cores work: shared cache, memory bandwidth); alone they pause. Alternating run by run
+    keeps this VM's slow spells (20-40 % for seconds) out of the ratio."""
+    sessions = [runtime.make_session(model, [cpu]) for cpu in load_cpus[:MAX_LOAD_SESSIONS]]
+    go, stop = threading.Event(), threading.Event()
+    lock, running, errors = threading.Lock(), [0], []
+
+    def load(n, cpu):
+        session = sessions[n % len(sessions)]
+        try:
+            runtime.pin_current_thread([cpu])
+            while not stop.is_set():
+                if not go.wait(0.05):
+                    continue
+                with lock:
+                    running[0] += 1
+                try:
+                    session.run(None, feeds)
+                finally:
+                    with lock:
+                        running[0] -= 1
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    def settle(want):
+        while not errors and (running[0] != want):
+            time.sleep(0.0005)
+
+    def body():
+        session = runtime.make_session(model, cfg.cpus)
+        alone, loaded = [], []
+        for _ in range(2):
+            session.run(None, feeds)
+        started = time.perf_counter()
+        while len(alone) < max_reps:
+            for state, out in ((False, alone), (True, loaded)):
+                if state:
+                    go.set()
+                    settle(len(load_cpus))
+                else:
+                    go.clear()
+                    settle(0)
+                if errors:
+                    raise errors[0]
+                t0 = time.perf_counter()
+                session.run(None, feeds)
+                out.append(time.perf_counter() - t0)
+            if len(alone) >= min_reps and time.perf_counter() - started > budget_s:
+                break
+        go.clear()
+        return np.asarray(alone) * 1e3, np.asarray(loaded) * 1e3
+
+    threads = [threading.Thread(target=load, args=(n, cpu), name=f'pipeit-load-{cpu}', daemon=True)
+               for n, cpu in enumerate(load_cpus)]
+    for t in threads:
+        t.start()
+    try:
+        return run_pinned(cfg.cpus, body)
+    finally:
+        stop.set()
+        go.set()
+        for t in threads:
+            t.join(timeout=60)
+
+
 def summarise(times_ms, stat='median'):
     """(typical time, relative spread = IQR / median) per row of a (n, reps) array.
 

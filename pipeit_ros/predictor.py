@@ -295,7 +295,8 @@ def table_from_layers(graph, topology, layer_ms, overhead_ms, segment_coef, hand
     cut_ms = coef[:, 0:1] + 2 * coef[:, 2:3] * np.array(in_b, dtype=float)[None] / 1e6
     in_proc = handover['in_process']
     return CostTable(segments=segments, configs=[c.key for c in measure.core_configs(topology)],
-                     seg_ms=np.maximum(seg_ms, 1e-3), cut_ms=cut_ms, overhead_ms=np.asarray(overhead_ms, float), in_bytes=in_b,
+                     seg_ms=np.maximum(seg_ms, 1e-3), cut_ms=cut_ms, overhead_ms=np.asarray(overhead_ms, float),
+                     in_bytes=in_b,
                      weight_bytes=weights, act_bytes=acts, handover_fixed_ms=float(in_proc['fixed_ms']),
                      handover_ms_per_mb=float(in_proc['ms_per_mb']), source=source, model_hash=graph.model_hash,
                      topology_fingerprint=topology.fingerprint(),

@@ -12,6 +12,12 @@ A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pip
 adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
 against its two segments run apart. ``seg_ms`` then holds each segment's time inside a stage.
 
+Load: a core is slower while the other cores work (shared caches, memory bandwidth). After its rounds, each
+configuration times the whole model again, run by run alternately alone and while every other CPU of the
+topology runs the model in a loop (one single-thread session each, as data-parallel replicas would);
+``load_factor`` = time under load / time alone (at least 1), see :mod:`pipeit_ros.cost`. Alternating matters
+on a shared VM: timed apart, the two windows once gave ResNet-50 a factor of 1.8 that was a slow spell.
+
 A session run has a fixed cost whatever the model (binding, executor set-up, output allocation): measured
 as the run time of a one-element Identity model on the same configuration, it is subtracted from each
 segment (``seg_ms``) and kept once per configuration (``overhead_ms``), so a stage of several segments pays it
@@ -38,8 +44,10 @@ from pipeit_ros.errors import PipeitError
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
 DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
+LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
+LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v3-bursts-cuts'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v4-bursts-cuts-load'  # bump when the measure changes, so old cached profiles are not reused
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -99,10 +107,14 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                 res = measure.run_pinned(cfg.cpus, _measure_config, blobs, pairs, whole, cfg, feeds, rng, timing,
                                          tick)
                 feeds = res['feeds']
+                others = [c for c in topology.cpus if c not in cfg.cpus]
+                res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S)
+                                 if others else None)
                 bar.update(max(per_config - done[0], 0))
                 results.append(res)
     table = _assemble(graph, topology, segments, configs, results, feeds, handover,
-                      dict(timing, budget_s=None if reps else budget_s, reps=reps, wall_s=round(time.perf_counter() - started, 2)))
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps,
+                           wall_s=round(time.perf_counter() - started, 2)))
     table.save(path)
     log(f'profile: measured in {time.perf_counter() - started:.1f} s; cached as {path}')
     return table
@@ -150,8 +162,10 @@ def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick):
 def _assemble(graph, topology, segments, configs, results, feeds, handover, options):
     n = len(segments)
     overhead, seg_ms, cut_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], [], []
+    loaded_ms, load_factor = [], []
     for cfg, res in zip(configs, results):
-        med, rel = measure.summarise(res['times'], stat='mean' if cfg.emulate_share else 'median')
+        stat = 'mean' if cfg.emulate_share else 'median'
+        med, rel = measure.summarise(res['times'], stat=stat)
         overhead.append(med[0])
         alone = np.maximum(med[1:n + 1] - med[0], FLOOR_MS)
         cut = split_cuts(alone, med[n + 2:] - med[0])
@@ -163,6 +177,13 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, opti
         raw_sum.append(float(med[1:n + 1].sum()))
         regression.append((raw_sum[-1] - med[n + 1]) / (n - 1) if n > 1 else None)
         reps.append(int(res['times'].shape[1]))
+        if res.get('loaded') is None:
+            loaded_ms.append(None)
+            load_factor.append(1.0)
+        else:
+            alone_w, loaded_w = (float(measure.summarise(t[None], stat)[0][0]) for t in res['loaded'])
+            loaded_ms.append(loaded_w)
+            load_factor.append(float(np.clip(loaded_w / alone_w, *LOAD_LIMITS)))
     layers = graph.layers
     in_bytes = [int(sum(v.nbytes for v in f.values())) for f in feeds]
     weight_bytes = [int(sum(layers[i].weight_bytes for i in range(a, b + 1))) for a, b in segments]
@@ -175,8 +196,10 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, opti
                 measured_at=time.strftime('%Y-%m-%dT%H:%M:%S'), emulated=topology.has_emulation(),
                 model_path=str(getattr(graph, 'path', '')))
     meta['whole_from_table_ms'] = [float(s.sum() + o) for s, o in zip(seg_ms, overhead)]
+    meta['whole_under_load_ms'] = loaded_ms
     return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
-                     cut_ms=np.array(cut_ms), overhead_ms=np.array(overhead), in_bytes=in_bytes, weight_bytes=weight_bytes,
+                     cut_ms=np.array(cut_ms), load_factor=np.array(load_factor), overhead_ms=np.array(overhead),
+                     in_bytes=in_bytes, weight_bytes=weight_bytes,
                      act_bytes=act_bytes, handover_fixed_ms=in_proc['fixed_ms'],
                      handover_ms_per_mb=in_proc['ms_per_mb'], source='profile', model_hash=graph.model_hash,
                      topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta)
@@ -232,6 +255,8 @@ def describe(table):
     rows.append(['overhead', ''] + [f'{v:.3f}' for v in table.overhead_ms])
     rows.append(['one stage', ''] + [f'{v:.3f}' for v in table.seg_ms.sum(axis=1) + table.overhead_ms])
     rows.append(['all cuts', ''] + [f'{v:.3f}' for v in table.cut_ms.sum(axis=1)])
+    if table.load_factor is not None:
+        rows.append(['under load', ''] + [f'x{v:.3f}' for v in table.load_factor])
     if 'whole_ms' in table.meta:
         rows.append(['whole', ''] + [f'{v:.3f}' for v in table.meta['whole_ms']])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]

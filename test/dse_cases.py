@@ -20,8 +20,9 @@ def topology(sizes, name='test'):
 
 
 def random_table(rng, topo, n_segments, integer=False, handover=True):
-    """A cost table with slower clusters, sub-linear speed-up in cores, per-segment noise and cut costs;
-    ``integer`` makes times small integers (no cut costs) so equal throughputs (ties) happen often."""
+    """A cost table with slower clusters, sub-linear speed-up in cores, per-segment noise, cut costs and load
+    factors; ``integer`` makes times small integers (neither of the last two) so equal throughputs (ties)
+    happen often."""
     configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
     base = rng.integers(1, 6, n_segments).astype(float) if integer else rng.uniform(0.2, 5.0, n_segments)
     rows = []
@@ -34,8 +35,9 @@ def random_table(rng, topo, n_segments, integer=False, handover=True):
                 rows.append(base * slow / k ** rng.uniform(0.4, 0.95) * rng.uniform(0.8, 1.25, n_segments))
     overhead = np.zeros(len(configs)) if integer else rng.uniform(0.0, 0.3, len(configs))
     cuts = None if integer else rng.uniform(0.0, 0.6, (len(configs), n_segments))   # layout conversions at cuts
+    load = None if integer else rng.uniform(1.0, 1.6, len(configs))    # slower while the other cores work
     return CostTable(segments=[(i, i) for i in range(n_segments)], configs=configs, seg_ms=np.array(rows),
-                     cut_ms=cuts,
+                     cut_ms=cuts, load_factor=load,
                      overhead_ms=overhead, in_bytes=[int(b) for b in rng.integers(1_000, 3_000_000, n_segments)],
                      weight_bytes=[int(b) for b in rng.integers(0, 4_000_000, n_segments)],
                      act_bytes=[int(b) for b in rng.integers(1_000, 2_000_000, n_segments)],
@@ -74,10 +76,12 @@ def every_plan(cost, topo, replicas=True):
 
     extend(0, sizes, [])
     out = []
+    loaded = cost.under_load()       # a plan of several core groups runs under load, one group alone
     for stages in plans:
         rates, lat, mem, cores = [], 0.0, 0.0, 0
+        table = loaded if sum(sum(r) for _, _, _, r in stages) > 1 else cost
         for i, j, k, r in stages:
-            times = [cost.stage_ms(i, j, names[c], k) for c, rc in enumerate(r) for _ in range(rc)]
+            times = [table.stage_ms(i, j, names[c], k) for c, rc in enumerate(r) for _ in range(rc)]
             rates.append(sum(1.0 / t for t in times))
             lat += max(times)
             mem += sum(r) * (sum(cost.weight_bytes[i:j + 1]) + max(cost.act_bytes[i:j + 1]))

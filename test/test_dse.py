@@ -11,6 +11,7 @@ from dse_cases import TIE, every_plan, fake_graph, lexicographic_best, random_ta
 from pipeit_ros import dse
 from pipeit_ros import topology as topology_mod
 from pipeit_ros.baselines import baselines
+from pipeit_ros.cost import CostTable
 from pipeit_ros.errors import PlanError
 from pipeit_ros.plan import Plan, Stage, validate
 
@@ -246,12 +247,27 @@ def test_predict_any_plan_matches_the_model():
     cost = random_table(np.random.default_rng(2), topo, 4)
     plan = Plan(stages=(Stage(0, 1, 'c0', (0, 1), threads=1, replicas=2), Stage(2, 3, 'c1', (2,))))
     fps, lat = dse.predict(plan, cost, topo)
-    t0 = cost.stage_ms(0, 1, 'c0', 1)
-    t1 = cost.stage_ms(2, 3, 'c1', 1)
+    loaded = cost.under_load()           # three core groups work at once
+    assert cost.loaded and loaded.stage_ms(0, 1, 'c0', 1) > cost.stage_ms(0, 1, 'c0', 1)
+    t0 = loaded.stage_ms(0, 1, 'c0', 1)
+    t1 = loaded.stage_ms(2, 3, 'c1', 1)
     assert fps == pytest.approx(1000.0 / max(t0 / 2, t1))
     assert lat == pytest.approx(t0 + t1)
     filled = dse.with_predictions(plan, cost, topo)
     assert filled.predicted_fps == pytest.approx(fps) and filled.stages[1].predicted_ms == pytest.approx(t1)
+    alone = Plan(stages=(Stage(0, 3, 'c1', (2,)),))   # one core group: its time alone
+    assert dse.predict(alone, cost, topo)[1] == pytest.approx(cost.stage_ms(0, 3, 'c1', 1))
+
+
+def test_a_plan_alone_wins_when_the_load_makes_every_pipeline_slower():
+    topo = topology((1, 1))
+    cost = random_table(np.random.default_rng(3), topo, 3)
+    cost = CostTable.from_dict({**cost.to_dict(), 'load_factor': [3.0, 3.0]})
+    plan = dse.solve(cost, topo)
+    assert len(plan.stages) == 1 and plan.stages[0].replicas == 1 and plan.stages[0].cluster == 'c0'
+    assert plan.predicted_fps == pytest.approx(1000.0 / cost.stage_ms(0, 2, 'c0', 1))
+    relaxed = CostTable.from_dict({**cost.to_dict(), 'load_factor': [1.0, 1.0]})
+    assert sum(s.replicas for s in dse.solve(relaxed, topo).stages) > 1
 
 
 def test_predict_refuses_what_the_table_cannot_say():

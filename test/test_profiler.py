@@ -1,6 +1,7 @@
 """The profiler: segments of a real (tiny) model measured on every core configuration, cached, via the CLI."""
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -85,6 +86,20 @@ def test_stage_time_pays_half_a_cut_at_each_end():
     assert CostTable.from_dict(old).stage_ms(0, 0, 'c', 1) == pytest.approx(1.1)
 
 
+def test_time_under_load_runs_the_model_on_the_other_cpus(tiny_graph):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip('needs two CPUs')
+    cfg = measure.CoreConfig('a', 1, (cpus[0],))
+    model = tiny_graph.model.SerializeToString()
+    session = measure.runtime.make_session(model, cfg.cpus)
+    feeds = measure.feeds_for(session, np.random.default_rng(0))
+    alone, loaded = measure.time_under_load(model, cfg, feeds, cpus[1:2], budget_s=0.2)
+    assert alone.ndim == 1 and len(alone) >= 4 and len(loaded) == len(alone)
+    assert np.all(alone > 0) and np.all(loaded > 0)
+    assert not any(t.name.startswith('pipeit-load') for t in threading.enumerate())   # load threads ended
+
+
 def test_run_pinned_runs_on_the_first_cpu_and_reraises():
     cpu = sorted(os.sched_getaffinity(0))[-1]
     assert measure.run_pinned((cpu,), lambda: os.sched_getaffinity(0)) == {cpu}
@@ -116,6 +131,9 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert table.seg_ms.shape == (n_cfg, len(table.segments))
     assert np.all(table.seg_ms > 0) and np.all(table.overhead_ms > 0)
     assert table.cut_ms.shape == table.seg_ms.shape and np.all(table.cut_ms >= 0)
+    assert table.load_factor.shape == (n_cfg,) and np.all(table.load_factor >= 1.0)
+    whole_cfg = [i for i, cfg in enumerate(measure.core_configs(topology)) if len(cfg.cpus) == len(topology.cpus)]
+    assert all(table.load_factor[i] == 1.0 for i in whole_cfg)    # no other CPU to load
     assert np.all(table.cut_ms[:, 1:] <= np.minimum(table.alone_ms()[:, :-1], table.alone_ms()[:, 1:]) + 1e-9)
     assert table.in_bytes[0] == int(np.prod(tiny_graph.input_shape)) * 4
     assert 'cross_process_copy' in table.meta['handover'] and table.handover_ms_per_mb >= 0
