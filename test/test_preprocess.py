@@ -126,3 +126,39 @@ def test_config_from_plan_message_with_overrides():
     cfg = PreprocessConfig.from_dict(plan_pre, mean=[0.1], std=None)
     assert cfg.input_shape == (1, 3, 32, 32) and cfg.rgb is False
     assert cfg.mean == (0.1, 0.1, 0.1) and cfg.std == (0.25, 0.25, 0.25)
+
+
+def numpy_path(pixels, encoding, size, channels, rgb, interpolation='linear'):
+    """The straightforward path: cv2.resize on uint8, then plain numpy colour order and normalisation."""
+    import cv2  # noqa: PLC0415
+    interp = {'linear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA}[interpolation]
+    small = cv2.resize(pixels, size, interpolation=interp)
+    small = small[:, :, None] if small.ndim == 2 else small
+    return reference(small, encoding, channels, rgb)
+
+
+@pytest.mark.parametrize('encoding', sorted(CHANNELS), ids=sorted(CHANNELS))
+@pytest.mark.parametrize('channels,rgb', [(3, True), (3, False), (1, True)], ids=['rgb-model', 'bgr-model',
+                                                                                 'grey-model'])
+@pytest.mark.parametrize('interpolation', ['linear', 'area'])
+def test_camera_sized_frame_matches_resize_then_numpy(encoding, channels, rgb, interpolation):
+    """640x480 (row-padded) -> 224x224 through the blob path equals resize + numpy normalisation."""
+    rng = np.random.default_rng(11)
+    pixels = rng.integers(0, 256, (480, 640, CHANNELS[encoding]), dtype=np.uint8)
+    data, step = padded(pixels, 8)
+    order = 1 if rgb else -1
+    cfg = PreprocessConfig(input_shape=(1, channels, 224, 224), mean=MEAN[::order], std=STD[::order], rgb=rgb,
+                           interpolation=interpolation)
+    out = Preprocessor(cfg)(encoding, 480, 640, step, data)
+    assert out.shape == (1, channels, 224, 224) and out.dtype == np.float32 and out.flags['C_CONTIGUOUS']
+    ref = numpy_path(pixels, encoding, (224, 224), channels, rgb, interpolation)
+    tol = 0.51 / 255 / min(STD) if channels == 1 and encoding != 'mono8' else 1e-5
+    np.testing.assert_allclose(out, ref, atol=tol, rtol=0)
+
+
+def test_each_call_returns_a_fresh_array():
+    """The engine keeps several frames in flight: an output buffer must never be reused."""
+    pre = Preprocessor(PreprocessConfig(input_shape=(1, 3, 8, 8)))
+    a = pre('rgb8', 8, 8, 24, bytes(range(192)))
+    b = pre('rgb8', 8, 8, 24, bytes(192))
+    assert not np.shares_memory(a, b) and a.max() != b.max()

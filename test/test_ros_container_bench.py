@@ -22,6 +22,12 @@ def test_rosbench_reports_fps_ratio_and_latency(zoo_model, capsys):
     assert 0 < row['e2e_p50_ms'] <= row['e2e_p99_ms']
     assert row['paced_rate_hz'] == pytest.approx(0.5 * row['fps'])
     assert 0 < row['paced_e2e_p50_ms'] <= row['paced_e2e_p99_ms']
+    assert row['engine_fps_after'] > 0 and row['engine_fps_with_preprocess'] > 0
+    assert row['ratio_with_preprocess'] == pytest.approx(row['fps'] / row['engine_fps_with_preprocess'])
+    cpu = row['cpu_ms_per_frame']          # per process, threads named: the stages and the ROS path apart
+    assert set(cpu) == {'bench', 'container_c0', 'container_c1'}
+    assert cpu['container_c0'].get('stage_0', 0) > 0 and cpu['container_c1'].get('stage_1', 0) > 0
+    assert cpu['container_c0'].get('pump.camera_in', 0) > 0 and cpu['bench'].get('pump.results', 0) > 0
 
 
 def test_rosbench_rejects_a_bad_plan(zoo_model, capsys):

@@ -16,6 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from sensor_msgs.msg import Image
 
+from pipeit_ros import tensormsg
 from pipeit_ros.camera_frames import ENCODINGS, open_source
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.ros.signals import init_with_own_signals
@@ -84,7 +85,7 @@ class CameraNode(Node):
         msg.encoding = self.encoding
         msg.is_bigendian = 0
         msg.step = frame.shape[1] * frame.shape[2]
-        msg.data = frame.tobytes()
+        msg.data = tensormsg.byte_array(frame)     # one memcpy (bytes + array.array would be two)
         self.publisher.publish(msg)
         self.published += 1
         if self.count and self.published >= self.count:

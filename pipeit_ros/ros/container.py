@@ -31,12 +31,12 @@ from std_msgs.msg import String
 from pipeit_ros import handoff
 from pipeit_ros.container_config import DESCRIPTIONS, RUNTIME_PARAMETERS, ContainerSettings, pin_process
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.ros import messages
+from pipeit_ros.ros import cpuload, messages
 from pipeit_ros.ros.run import RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
 from pipeit_ros.ros.signals import init_with_own_signals
 
-TICK_S = 0.05
+TICK_S = 0.1            # state machine step (each control-node wake-up costs ~0.5 ms CPU)
 HEARTBEAT_S = 1.0
 STALE_S = 3.5           # a peer silent this long is gone (heartbeats come every HEARTBEAT_S)
 HANDOFF_WAIT_S = 2.0    # old head waits this long for the new head's first stamp, then cuts at once
@@ -204,7 +204,7 @@ class ContainerNode(Node):
             self.image_input = ImageInput(context=self.context, namespace=self.get_namespace(),
                                           topic=s.image_topic, qos_name=s.image_qos, policy=s.policy,
                                           queue_size=s.queue_size)
-            self._input_thread = NodeThread(self.image_input).start()
+            self._input_thread = self.image_input.pump().start()
         self._handoff_since = time.monotonic()
         runs = handoff.hosted_runs(msg.plan, self.cluster)
         self.get_logger().info(f'generation {msg.generation} ({msg.reason}): plan {msg.plan.to_spec()}; '
@@ -253,6 +253,7 @@ class ContainerNode(Node):
             for run in self.runs:
                 run.close()
             self.runs = []
+        cpuload.name_threads()      # stage_<i>.<r>, feeder, output, pump.*, spin.* in top -H and rosbench
         self.built = True
 
     # -- the state machine (control thread) -----------------------------------------------------------------

@@ -33,6 +33,7 @@ from pipeit_ros import tensormsg
 from pipeit_ros.layout import DDS_ENV
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.container import Container
+from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread
 
 # Fast DDS transports for every process of a test or bench graph. Shared memory with segments large enough for
@@ -96,7 +97,10 @@ class Source(Node):
 
 
 class Collector(Node):
-    """Keeps every ``pipeit/classification`` (parsed JSON) and ``pipeit/output`` (array) it receives."""
+    """Keeps every ``pipeit/classification`` (parsed JSON) and ``pipeit/output`` (array) it receives.
+
+    The results come in on node ``pipeit_test_results`` taken by :attr:`pump` (start it, RosGraph does): a
+    benchmark's consumer shares the CPUs with the stages, so it should cost what a lean consumer costs."""
 
     def __init__(self, *, context):
         super().__init__('pipeit_test_collector', context=context)
@@ -104,8 +108,12 @@ class Collector(Node):
         self.arrived = threading.Condition(self.lock)      # notified on every classification
         self.classifications, self.outputs, self.statuses = [], [], []
         self.diagnostics = {}       # status name -> latest {key: value}
-        self.create_subscription(String, 'pipeit/classification', self._on_class, messages.RESULT_QOS)
-        self.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output, messages.RESULT_QOS)
+        results = pumped_node('pipeit_test_results', context=context)
+        self.pump = Pump(results, [
+            (results.create_subscription(String, 'pipeit/classification', self._on_class, messages.RESULT_QOS),
+             self._on_class),
+            (results.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output, messages.RESULT_QOS),
+             self._on_output)], name='pump.pipeit_test_results')
         self.create_subscription(String, 'pipeit/status', self._on_status, messages.STATUS_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
@@ -225,7 +233,9 @@ class RosGraph:
         return self._spin(Source(context=self.context, **kwargs))
 
     def collector(self):
-        return self._spin(Collector(context=self.context))
+        col = self._spin(Collector(context=self.context))
+        self._threads.append(col.pump.start())
+        return col
 
     def planner(self):
         return self._spin(Planner(context=self.context))

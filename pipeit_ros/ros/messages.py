@@ -13,6 +13,7 @@ Results of the last stage, two messages per frame, published in this order:
   holding JSON ``{"header": {"stamp": {"sec", "nanosec"}, "frame_id"}, "seq", "generation", "latency_ms",
   "top_k": [{"class_id", "score", "label"?}]}``.
 """
+import functools
 import json
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -59,9 +60,17 @@ def tensor_topic(stage_index):
     return f'pipeit/tensor/stage_{int(stage_index)}'
 
 
+def copy_header(dst, src):
+    """Copy stamp and frame_id from any header-like ``src`` (a std_msgs/Header, or the one
+    pipeit_ros.imagecdr reads from a raw camera frame) into the message header ``dst``."""
+    dst.stamp.sec, dst.stamp.nanosec = src.stamp.sec, src.stamp.nanosec
+    dst.frame_id = src.frame_id
+    return dst
+
+
 def tensor_msg(header, arr, *, seq, generation, t_recv_ns):
     msg = Image()
-    msg.header = header
+    copy_header(msg.header, header)
     return tensormsg.pack_tensor(msg, arr, seq=seq, generation=generation, t_recv_ns=t_recv_ns)
 
 
@@ -69,10 +78,17 @@ def eos_msg(generation):
     return tensormsg.pack_eos(Image(), generation)
 
 
+@functools.lru_cache(maxsize=8)
+def _layout_dims(shape):
+    """The MultiArrayDimension list of an output shape, built once (every frame of a plan has one shape; the
+    list is only read, when a message is published)."""
+    return [MultiArrayDimension(label=label, size=size, stride=stride)
+            for label, size, stride in results.multiarray_layout(shape)]
+
+
 def output_msg(arr):
     msg = Float32MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=stride)
-                      for label, size, stride in results.multiarray_layout(arr.shape)]
+    msg.layout.dim = _layout_dims(tuple(arr.shape))
     msg.layout.data_offset = 0
     msg.data = tensormsg.float32_array(arr)
     return msg
@@ -81,7 +97,7 @@ def output_msg(arr):
 def classification_msg(header, seq, top, generation, latency_ms):
     if Classification is not None:
         msg = Classification()
-        msg.header = header
+        copy_header(msg.header, header)
         msg.results = [ObjectHypothesis(class_id=str(t['class_id']), score=float(t['score'])) for t in top]
         return msg
     d = results.classification_dict(header.stamp.sec, header.stamp.nanosec, header.frame_id, seq, top,

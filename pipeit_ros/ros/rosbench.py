@@ -14,9 +14,18 @@ saturating source would only show its own queueing (Little's law: window / fps).
 
 - ``fps``: results received per second; ``engine_fps``: the same plan in pipeit_ros.bench (no ROS, no
   pre-processing), measured just before each layout; ``ratio`` = fps / engine_fps.
+- ``engine_fps_after``: the engine reference again after the layout (half as long); more than 10 % away
+  from ``engine_fps`` means the machine's load changed meanwhile (a note says so): run again.
+- ``engine_fps_with_preprocess`` (second reference, skip with ``--no-with-preprocess``): the same plan fed by
+  the container's pre-processing of the same frames, no ROS, measured after the layout;
+  ``ratio_with_preprocess`` = fps / it.
 - ``e2e_p50/p99_ms`` (saturated) and ``paced_e2e_p50/p99_ms``: result arrival here minus the frame's stamp
   (set when it was published here): publish -> DDS -> pre-processing -> stages (-> hops) -> results -> back.
 - ``container_p50/p99_ms``: the containers' own figure, from frame receipt to result publish.
+- ``cpu_ms_per_frame``: {process: {thread group: CPU ms per result}} over the measuring window, for this
+  process (``bench``: camera publish on the main thread, result pump) and each container (threads named by
+  pipeit_ros.ros.cpuload: ``stage_<i>``, ``feeder``, ``output``, ``pump.*``, ``spin.*``, ``dds``). On a
+  machine whose every core runs a stage, whatever is not ``stage_<i>`` comes off the frame rate.
 Everything runs inside ``pipeit_ros.emulation.emulated(topology)`` like ``pipeit bench``.
 """
 import argparse
@@ -27,6 +36,7 @@ import time
 import numpy as np
 
 LAYOUTS = ('single', 'multi')
+ENGINE_DRIFT = 0.1      # engine reference before vs after a layout differing more: the load changed
 
 
 def _note(text):
@@ -45,9 +55,10 @@ def load_plan(args, graph, topology):
     return auto_plan(graph, topology, log=_note)
 
 
-def _drive(col, src, frames, *, seconds, warmup, window, rate):
+def _drive(col, src, frames, *, seconds, warmup, window, rate, on_start=None):
     """Publish frames for ``warmup + seconds`` (closed loop with ``window`` in flight, or at ``rate`` Hz);
-    return (results that arrived in the last ``seconds``, frames sent)."""
+    return (results that arrived in the last ``seconds``, frames sent). ``on_start()`` is called once when the
+    last ``seconds`` begin."""
     base = len(col.classifications)
     t_start = time.time_ns()
     t_measure, t_end = t_start + int(warmup * 1e9), t_start + int((warmup + seconds) * 1e9)
@@ -60,6 +71,9 @@ def _drive(col, src, frames, *, seconds, warmup, window, rate):
         now = time.time_ns()
         if now >= t_end:
             break
+        if on_start is not None and now >= t_measure:
+            on_start()
+            on_start = None
         if period_ns:
             due = t_start + sent * period_ns
             if now < due:
@@ -97,7 +111,7 @@ def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2
     """
     from pipeit_ros import handoff  # noqa: PLC0415
     from pipeit_ros.planmsg import encode_plan_message  # noqa: PLC0415
-    from pipeit_ros.ros import harness  # noqa: PLC0415
+    from pipeit_ros.ros import cpuload, harness  # noqa: PLC0415
     from pipeit_ros.topology import resolve  # noqa: PLC0415
 
     topology = resolve(topology_spec)
@@ -118,11 +132,17 @@ def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2
                 raise RuntimeError(f'{layout} layout: containers did not start (see their log above)')
             frames = [harness.image_msg(harness.synthetic_frame(i, width, height), 'rgb8', 0) for i in range(8)]
             log(f'{layout}: {len(clusters)} container process(es), measuring {warmup:g} + {seconds:g} s')
-            got, sent = _drive(col, src, frames, seconds=seconds, warmup=warmup, window=window, rate=rate)
+            cpuload.name_threads()
+            pids = {'bench': 'self', **{f'container_{c}': p.pid for c, p in zip(clusters, procs)}}
+            cpu = {}
+            got, sent = _drive(col, src, frames, seconds=seconds, warmup=warmup, window=window, rate=rate,
+                               on_start=lambda: cpu.update({k: cpuload.thread_cpu(v) for k, v in pids.items()}))
+            after = {k: cpuload.thread_cpu(v) for k, v in pids.items()}
             if not got:
                 raise RuntimeError(f'{layout} layout: no result in the measuring window')
             row.update(frames=len(got), sent=sent, fps=len(got) / seconds, window=None if rate else window,
                        rate_hz=rate or None, **_latencies(got))
+            row['cpu_ms_per_frame'] = {k: cpuload.per_frame_ms(cpu.get(k, {}), after[k], len(got)) for k in pids}
             if paced > 0 and not rate:
                 row['paced_rate_hz'] = paced * row['fps']
                 log(f'{layout}: latency at {row["paced_rate_hz"]:.1f} frames/s')
@@ -138,6 +158,31 @@ def engine_fps(graph, plan, topology, seconds):
     from pipeit_ros.bench import run_benchmark  # noqa: PLC0415
     result = run_benchmark(graph, topology, {'plan': plan}, seconds=seconds, rounds=3, progress=False)
     return result.candidates['plan'].fps
+
+
+def engine_fps_with_preprocess(graph, plan, seconds, width=640, height=480):
+    """A second reference: the same plan fed by the container's pre-processing (pipeit_ros.preprocess of
+    ``width`` x ``height`` rgb8 frames, converted on the submitting thread as the container's feeder does), no
+    ROS. What pre-processing costs on CPUs that run stages shows as engine_fps - this; the rest of the gap to
+    the ROS figure is the ROS path (DDS, takes, results, the bench's own camera and consumer)."""
+    from pipeit_ros.engine import Pipeline  # noqa: PLC0415
+    from pipeit_ros.preprocess import PreprocessConfig, Preprocessor  # noqa: PLC0415
+    from pipeit_ros.ros.harness import synthetic_frame  # noqa: PLC0415
+    pre = Preprocessor(PreprocessConfig(input_shape=tuple(graph.input_shape)))
+    frames = [synthetic_frame(i, width, height).tobytes() for i in range(8)]
+    done = []
+    clock = time.perf_counter
+    with Pipeline(graph, plan, queue_size=2, on_output=lambda f: done.append(clock()), name='with_pre') as pipe:
+        for i in range(20):
+            pipe.submit(pre('rgb8', height, width, width * 3, frames[i % 8]))
+        pipe.drain()
+        done.clear()
+        end, i = clock() + seconds, 0
+        while clock() < end:
+            pipe.submit(pre('rgb8', height, width, width * 3, frames[i % 8]))
+            i += 1
+        pipe.drain()
+    return sum(1 for t in done if t <= end) / seconds
 
 
 def run(args):
@@ -163,6 +208,15 @@ def run(args):
                                  height=args.height, transport=args.transport)
             row['engine_fps'] = eng
             row['ratio'] = row['fps'] / eng if eng else None
+            if args.with_preprocess:
+                pre = engine_fps_with_preprocess(graph, plan, min(args.seconds, 10.0) / 2, args.width, args.height)
+                row['engine_fps_with_preprocess'] = pre
+                row['ratio_with_preprocess'] = row['fps'] / pre if pre else None
+            # the reference again, after: on a shared machine a load change in between shows here
+            row['engine_fps_after'] = engine_fps(graph, plan, topology, min(args.seconds, 10.0) / 2)
+            if eng and abs(row['engine_fps_after'] / eng - 1) > ENGINE_DRIFT:
+                _note(f'{layout}: engine reference moved from {eng:.1f} to {row["engine_fps_after"]:.1f} frames/s '
+                      f'across the measurement: the machine\'s load changed, the ratio is unreliable; run again')
             rows.append(row)
     out = {'model': graph.path, 'plan': plan.to_spec(), 'topology': args.topology,
            'transport': args.transport or harness.TRANSPORT, 'results': rows}
@@ -176,6 +230,18 @@ def run(args):
                      f'{r.get("paced_e2e_p99_ms", 0):7.2f}' if r.get('paced_rate_hz') else '')
             print(f'{r["layout"]:8} {r["fps"]:8.1f} {r["engine_fps"]:8.1f} {r["ratio"]:6.2f} '
                   f'{r["e2e_p50_ms"]:8.2f} {r["e2e_p99_ms"]:8.2f} {paced}')
+        for r in rows:
+            line = f'{r["layout"]:8}: engine reference after the layout {r["engine_fps_after"]:.1f} frames/s'
+            if r.get('engine_fps_with_preprocess'):
+                line += (f'; engine fed by the same pre-processing (second reference, no ROS) '
+                         f'{r["engine_fps_with_preprocess"]:.1f}, ros fps / that = {r["ratio_with_preprocess"]:.2f}')
+            print(line)
+        print('CPU ms per frame by process and thread (python = main thread and unnamed ones; in the bench '
+              'process the main thread publishes the frames):')
+        for r in rows:
+            for proc, groups in r.get('cpu_ms_per_frame', {}).items():
+                parts = ', '.join(f'{k} {v:.2f}' for k, v in groups.items() if v >= 0.005)
+                print(f'  {r["layout"]:8} {proc:14} {sum(groups.values()):6.2f}: {parts}')
     return 0
 
 
@@ -199,6 +265,8 @@ def build_parser():
     ap.add_argument('--transport', default=None,
                     help='FASTDDS_BUILTIN_TRANSPORTS for every process (default: harness.TRANSPORT, '
                          'shared memory), e.g. LARGE_DATA')
+    ap.add_argument('--no-with-preprocess', dest='with_preprocess', action='store_false',
+                    help='skip the second reference, the engine fed by the same pre-processing')
     ap.add_argument('--json', action='store_true')
     return ap
 

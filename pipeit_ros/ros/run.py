@@ -24,6 +24,7 @@ from pipeit_ros.engine import Pipeline
 from pipeit_ros.errors import PipeitError, StageError
 from pipeit_ros.preprocess import ImageError
 from pipeit_ros.ros import messages
+from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread, StageNode
 
 CUT_NOW = 'now'
@@ -92,11 +93,14 @@ class RunHost:
                                       on_output=self._on_output, name=f'{owner.name}.g{self.gen}')
         ctx, ns = owner.context, owner.get_namespace()
         self.nodes = {i: StageNode(i, self, context=ctx, namespace=ns) for i in self.indices}
-        first, last = self.nodes[self.indices[0]], self.nodes[self.indices[-1]]
+        last = self.nodes[self.indices[-1]]
         self.out_pub = self.output_pub = self.class_pub = None
-        if not self.is_head:
-            first.create_subscription(messages.Image, messages.tensor_topic(self.indices[0]), self._on_tensor,
-                                      messages.tensor_qos(p.policy, p.queue_size))
+        pumps = []
+        if not self.is_head:            # pumped: a tensor costs one wait and one take (pipeit_ros.ros.pump)
+            node = pumped_node(f'stage_{self.indices[0]}_input', context=ctx, namespace=ns)
+            sub = node.create_subscription(messages.Image, messages.tensor_topic(self.indices[0]),
+                                           self._on_tensor, messages.tensor_qos(p.policy, p.queue_size))
+            pumps.append(Pump(node, [(sub, self._on_tensor)]))
         if self.is_tail:
             self.output_pub = last.create_publisher(messages.Float32MultiArray, 'pipeit/output',
                                                     messages.RESULT_QOS)
@@ -105,7 +109,7 @@ class RunHost:
         else:
             self.out_pub = last.create_publisher(messages.Image, messages.tensor_topic(self.indices[-1] + 1),
                                                  messages.tensor_qos(p.policy, p.queue_size))
-        self._threads = [NodeThread(node) for node in self.nodes.values()]
+        self._threads = [NodeThread(node) for node in self.nodes.values()] + pumps
         self._feeder = threading.Thread(target=self._feed, name=f'{owner.name}.g{self.gen}.feeder', daemon=True)
 
     # -- control side (container thread) --------------------------------------------------------------------
