@@ -47,7 +47,7 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v4-bursts-cuts-load'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v5-bursts-cuts-load-alternating'  # bump when the measure changes, so old cached profiles are not reused
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
