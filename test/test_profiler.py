@@ -69,6 +69,16 @@ def test_split_cuts_is_what_a_pair_saves_within_bounds():
     assert np.all(profiler.split_cuts([1.0, 1.0], [0.1]) <= 1.0)   # never more than the smaller segment
 
 
+def test_fit_cuts_makes_one_stage_cost_the_whole_model():
+    alone = np.array([2.0, 1.0, 3.0, 0.5])
+    cut = np.array([0.0, 0.4, 0.2, 0.1])
+    fitted = profiler.fit_cuts(cut, alone, whole=5.5)              # the pairs saw 0.7 of the 1.0 saved
+    assert alone.sum() - fitted.sum() == pytest.approx(5.5)
+    np.testing.assert_allclose(fitted / fitted.sum(), cut / cut.sum())
+    assert np.all(profiler.fit_cuts(cut, alone, whole=1.0) <= [0.0, 1.0, 1.0, 0.5])   # within bounds
+    np.testing.assert_allclose(profiler.fit_cuts(cut, alone, whole=7.0), 0.0)         # never negative
+
+
 def test_stage_time_pays_half_a_cut_at_each_end():
     from pipeit_ros.cost import CostTable
     table = CostTable(segments=[(0, 0), (1, 1), (2, 2)], configs=[('c', 1)], seg_ms=[[1.0, 2.0, 3.0]],
