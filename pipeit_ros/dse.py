@@ -53,7 +53,7 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     _cost_check(cost, topology)
     started = time.perf_counter()
     space = Space(cost.under_load(), topology, replicas=replicas)
-    alone = _alone_plans(cost, topology, {}) if cost.loaded else []
+    alone = _alone_plans(cost, topology) if cost.loaded else []
     search = _Search(space, max_latency_ms, min_fps, memory_mb,
                      [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone])
     try:
@@ -67,13 +67,12 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
              'search_ms': round((time.perf_counter() - started) * 1000, 1), 'dp_passes': search.passes}
     plan = None if stages is None else with_predictions(build_plan(space, stages, topology, 'exact', notes),
                                                         cost, topology)
-    for other in _alone_plans(cost, topology, notes) if cost.loaded else []:
-        # a plan of one core group runs alone: it is predicted without the load factors
+    for other in alone:     # a plan of one core group runs alone: it is predicted without the load factors
         if ((max_latency_ms is None or other.predicted_latency_ms <= max_latency_ms)
                 and (min_fps is None or other.predicted_fps >= min_fps * (1 - TIE))
                 and (memory_mb is None or other.notes['memory_mib'] <= memory_mb)
                 and (plan is None or _better(other, plan, objective))):
-            plan = other
+            plan = replace(other, notes={**notes, **other.notes})
     if plan is None:
         raise failure
     return plan
@@ -96,14 +95,14 @@ def _better(a, b, objective):
     return False
 
 
-def _alone_plans(cost, topology, notes):
+def _alone_plans(cost, topology):
     """Every plan of one stage on one core group, predicted alone."""
     n_layers = cost.segments[-1][1] + 1
     mem = sum(cost.weight_bytes) + max(cost.act_bytes)
     return [with_predictions(Plan(stages=(Stage(0, n_layers - 1, c.name, tuple(c.cpus[:k]), threads=k),),
                                   model_hash=cost.model_hash, topology_fingerprint=topology.fingerprint(),
                                   search='exact', name='exact plan',
-                                  notes=dict(notes, cores_used=k, memory_mib=round(mem / MIB, 3),
+                                  notes=dict(cores_used=k, memory_mib=round(mem / MIB, 3),
                                              cost_source=cost.source)), cost, topology)
             for c in topology.clusters for k in range(1, c.size + 1) if (c.name, k) in cost.configs]
 
