@@ -15,6 +15,7 @@ def main():
     name = [a for a in args if a.startswith('__node:=')][0].split(':=')[1]
     print(f'{name} up', params, flush=True)
     ignore = params.get('ignore', [])
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a node does, also when started in background
     for sig in ignore:
         signal.signal(getattr(signal, sig), signal.SIG_IGN)
     deadline = time.monotonic() + params.get('exit_after', 60)

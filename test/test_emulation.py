@@ -163,6 +163,7 @@ CHILD = textwrap.dedent('''
     from pipeit_ros.emulation import emulated
     from pipeit_ros.topology import Cluster, Topology
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also when started in background
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # also under nohup
     cpus = sorted(os.sched_getaffinity(0))
     topo = Topology(clusters=(Cluster('big', (cpus[0],), 'host', 1.0),
                               Cluster('little', (cpus[-1],), 'host', 0.5, emulate_share=0.5)), name='child')
