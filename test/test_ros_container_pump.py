@@ -45,7 +45,7 @@ def test_pump_takes_every_message_counts_a_failing_callback_and_keeps_going():
     with harness.RosGraph(domain_id=harness.domain_id_for_process(base=63)) as rg:
         node = pumped_node('pump_test', context=rg.context)
         sub = node.create_subscription(String, 'pump_test', on_msg, messages.RESULT_QOS)
-        pump = Pump(node, [(sub, on_msg)]).start()
+        pump = Pump(node, [sub]).start()
         pub = rg.planner().create_publisher(String, 'pump_test', messages.RESULT_QOS)
         assert harness.wait(lambda: pub.get_subscription_count() > 0, 10)
         for text in ['a', 'bad', 'b', 'c']:

@@ -110,10 +110,9 @@ class Collector(Node):
         self.diagnostics = {}       # status name -> latest {key: value}
         results = pumped_node('pipeit_test_results', context=context)
         self.pump = Pump(results, [
-            (results.create_subscription(String, 'pipeit/classification', self._on_class, messages.RESULT_QOS),
-             self._on_class),
-            (results.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output, messages.RESULT_QOS),
-             self._on_output)], name='pump.pipeit_test_results')
+            results.create_subscription(String, 'pipeit/classification', self._on_class, messages.RESULT_QOS),
+            results.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output, messages.RESULT_QOS)],
+            name='pump.pipeit_test_results')
         self.create_subscription(String, 'pipeit/status', self._on_status, messages.STATUS_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 

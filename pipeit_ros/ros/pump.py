@@ -37,13 +37,13 @@ def pumped_node(name, *, context, namespace=''):
 
 
 class Pump:
-    """Takes the messages of ``subscriptions`` [(Subscription, callback(msg))] of ``node`` on a thread."""
+    """Takes the messages of ``subscriptions`` (of ``node``) on a thread and hands each to its callback."""
 
     def __init__(self, node, subscriptions, name=None):
         self.node = node
         self.context = node.context
         self.subscriptions = list(subscriptions)
-        self.handlers = [h for sub, _ in self.subscriptions for h in sub.event_handlers]
+        self.handlers = [h for sub in self.subscriptions for h in sub.event_handlers]
         self.errors = 0
         self._warned = 0.0
         self._stopping = False
@@ -73,7 +73,7 @@ class Pump:
 
     # -- the loop (pump thread) ------------------------------------------------------------------------------
     def _loop(self):
-        subs = [(sub, sub.handle, sub.msg_type, sub.raw, cb) for sub, cb in self.subscriptions]
+        subs = [(sub, sub.handle, sub.msg_type, sub.raw, sub.callback) for sub in self.subscriptions]
         wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, len(self.handlers), self.context.handle)
         timeout_ns = int(WAIT_S * 1e9)
         try:

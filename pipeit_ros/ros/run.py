@@ -100,7 +100,7 @@ class RunHost:
             node = pumped_node(f'stage_{self.indices[0]}_input', context=ctx, namespace=ns)
             sub = node.create_subscription(messages.Image, messages.tensor_topic(self.indices[0]),
                                            self._on_tensor, messages.tensor_qos(p.policy, p.queue_size))
-            pumps.append(Pump(node, [(sub, self._on_tensor)]))
+            pumps.append(Pump(node, [sub]))
         if self.is_tail:
             self.output_pub = last.create_publisher(messages.Float32MultiArray, 'pipeit/output',
                                                     messages.RESULT_QOS)

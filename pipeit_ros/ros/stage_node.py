@@ -112,7 +112,7 @@ class ImageInput:
     def pump(self):
         """The (not yet started) :class:`~pipeit_ros.ros.pump.Pump` taking the frames; its stop() destroys the
         node."""
-        return Pump(self.node, [(self.subscription, self._on_image)], name='pump.camera_in')
+        return Pump(self.node, [self.subscription], name='pump.camera_in')
 
     def _on_image(self, serialized):
         """A raw (serialized) frame: read in place by pipeit_ros.imagecdr, one copy fewer than a typed take."""
