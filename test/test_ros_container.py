@@ -257,3 +257,29 @@ def test_container_process_refuses_bad_parameters_with_exit_2(cluster, params, m
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2 and f'pipeit_container: error: {message}' in out, out
+
+
+def test_replans_back_and_forth_reuse_no_stale_tensor_topic(tiny, topo):
+    """Generations 1 and 3 (2 and 4) cut at the same layer: a tensor publisher of generation 3 must not take
+    generation 1's subscription, gone in the other process but perhaps not yet in this one's discovery, for the
+    new one (frames published to it would be lost under ``block``)."""
+    n, switches = 80, {15: 2, 35: 3, 55: 4}
+    specs = {1: '0-3@c0,4-8@c1', 2: '0-6@c0,7-8@c1', 3: '0-3@c0,4-8@c1', 4: '0-6@c0,7-8@c1'}
+    frames = [harness.synthetic_frame(i, W, H, seed=4) for i in range(n)]
+    texts = {gen: plan_text(tiny, topo, spec, gen) for gen, spec in specs.items()}
+    expected = engine_outputs(tiny, texts[1][0], frames)
+    with harness.RosGraph() as rg:
+        col, src, planner = rg.collector(), rg.source(), rg.planner()
+        planner.publish(texts[1][1])
+        for cluster in ('c0', 'c1'):
+            rg.container({'cluster': cluster, **BLOCK})
+        assert harness.wait(lambda: col.running(1), 20), 'never running'
+        assert src.wait_for_subscriber(10)
+        send_frames(src, frames, period=0.01,
+                    on_frame=lambda i: i in switches and planner.publish(texts[switches[i]][1]))
+        assert col.wait_for(n, 50), f'{len(col.classifications)} of {n} results'
+        assert received_stamps(col) == [stamp_ns(i) for i in range(n)]
+        gens = [c['generation'] for c in col.classifications]
+        assert gens == sorted(gens) and gens[0] == 1 and gens[-1] == 4
+        for got, want in zip(col.outputs, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

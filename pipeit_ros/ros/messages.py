@@ -56,8 +56,11 @@ def tensor_qos(policy, queue_size):
                       reliability=ReliabilityPolicy.RELIABLE)
 
 
-def tensor_topic(stage_index):
-    return f'pipeit/tensor/stage_{int(stage_index)}'
+def tensor_topic(generation, stage_index):
+    """One topic per generation and cut: a publisher of a new generation can only match the new reader, never
+    a previous generation's reader on the same cut that is gone but not yet forgotten by discovery (its frames
+    would be lost under 'block')."""
+    return f'pipeit/tensor/g{int(generation)}/stage_{int(stage_index)}'
 
 
 def copy_header(dst, src):

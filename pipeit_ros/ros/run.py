@@ -2,7 +2,7 @@
 
 A run is one engine :class:`~pipeit_ros.engine.Pipeline` over its stages, so arrays pass between them
 in-process without a copy. Its input is an inbox filled by a callback (camera frames for the head run, tensor
-messages of ``pipeit/tensor/stage_<first>`` otherwise); a feeder thread converts (pre-processing, or
+messages of ``pipeit/tensor/g<generation>/stage_<first>`` otherwise); a feeder thread converts (pre-processing, or
 ``np.frombuffer``) and submits. Its output, from the engine's output thread in frame order, is either the next
 stage's tensor topic or the results (``pipeit/output``, ``pipeit/classification``).
 
@@ -98,7 +98,7 @@ class RunHost:
         pumps = []
         if not self.is_head:            # pumped: a tensor costs one wait and one take (pipeit_ros.ros.pump)
             node = pumped_node(f'stage_{self.indices[0]}_input', context=ctx, namespace=ns)
-            sub = node.create_subscription(messages.Image, messages.tensor_topic(self.indices[0]),
+            sub = node.create_subscription(messages.Image, messages.tensor_topic(self.gen, self.indices[0]),
                                            self._on_tensor, messages.tensor_qos(p.policy, p.queue_size))
             pumps.append(Pump(node, [sub]))
         if self.is_tail:
@@ -107,7 +107,8 @@ class RunHost:
             self.class_pub = last.create_publisher(messages.classification_type(), 'pipeit/classification',
                                                    messages.RESULT_QOS)
         else:
-            self.out_pub = last.create_publisher(messages.Image, messages.tensor_topic(self.indices[-1] + 1),
+            self.out_pub = last.create_publisher(messages.Image,
+                                                 messages.tensor_topic(self.gen, self.indices[-1] + 1),
                                                  messages.tensor_qos(p.policy, p.queue_size))
         self._threads = [NodeThread(node) for node in self.nodes.values()] + pumps
         self._feeder = threading.Thread(target=self._feed, name=f'{owner.name}.g{self.gen}.feeder', daemon=True)
