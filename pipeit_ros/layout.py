@@ -29,6 +29,8 @@ PACKAGE = 'pipeit_ros'
 # Shared memory only, with room for camera-sized messages: measured as fast as LARGE_DATA here, and reliable
 # where LARGE_DATA's discovery sometimes never found a process started while its peers ran (1 in 4 runs).
 DDS_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'SHM?max_msg_size=8MB&sockets_size=16MB'}
+DDS_PROFILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'fastdds_profiles.xml')
+_PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
 _FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
 ROS_NODE_PARAMS = {'use_sim_time', 'start_type_description_service'}   # every rclpy node has these
@@ -135,6 +137,13 @@ def planner_parameters(values, where='planner parameters'):
     return out
 
 
+def dds_profile_env(environ=None):
+    """Our Fast DDS profile (a 100 ms heartbeat, see the file) for every process of the layout, unless the user
+    gave a profile file of their own."""
+    environ = os.environ if environ is None else environ
+    return {} if any(environ.get(v) for v in _PROFILE_VARS) else {_PROFILE_VARS[0]: DDS_PROFILES}
+
+
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
                  image_topic=None, namespace='', large_data=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
@@ -147,7 +156,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     from pipeit_ros import topology as topology_mod  # noqa: PLC0415
 
     planner = section(params, PLANNER)
-    dds_env = dict(DDS_ENV) if (large_data or (large_data is None and with_camera)) else {}
+    dds_env = {**dds_profile_env(), **(DDS_ENV if (large_data or (large_data is None and with_camera)) else {})}
     if topology is None:
         topology = planner.get('topology', 'auto')
     if isinstance(topology, str):

@@ -4,6 +4,7 @@ import py_compile
 import re
 import sys
 import types
+import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
@@ -40,7 +41,7 @@ def test_layout_per_cluster(params, name):
     assert sorted(cpu for s in containers for cpu in s.cpus) == sorted(topo.cpus)     # every CPU, once
     names = [s.name for s in specs]
     assert len(set(names)) == len(names) and all(NODE_NAME_RE.match(n) for n in names)
-    assert all(s.env == layout.DDS_ENV for s in specs)   # our camera: all ours
+    assert all(s.env == {**layout.dds_profile_env(), **layout.DDS_ENV} for s in specs)   # our camera: all ours
     planner = specs[0]
     assert planner.cpus is None and planner.parameters['topology'] == SHIPPED[name]
     assert topology_mod.load_yaml(planner.parameters['topology'], check_cpus=False) == topo
@@ -187,7 +188,7 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     assert [n.kwargs['name'] for n in nodes] == [s.name for s in expected]
     assert [n.kwargs['parameters'] for n in nodes] == [[s.parameters] for s in expected]
     assert [n.kwargs['prefix'] for n in nodes] == [None, 'taskset -c 0', 'taskset -c 1', None]
-    assert all(n.kwargs['additional_env'] == layout.DDS_ENV for n in nodes)
+    assert all(n.kwargs['additional_env'] == {**layout.dds_profile_env(), **layout.DDS_ENV} for n in nodes)
 
 
 @pytest.mark.parametrize('large_data, with_camera, expected', [
@@ -199,3 +200,16 @@ def test_large_data_transports_only_where_every_participant_is_ours(params, larg
     specs = layout.build_layout(params, 'emulated-2x1', with_camera=with_camera, model='tiny',
                                 large_data=large_data)
     assert all(('FASTDDS_BUILTIN_TRANSPORTS' in s.env) == expected for s in specs)
+
+
+def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
+    """Every process gets the shipped profile file (a short heartbeat); a user's own profile file wins."""
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+        monkeypatch.delenv(var, raising=False)
+    specs = layout.build_layout(params, 'emulated-2x1', model='tiny')
+    assert all(s.env == {'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES} for s in specs)
+    period = ET.parse(layout.DDS_PROFILES).getroot().find('.//{http://www.eprosima.com}heartbeat_period')
+    assert period is not None and int(period.findtext('{http://www.eprosima.com}nanosec')) == 100_000_000
+    monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/etc/robot/dds.xml')
+    specs = layout.build_layout(params, 'emulated-2x1', model='tiny', large_data=True)
+    assert all(s.env == layout.DDS_ENV for s in specs)

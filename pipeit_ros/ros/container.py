@@ -64,6 +64,8 @@ class ContainerNode(Node):
         self.msg = None             # PlanMessage of the generation this container works towards
         self._latest = None         # newest PlanMessage received
         self.runs, self.old_runs = [], []
+        self._ended = []            # ended runs whose tensor publisher waits for acknowledgements (RunHost.delivered)
+        self._results = None        # (output, classification) publishers of every tail run hosted here
         self.built = False
         self.state = 'idle'
         self.error = None
@@ -192,7 +194,9 @@ class ContainerNode(Node):
         self.runs, self.built, self.error = [], False, None
         self.msg = msg
         head_here = self._hosts_head(msg.plan)
+        tail_here = any(r[-1] == len(msg.plan.stages) - 1 for r in handoff.hosted_runs(msg.plan, self.cluster))
         for run in self.old_runs:
+            run.results_move = not tail_here
             if run.is_head and head_here:
                 run.request_cut()
             elif run.is_head:
@@ -264,8 +268,11 @@ class ContainerNode(Node):
         for run in [r for r in self.old_runs if r.finished.is_set()]:
             if run.is_head and run.last_stamp_ns is not None:
                 self._handed_over = {'generation': self.msg.generation, 'last_stamp_ns': run.last_stamp_ns}
-            run.close()
             self.old_runs.remove(run)
+            self._ended.append(run)
+        for run in [r for r in self._ended if r.delivered()]:
+            run.close()
+            self._ended.remove(run)
         if self.image_input is not None and not any(r.is_head for r in self.old_runs) and \
                 (self.msg is None or not self._hosts_head(self.msg.plan)):
             self._close_input()
@@ -319,6 +326,15 @@ class ContainerNode(Node):
             self.warn_once('waiting', f'generation {gen}: frames wait: {why}')
         return None
 
+    def result_publishers(self):
+        """(pipeit/output, pipeit/classification) publishers, made once: every generation's tail run here
+        publishes on the same writers, so their readers get the results in order across re-plans."""
+        if self._results is None:
+            self._results = (self.create_publisher(messages.Float32MultiArray, 'pipeit/output', messages.RESULT_QOS),
+                             self.create_publisher(messages.classification_type(), 'pipeit/classification',
+                                                   messages.RESULT_QOS))
+        return self._results
+
     def _close_input(self):
         self.image_input.close()
         self._input_thread.stop()
@@ -328,9 +344,9 @@ class ContainerNode(Node):
         """Stop every run and the camera input (frames still inside are abandoned)."""
         if self.image_input is not None:
             self.image_input.close()
-        for run in self.old_runs + self.runs:
+        for run in self._ended + self.old_runs + self.runs:
             run.close()
-        self.old_runs, self.runs = [], []
+        self._ended, self.old_runs, self.runs = [], [], []
         if self.image_input is not None:
             self._close_input()
 

@@ -30,7 +30,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
 from pipeit_ros import tensormsg
-from pipeit_ros.layout import DDS_ENV
+from pipeit_ros.layout import DDS_ENV, dds_profile_env
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.container import Container
 from pipeit_ros.ros.pump import Pump, pumped_node
@@ -46,7 +46,7 @@ TRANSPORT = DDS_ENV['FASTDDS_BUILTIN_TRANSPORTS']     # the one bringup and laun
 
 def dds_env(transport=None):
     """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT)."""
-    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT}
+    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT, **dds_profile_env()}
 
 
 def domain_id_for_process(base=0):
@@ -97,7 +97,8 @@ class Source(Node):
 
 
 class Collector(Node):
-    """Keeps every ``pipeit/classification`` (parsed JSON) and ``pipeit/output`` (array) it receives.
+    """Keeps every ``pipeit/classification`` (as :func:`messages.classification_dict`) and ``pipeit/output``
+    (array) it receives.
 
     The results come in on node ``pipeit_test_results`` taken by :attr:`pump` (start it, RosGraph does): a
     benchmark's consumer shares the CPUs with the stages, so it should cost what a lean consumer costs."""
@@ -110,14 +111,15 @@ class Collector(Node):
         self.diagnostics = {}       # status name -> latest {key: value}
         results = pumped_node('pipeit_test_results', context=context)
         self.pump = Pump(results, [
-            results.create_subscription(String, 'pipeit/classification', self._on_class, messages.RESULT_QOS),
+            results.create_subscription(messages.classification_type(), 'pipeit/classification', self._on_class,
+                                        messages.RESULT_QOS),
             results.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output, messages.RESULT_QOS)],
             name='pump.pipeit_test_results')
         self.create_subscription(String, 'pipeit/status', self._on_status, messages.STATUS_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
     def _on_class(self, msg):
-        d = json.loads(msg.data)
+        d = messages.classification_dict(msg)
         d['t_arrival_ns'] = time.time_ns()
         with self.lock:
             self.classifications.append(d)
