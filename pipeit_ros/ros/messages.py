@@ -112,6 +112,17 @@ def classification_type():
     return Classification if Classification is not None else String
 
 
+def classification_dict(msg):
+    """Either kind of ``pipeit/classification`` message as the JSON branch's object, for the nodes that read
+    results (bringup's monitor, rosbench, tests). vision_msgs carries no seq, generation, latency or labels."""
+    if isinstance(msg, String):
+        return json.loads(msg.data)
+    return {'header': {'stamp': {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec},
+                       'frame_id': msg.header.frame_id},
+            'top_k': [{'class_id': int(h.class_id) if h.class_id.isdigit() else h.class_id, 'score': h.score}
+                      for h in msg.results]}
+
+
 def diagnostic_array(stamp, statuses):
     """statuses: [(level, name, message, hardware_id, [(key, value)])] -> DiagnosticArray."""
     arr = DiagnosticArray()

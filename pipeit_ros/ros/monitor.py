@@ -15,6 +15,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String
 
+from pipeit_ros.ros import messages
 from pipeit_ros.ros.planner_node import PLAN_QOS
 
 WINDOW_S = 2.0
@@ -26,7 +27,7 @@ class Monitor(Node):
             kwargs['namespace'] = namespace
         super().__init__('pipeit_bringup', **kwargs)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(String, 'pipeit/classification', self._on_result, qos)
+        self.create_subscription(messages.classification_type(), 'pipeit/classification', self._on_result, qos)
         self.create_subscription(String, 'pipeit/plan', self._on_plan, PLAN_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
@@ -41,7 +42,7 @@ class Monitor(Node):
     def _on_result(self, msg):
         now, wall = time.monotonic(), time.time()
         try:
-            stamp = json.loads(msg.data)['header']['stamp']
+            stamp = messages.classification_dict(msg)['header']['stamp']
             latency = (wall - stamp['sec'] - stamp['nanosec'] * 1e-9) * 1000.0
         except (ValueError, KeyError, TypeError):
             latency = float('nan')
