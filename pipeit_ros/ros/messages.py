@@ -9,7 +9,8 @@ Results of the last stage, two messages per frame, published in this order:
   ``pipeit/classification`` message published right after it (same ``seq``).
 - ``pipeit/classification``: vision_msgs/Classification (header = source image header; results = top-k
   ObjectHypothesis, class_id = the class index as text, score = softmax; no seq/labels: pair by stamp) when
-  vision_msgs is importable, otherwise std_msgs/String
+  vision_msgs is importable (tested with vision_msgs built from upstream's definitions: test_vision_msgs.py),
+  otherwise std_msgs/String
   holding JSON ``{"header": {"stamp": {"sec", "nanosec"}, "frame_id"}, "seq", "generation", "latency_ms",
   "top_k": [{"class_id", "score", "label"?}]}``.
 """
