@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
@@ -13,7 +14,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow,
 def test_rosbench_reports_fps_ratio_and_latency(zoo_model, capsys):
     from pipeit_ros.ros import rosbench
     code = rosbench.main([zoo_model('tiny'), '--topology', 'emulated-2x1', '--stages', '0-3@c0,4-8@c1',
-                          '--layout', 'multi', '--seconds', '1', '--warmup', '0.5', '--json'])
+                          '--layout', 'multi', '--seconds', '1', '--warmup', '0.5', '--interleave', '2', '--json'])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     (row,) = out['results']
@@ -24,6 +25,9 @@ def test_rosbench_reports_fps_ratio_and_latency(zoo_model, capsys):
     assert 0 < row['paced_e2e_p50_ms'] <= row['paced_e2e_p99_ms']
     assert row['engine_fps_after'] > 0 and row['engine_fps_with_preprocess'] > 0
     assert row['ratio_with_preprocess'] == pytest.approx(row['fps'] / row['engine_fps_with_preprocess'])
+    pairs = row['interleaved']             # (ros, engine) frames/s, the graph measured again between references
+    assert len(pairs) == 2 and all(r > 0 and e > 0 for r, e in pairs)
+    assert row['ratio_interleaved'] == pytest.approx(float(np.median([r / e for r, e in pairs])))
     cpu = row['cpu_ms_per_frame']          # per process, threads named: the stages and the ROS path apart
     assert set(cpu) == {'bench', 'container_c0', 'container_c1'}
     assert cpu['container_c0'].get('stage_0', 0) > 0 and cpu['container_c1'].get('stage_1', 0) > 0

@@ -19,6 +19,10 @@ saturating source would only show its own queueing (Little's law: window / fps).
 - ``engine_fps_with_preprocess`` (second reference, skip with ``--no-with-preprocess``): the same plan fed by
   the container's pre-processing of the same frames, no ROS, measured after the layout;
   ``ratio_with_preprocess`` = fps / it.
+- ``interleaved`` (``--interleave N``, default 4): with the graph still up, N pairs of (engine alone, then the
+  ROS graph again), each ``--seconds``/2; ``ratio_interleaved`` is the median of the pairs' ratios. On a
+  machine whose load drifts (this VM's engine reference once moved from 55 to 97 frames/s within one run),
+  adjacent pairs share the conditions that separate before/after windows do not.
 - ``e2e_p50/p99_ms`` (saturated) and ``paced_e2e_p50/p99_ms``: result arrival here minus the frame's stamp
   (set when it was published here): publish -> DDS -> pre-processing -> stages (-> hops) -> results -> back.
 - ``container_p50/p99_ms``: the containers' own figure, from frame receipt to result publish.
@@ -102,12 +106,15 @@ def _latencies(got):
 
 
 def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2.0, window=None, rate=0.0,
-                   paced=0.5, width=640, height=480, domain_id=None, transport=None, log=_note):
+                   paced=0.5, width=640, height=480, domain_id=None, transport=None, log=_note,
+                   interleave=0, reference=None):
     """Run camera -> containers -> results; returns the figures as a dict.
 
     Phase 1 (throughput): closed loop with ``window`` frames in flight (or open loop at ``rate`` Hz).
     Phase 2 (latency, when ``paced`` > 0 and no ``rate``): open loop at ``paced`` x the phase-1 frame rate,
     so the figures show the pipeline's latency rather than the queueing a saturating source causes.
+    Phase 3 (``interleave`` > 0, closed loop): ``interleave`` pairs of ``reference(seconds)`` (the engine alone,
+    frames/s) and the graph again, ``seconds`` / 2 each.
     """
     from pipeit_ros import handoff  # noqa: PLC0415
     from pipeit_ros.planmsg import encode_plan_message  # noqa: PLC0415
@@ -149,9 +156,24 @@ def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2
                 got, _ = _drive(col, src, frames, seconds=seconds, warmup=1.0, window=0,
                                 rate=row['paced_rate_hz'])
                 row.update({f'paced_{k}': v for k, v in _latencies(got).items()} if got else {})
+            if interleave and not rate:
+                row['interleaved'] = _interleave(col, src, frames, interleave, seconds / 2, window, reference, log)
+                row['ratio_interleaved'] = float(np.median([r / e for r, e in row['interleaved']]))
     finally:
         row['exit_codes'] = [harness.stop_process(p) for p in procs]
     return row
+
+
+def _interleave(col, src, frames, pairs, seconds, window, reference, log):
+    """[(ROS graph frames/s, engine frames/s)] for ``pairs`` adjacent windows: the engine alone (the graph idle,
+    no frame sent), then the graph after a second to fill up again."""
+    out = []
+    for i in range(pairs):
+        eng = reference(seconds)
+        got, _ = _drive(col, src, frames, seconds=seconds, warmup=1.0, window=window, rate=0.0)
+        out.append((len(got) / seconds, eng))
+        log(f'pair {i + 1}/{pairs}: ros {out[-1][0]:.1f}, engine {eng:.1f} frames/s')
+    return out
 
 
 def engine_fps(graph, plan, topology, seconds):
@@ -205,7 +227,8 @@ def run(args):
             eng = engine_fps(graph, plan, topology, min(args.seconds, 10.0))   # just before: same conditions
             row = measure_layout(graph, plan, args.topology, layout, seconds=args.seconds, warmup=args.warmup,
                                  window=args.window, rate=args.rate, paced=args.paced, width=args.width,
-                                 height=args.height, transport=args.transport)
+                                 height=args.height, transport=args.transport, interleave=args.interleave,
+                                 reference=lambda s: engine_fps(graph, plan, topology, s))
             row['engine_fps'] = eng
             row['ratio'] = row['fps'] / eng if eng else None
             if args.with_preprocess:
@@ -236,6 +259,10 @@ def run(args):
                 line += (f'; engine fed by the same pre-processing (second reference, no ROS) '
                          f'{r["engine_fps_with_preprocess"]:.1f}, ros fps / that = {r["ratio_with_preprocess"]:.2f}')
             print(line)
+            if r.get('interleaved'):
+                pairs = ', '.join(f'{a:.1f}/{b:.1f}' for a, b in r['interleaved'])
+                print(f'{r["layout"]:8}: interleaved ros/engine pairs {pairs}: median ratio '
+                      f'{r["ratio_interleaved"]:.2f}')
         print('CPU ms per frame by process and thread (python = main thread and unnamed ones; in the bench '
               'process the main thread publishes the frames):')
         for r in rows:
@@ -267,6 +294,8 @@ def build_parser():
                          'shared memory), e.g. LARGE_DATA')
     ap.add_argument('--no-with-preprocess', dest='with_preprocess', action='store_false',
                     help='skip the second reference, the engine fed by the same pre-processing')
+    ap.add_argument('--interleave', type=int, default=4, metavar='N',
+                    help='then N adjacent (engine alone, ROS graph) pairs, the graph still up (0: skip)')
     ap.add_argument('--json', action='store_true')
     return ap
 
