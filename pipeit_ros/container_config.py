@@ -63,6 +63,23 @@ DESCRIPTIONS = {
 RUNTIME_PARAMETERS = ('top_k', 'labels_file')
 
 
+def cluster_cpus(settings):
+    """The CPUs of ``settings.cluster`` in ``settings.topology`` (every CPU for '*'); 'auto' detects the clusters
+    among every online CPU, since a launcher may have pinned this process already."""
+    from pipeit_ros import topology as topology_mod  # noqa: PLC0415
+    if settings.topology == 'auto':
+        topology = topology_mod.detect(allowed_cpus=topology_mod.online_cpus())
+    else:
+        topology = topology_mod.resolve(settings.topology, check_cpus=False)
+    if settings.cluster == ALL:
+        return tuple(topology.cpus)
+    try:
+        return tuple(topology.cluster(settings.cluster).cpus)
+    except (KeyError, PipeitError):
+        names = ', '.join(c.name for c in topology.clusters)
+        raise PipeitError(f'cluster {settings.cluster!r} is not in topology {topology.name} ({names})') from None
+
+
 def pin_process(cpus):
     """Pin every thread of this process (and so the threads it starts later) to ``cpus``."""
     for tid in os.listdir('/proc/self/task'):

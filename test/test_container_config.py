@@ -21,3 +21,11 @@ def test_bad_settings_raise_with_reason(kwargs, match):
 def test_empty_cluster_means_every_cluster():
     assert ContainerSettings(cluster='').check().cluster == '*'
     assert ContainerSettings(cluster='big').check().cluster == 'big'
+
+
+def test_cluster_cpus_from_the_topology():
+    from pipeit_ros.container_config import cluster_cpus
+    assert cluster_cpus(ContainerSettings(cluster='c1', topology='emulated-2x1').check()) == (1,)
+    assert cluster_cpus(ContainerSettings(cluster='', topology='emulated-2x1').check()) == (0, 1)
+    with pytest.raises(PipeitError, match=r"cluster 'gpu' is not in topology .* \(c0, c1\)"):
+        cluster_cpus(ContainerSettings(cluster='gpu', topology='emulated-2x1').check())

@@ -29,7 +29,8 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from std_msgs.msg import String
 
 from pipeit_ros import handoff
-from pipeit_ros.container_config import DESCRIPTIONS, RUNTIME_PARAMETERS, ContainerSettings, pin_process
+from pipeit_ros.container_config import (DESCRIPTIONS, RUNTIME_PARAMETERS, ContainerSettings, cluster_cpus,
+                                         pin_process)
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.ros import cpuload, messages
 from pipeit_ros.ros.run import RunHost
@@ -60,7 +61,7 @@ class ContainerNode(Node):
         self.cluster = self.settings.cluster
         self.name = self.get_name()
         self.labels = self._load_labels(self.settings.labels_file)
-        self.cpus = self._cluster_cpus()
+        self.cpus = cluster_cpus(self.settings)
         self.msg = None             # PlanMessage of the generation this container works towards
         self._latest = None         # newest PlanMessage received
         self.runs, self.old_runs = [], []
@@ -88,20 +89,6 @@ class ContainerNode(Node):
         self.create_timer(HEARTBEAT_S, self.publish_status)
 
     # -- set-up ---------------------------------------------------------------------------------------------
-    def _cluster_cpus(self):
-        from pipeit_ros import topology as topology_mod  # noqa: PLC0415
-        if self.settings.topology == 'auto':     # every online CPU: a launcher may have pinned us already
-            topology = topology_mod.detect(allowed_cpus=topology_mod.online_cpus())
-        else:
-            topology = topology_mod.resolve(self.settings.topology, check_cpus=False)
-        if self.cluster == handoff.ALL:
-            return tuple(topology.cpus)
-        try:
-            return tuple(topology.cluster(self.cluster).cpus)
-        except (KeyError, PipeitError):
-            names = ', '.join(c.name for c in topology.clusters)
-            raise PipeitError(f'cluster {self.cluster!r} is not in topology {topology.name} ({names})') from None
-
     @staticmethod
     def _load_labels(path):
         from pipeit_ros.results import load_labels  # noqa: PLC0415
