@@ -33,6 +33,7 @@ from pipeit_ros.container_config import (DESCRIPTIONS, RUNTIME_PARAMETERS, Conta
                                          pin_process)
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.ros import cpuload, messages
+from pipeit_ros.ros.outlets import Outlets
 from pipeit_ros.ros.run import RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
 from pipeit_ros.ros.signals import init_with_own_signals
@@ -65,8 +66,7 @@ class ContainerNode(Node):
         self.msg = None             # PlanMessage of the generation this container works towards
         self._latest = None         # newest PlanMessage received
         self.runs, self.old_runs = [], []
-        self._ended = []            # ended runs whose tensor publisher waits for acknowledgements (RunHost.delivered)
-        self._results = None        # (output, classification) publishers of every tail run hosted here
+        self.outlets = Outlets(self)     # result and tensor publishers, which outlive the runs
         self.built = False
         self.state = 'idle'
         self.error = None
@@ -243,6 +243,8 @@ class ContainerNode(Node):
                                     f'{type(exc).__name__}: {exc}')
             for run in self.runs:
                 run.close()
+                if run.out_pub is not None:
+                    self.outlets.discard(run.out_pub)
             self.runs = []
         cpuload.name_threads()      # stage_<i>.<r>, feeder, output, pump.*, spin.* in top -H and rosbench
         self.built = True
@@ -255,11 +257,11 @@ class ContainerNode(Node):
         for run in [r for r in self.old_runs if r.finished.is_set()]:
             if run.is_head and run.last_stamp_ns is not None:
                 self._handed_over = {'generation': self.msg.generation, 'last_stamp_ns': run.last_stamp_ns}
-            self.old_runs.remove(run)
-            self._ended.append(run)
-        for run in [r for r in self._ended if r.delivered()]:
             run.close()
-            self._ended.remove(run)
+            self.old_runs.remove(run)
+            if run.out_pub is not None:
+                self.outlets.ended(run.out_pub)
+        self.outlets.close_acknowledged()
         if self.image_input is not None and not any(r.is_head for r in self.old_runs) and \
                 (self.msg is None or not self._hosts_head(self.msg.plan)):
             self._close_input()
@@ -313,15 +315,6 @@ class ContainerNode(Node):
             self.warn_once('waiting', f'generation {gen}: frames wait: {why}')
         return None
 
-    def result_publishers(self):
-        """(pipeit/output, pipeit/classification) publishers, made once: every generation's tail run here
-        publishes on the same writers, so their readers get the results in order across re-plans."""
-        if self._results is None:
-            self._results = (self.create_publisher(messages.Float32MultiArray, 'pipeit/output', messages.RESULT_QOS),
-                             self.create_publisher(messages.classification_type(), 'pipeit/classification',
-                                                   messages.RESULT_QOS))
-        return self._results
-
     def _close_input(self):
         self.image_input.close()
         self._input_thread.stop()
@@ -331,9 +324,10 @@ class ContainerNode(Node):
         """Stop every run and the camera input (frames still inside are abandoned)."""
         if self.image_input is not None:
             self.image_input.close()
-        for run in self._ended + self.old_runs + self.runs:
+        for run in self.old_runs + self.runs:
             run.close()
-        self._ended, self.old_runs, self.runs = [], [], []
+        self.old_runs, self.runs = [], []
+        self.outlets.close_acknowledged(force=True)
         if self.image_input is not None:
             self._close_input()
 

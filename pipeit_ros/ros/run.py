@@ -7,9 +7,10 @@ messages of ``pipeit/tensor/g<generation>/stage_<first>`` otherwise); a feeder t
 stage's tensor topic or the results (``pipeit/output``, ``pipeit/classification``).
 
 A run ends in order: the head stops at its cut (pipeit_ros.handoff), any other run at the end-of-generation
-marker; then the engine drains and the marker goes on downstream. Results go out on the container's own
-publishers, so a tail that stays in one container keeps one writer and DDS keeps their order; a tail moving to
-another container first waits until its readers acknowledged the last results (or RESULT_ACK_TIMEOUT_S).
+marker; then the engine drains and the marker goes on downstream. Its publishers are the container's
+(pipeit_ros.ros.outlets): a tail that stays in one container keeps one result writer, so DDS keeps the order; a
+tail moving to another container first waits until its readers acknowledged the last results (or
+RESULT_ACK_TIMEOUT_S).
 """
 from collections import Counter
 from dataclasses import dataclass
@@ -30,7 +31,6 @@ from pipeit_ros.ros.stage_node import NodeThread, StageNode
 
 CUT_NOW = 'now'
 CUT_IDLE_S = 1.0        # a hand-off cut waiting for a frame past the stamp gives up after this (camera stopped)
-ACK_TIMEOUT_S = 10.0    # an ended run's unacknowledged tensor publisher is closed after this
 RESULT_ACK_TIMEOUT_S = 2.0  # results moving to another container's publisher: the last ones go first
 MATCH_TIMEOUT_S = 2.0
 
@@ -91,7 +91,6 @@ class RunHost:
         self._cut_set = threading.Event()
         self.finished = threading.Event()
         self._last_activity = time.monotonic()
-        self._eos_at = None
         self.results_move = False       # set when the next generation's results come from another container
         self.pipeline = make_pipeline(graph, msg.plan, self.indices, queue_size=p.queue_size, policy=p.policy,
                                       on_output=self._on_output, name=f'{owner.name}.g{self.gen}')
@@ -106,11 +105,9 @@ class RunHost:
                                            self._on_tensor, messages.tensor_qos(p.policy, p.queue_size))
             pumps.append(Pump(node, [sub]))
         if self.is_tail:
-            self.output_pub, self.class_pub = owner.result_publishers()
+            self.output_pub, self.class_pub = owner.outlets.results()
         else:
-            self.out_pub = last.create_publisher(messages.Image,
-                                                 messages.tensor_topic(self.gen, self.indices[-1] + 1),
-                                                 messages.tensor_qos(p.policy, p.queue_size))
+            self.out_pub = owner.outlets.tensor(self.gen, self.indices[-1] + 1, p.policy, p.queue_size)
         self._threads = [NodeThread(node) for node in self.nodes.values()] + pumps
         self._feeder = threading.Thread(target=self._feed, name=f'{owner.name}.g{self.gen}.feeder', daemon=True)
 
@@ -302,22 +299,10 @@ class RunHost:
                 while self.out_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
                     time.sleep(0.02)
                 self.out_pub.publish(messages.eos_msg(self.gen))
-                self._eos_at = time.monotonic()
             if self.is_tail and self.results_move:
                 for pub in (self.output_pub, self.class_pub):
                     pub.wait_for_all_acked(Duration(seconds=RESULT_ACK_TIMEOUT_S))
             self.finished.set()
-
-    def delivered(self):
-        """True once the next container acknowledged every tensor and the end marker of this run, or
-        ACK_TIMEOUT_S after the marker. Until then the container keeps the run's publisher (closing it could
-        lose a sample that still needs a resend) but no longer waits on it: Fast DDS asks for acknowledgements
-        only every few seconds, and a re-plan waiting for them took 2 s longer. Results go out on the
-        container's own publishers, which outlive the runs."""
-        if self.out_pub is None or self._eos_at is None:
-            return True
-        return (self.out_pub.wait_for_all_acked(Duration(seconds=0))
-                or time.monotonic() - self._eos_at > ACK_TIMEOUT_S)
 
     # -- diagnostics ------------------------------------------------------------------------------------------
     def stage_report(self, index, window):
