@@ -47,14 +47,16 @@ def test_installed_package_finds_its_share(install):
     site = glob.glob(str(install / 'lib' / 'python3*' / 'site-packages'))[0]
     env = {**os.environ, 'AMENT_PREFIX_PATH': str(install), 'PYTHONPATH': site}
     code = ('import pipeit_ros, pipeit_ros.layout as l, pipeit_ros.topology as t; '
-            'print(pipeit_ros.__file__); print(l.default_params_file()); print(t.shipped_topologies()["rk3588"])')
+            'print(pipeit_ros.__file__); print(l.default_params_file()); print(t.shipped_topologies()["rk3588"]); '
+            'print(l.DDS_PROFILES)')
     out = subprocess.run([sys.executable, '-c', code], env=env, cwd=str(install), capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    module, params, topo = out.stdout.split()
+    module, params, topo, profile = out.stdout.split()
     assert module.startswith(site)
     assert params == str(install / 'share' / 'pipeit_ros' / 'config' / 'pipeline.yaml')
     assert topo.startswith(str(install / 'share' / 'pipeit_ros' / 'config' / 'topologies'))
+    assert profile.startswith(site) and os.path.isfile(profile)     # the Fast DDS profile every node gets
     helped = subprocess.run([str(install / 'lib' / 'pipeit_ros' / 'pipeit'), 'bringup', '--help'], env=env,
                             capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and '--with-camera' in helped.stdout, helped.stderr
