@@ -96,7 +96,6 @@ class RunHost:
                                       on_output=self._on_output, name=f'{owner.name}.g{self.gen}')
         ctx, ns = owner.context, owner.get_namespace()
         self.nodes = {i: StageNode(i, self, context=ctx, namespace=ns) for i in self.indices}
-        last = self.nodes[self.indices[-1]]
         self.out_pub = self.output_pub = self.class_pub = None
         pumps = []
         if not self.is_head:            # pumped: a tensor costs one wait and one take (pipeit_ros.ros.pump)
