@@ -16,7 +16,7 @@ from pipeit_ros.plan import parse_spec
 from pipeit_ros.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.ros import harness
 from pipeit_ros.topology import resolve
-from planner_helpers import domain_id
+from planner_helpers import domain_id, last_json, start_cli, stop_process
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -94,3 +94,24 @@ def test_vision_msgs_classification_carries_the_engines_top_k(vision_env, zoo_mo
         assert [t['class_id'] for t in res['top_k']] == [t['class_id'] for t in want]
         np.testing.assert_allclose([t['score'] for t in res['top_k']], [t['score'] for t in want], rtol=1e-5)
         assert 'generation' not in res and 'seq' not in res      # vision_msgs has no field for them
+
+
+def test_bringup_counts_vision_msgs_results(vision_env, zoo_model, tmp_path):
+    """bringup's live monitor subscribes with the type the containers publish: with vision_msgs importable it
+    still sees every result and its latency (a String subscription would match none)."""
+    params = tmp_path / 'params.yaml'
+    params.write_text("pipeit_planner:\n  ros__parameters:\n    stages: '0-3@c0,4-8@c1'\n"
+                      "pipeit_camera:\n  ros__parameters:\n    rate_hz: 20.0\n    width: 64\n    height: 48\n")
+    keys = ('PYTHONPATH', 'LD_LIBRARY_PATH')
+    proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
+                           'emulated-2x1', '--with-camera', 'pattern', '--duration', 8, '--json'], domain_id(),
+                          extra_env={k: vision_env[k] for k in keys})
+    try:
+        code = proc.wait(timeout=50)
+    finally:
+        stop_process(proc)
+    out.join()
+    assert code == 0, out.text()
+    summary = last_json(out.text())
+    assert summary['frames'] > 0 and summary['latency_p50_ms'] > 0, out.text()
+    assert 'results on /pipeit/classification as vision_msgs/msg/Classification' in out.text()

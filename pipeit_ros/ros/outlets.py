@@ -26,10 +26,13 @@ class Outlets:
     def results(self):
         """(pipeit/output, pipeit/classification) publishers, made on first use."""
         if self._results is None:
+            kind = messages.classification_type()
             self._results = (
                 self.node.create_publisher(messages.Float32MultiArray, 'pipeit/output', messages.RESULT_QOS),
-                self.node.create_publisher(messages.classification_type(), 'pipeit/classification',
-                                           messages.RESULT_QOS))
+                self.node.create_publisher(kind, 'pipeit/classification', messages.RESULT_QOS))
+            self.node.get_logger().info(f'results on {self._results[1].topic_name} as '
+                                        f'{kind.__module__.split(".")[0]}/msg/{kind.__name__} and on '
+                                        f'{self._results[0].topic_name} as std_msgs/msg/Float32MultiArray')
         return self._results
 
     def tensor(self, generation, stage_index, policy, queue_size):
