@@ -137,6 +137,17 @@ def stop_process(proc, timeout=15.0):
     return proc.returncode
 
 
+def finish(proc, out, timeout):
+    """Wait up to ``timeout`` s for a CLI process that stops by itself (e.g. --duration), stop it otherwise;
+    (exit code, everything it printed)."""
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        stop_process(proc)
+    out.join()
+    return code, out.text()
+
+
 def last_json(text):
     """The last top-level JSON object printed in `text` (the --json summary after the log lines)."""
     start = text.rfind('\n{')

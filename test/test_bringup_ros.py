@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from planner_helpers import domain_id, last_json, results_seen, start_cli, stop_process, wait_for
+from planner_helpers import domain_id, finish, last_json, results_seen, start_cli, stop_process, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -53,15 +53,10 @@ def child_pid(parent, node_name):
 
 
 def test_tiny_net_with_camera_runs_for_duration(params_file, zoo_model):
-    proc, out = bringup(params_file(), zoo_model, '--duration', 14, '--json')
-    try:
-        code = proc.wait(timeout=55)
-    finally:
-        stop_process(proc)
-    out.join()
-    assert code == 0, out.text()
-    summary = last_json(out.text())
-    assert summary['frames'] > 0 and summary['generations'] == [1], out.text()
+    code, text = finish(*bringup(params_file(), zoo_model, '--duration', 14, '--json'), 55)
+    assert code == 0, text
+    summary = last_json(text)
+    assert summary['frames'] > 0 and summary['generations'] == [1], text
     assert summary['plan'] == '0-3@c0,4-8@c1'
     assert summary['stopped'] == 'duration reached'
     assert set(summary['nodes'].values()) == {'exited with code 0'}

@@ -16,7 +16,7 @@ from pipeit_ros.plan import parse_spec
 from pipeit_ros.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.ros import harness
 from pipeit_ros.topology import resolve
-from planner_helpers import domain_id, last_json, start_cli, stop_process
+from planner_helpers import domain_id, finish, last_json, start_cli
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -106,12 +106,8 @@ def test_bringup_counts_vision_msgs_results(vision_env, zoo_model, tmp_path):
     proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
                            'emulated-2x1', '--with-camera', 'pattern', '--duration', 8, '--json'], domain_id(),
                           extra_env={k: vision_env[k] for k in keys})
-    try:
-        code = proc.wait(timeout=50)
-    finally:
-        stop_process(proc)
-    out.join()
-    assert code == 0, out.text()
-    summary = last_json(out.text())
-    assert summary['frames'] > 0 and summary['latency_p50_ms'] > 0, out.text()
-    assert 'results on /pipeit/classification as vision_msgs/msg/Classification' in out.text()
+    code, text = finish(proc, out, 50)
+    assert code == 0, text
+    summary = last_json(text)
+    assert summary['frames'] > 0 and summary['latency_p50_ms'] > 0, text
+    assert 'results on /pipeit/classification as vision_msgs/msg/Classification' in text
