@@ -105,6 +105,25 @@ def test_single_container_results_in_order_with_source_stamps(tiny, topo):
         for key in ('generation', 'fps', 'busy_pct', 'queue_depth', 'predicted_ms', 'measured_ms', 'drops_queue'):
             assert key in d0, key
         assert float(d1['latency_p50_ms']) <= float(d1['latency_p99_ms'])
+        assert harness.wait(lambda: col.diagnostics['pipeit/stage_1'].get('published_output') == str(n), 5)
+        assert col.diagnostics['pipeit/stage_1']['published_classification'] == str(n)
+
+
+def test_a_result_topic_nobody_reads_gets_no_messages(tiny, topo):
+    n = 6
+    _, text = plan_text(tiny, topo, '0-8@c0', 1)
+    with harness.RosGraph() as rg:
+        col, src, planner = rg.collector(outputs=False), rg.source(), rg.planner()
+        planner.publish(text)
+        rg.container({'cluster': '*', **BLOCK})
+        assert harness.wait(lambda: col.running(1), 20), 'container never reported running'
+        assert src.wait_for_subscriber(10)
+        send_frames(src, [harness.synthetic_frame(i, W, H) for i in range(n)])
+        assert col.wait_for(n, 30), f'{len(col.classifications)} of {n} results'
+        assert received_stamps(col) == [stamp_ns(i) for i in range(n)]
+        assert harness.wait(lambda: col.diagnostics.get('pipeit/stage_0', {}).get('published_classification')
+                            == str(n), 5), col.diagnostics
+        assert col.diagnostics['pipeit/stage_0']['published_output'] == '0'      # nobody subscribed to it
 
 
 def thread_cpus(pid):

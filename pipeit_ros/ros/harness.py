@@ -103,18 +103,20 @@ class Collector(Node):
     The results come in on node ``pipeit_test_results`` taken by :attr:`pump` (start it, RosGraph does): a
     benchmark's consumer shares the CPUs with the stages, so it should cost what a lean consumer costs."""
 
-    def __init__(self, *, context):
+    def __init__(self, *, context, outputs=True):
         super().__init__('pipeit_test_collector', context=context)
+        self.with_outputs = outputs     # False: no pipeit/output reader, so the container publishes none
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)      # notified on every classification
         self.classifications, self.outputs, self.statuses = [], [], []
         self.diagnostics = {}       # status name -> latest {key: value}
         results = pumped_node('pipeit_test_results', context=context)
-        self.pump = Pump(results, [
-            results.create_subscription(messages.classification_type(), 'pipeit/classification', self._on_class,
-                                        messages.RESULT_QOS),
-            results.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output, messages.RESULT_QOS)],
-            name='pump.pipeit_test_results')
+        subs = [results.create_subscription(messages.classification_type(), 'pipeit/classification',
+                                            self._on_class, messages.RESULT_QOS)]
+        if outputs:
+            subs.append(results.create_subscription(Float32MultiArray, 'pipeit/output', self._on_output,
+                                                    messages.RESULT_QOS))
+        self.pump = Pump(results, subs, name='pump.pipeit_test_results')
         self.create_subscription(String, 'pipeit/status', self._on_status, messages.STATUS_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
@@ -140,7 +142,8 @@ class Collector(Node):
                 self.diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
 
     def wait_for(self, n, timeout):
-        return wait(lambda: len(self.classifications) >= n and len(self.outputs) >= n, timeout)
+        return wait(lambda: len(self.classifications) >= n and (len(self.outputs) >= n or not self.with_outputs),
+                    timeout)
 
     def running(self, generation):
         """True once a container reported state running for ``generation``."""
@@ -233,8 +236,8 @@ class RosGraph:
     def source(self, **kwargs):
         return self._spin(Source(context=self.context, **kwargs))
 
-    def collector(self):
-        col = self._spin(Collector(context=self.context))
+    def collector(self, **kwargs):
+        col = self._spin(Collector(context=self.context, **kwargs))
         self._threads.append(col.pump.start())
         return col
 

@@ -23,6 +23,8 @@ saturating source would only show its own queueing (Little's law: window / fps).
   ROS graph again), each ``--seconds``/2; ``ratio_interleaved`` is the median of the pairs' ratios. On a
   machine whose load drifts (this VM's engine reference once moved from 55 to 97 frames/s within one run),
   adjacent pairs share the conditions that separate before/after windows do not.
+- ``--no-output-reader``: this process reads ``pipeit/classification`` only, so the containers publish no
+  ``pipeit/output`` (a result topic without readers gets no messages) and the CPU figures show the saving.
 - ``e2e_p50/p99_ms`` (saturated) and ``paced_e2e_p50/p99_ms``: result arrival here minus the frame's stamp
   (set when it was published here): publish -> DDS -> pre-processing -> stages (-> hops) -> results -> back.
 - ``container_p50/p99_ms``: the containers' own figure, from frame receipt to result publish.
@@ -107,7 +109,7 @@ def _latencies(got):
 
 def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2.0, window=None, rate=0.0,
                    paced=0.5, width=640, height=480, domain_id=None, transport=None, log=_note,
-                   interleave=0, reference=None):
+                   interleave=0, reference=None, output_reader=True):
     """Run camera -> containers -> results; returns the figures as a dict.
 
     Phase 1 (throughput): closed loop with ``window`` frames in flight (or open loop at ``rate`` Hz).
@@ -132,7 +134,7 @@ def measure_layout(graph, plan, topology_spec, layout, *, seconds=10.0, warmup=2
     row = {'layout': layout, 'containers': len(clusters)}
     try:
         with harness.dds_transport(transport), harness.RosGraph(domain_id=domain) as rg:
-            col, src, planner = rg.collector(), rg.source(), rg.planner()
+            col, src, planner = rg.collector(outputs=output_reader), rg.source(), rg.planner()
             planner.publish(text)
             started = harness.wait(lambda: col.running(1) or any(p.poll() is not None for p in procs), 120)
             if not started or not col.running(1) or not src.wait_for_subscriber(30):
@@ -228,6 +230,7 @@ def run(args):
             row = measure_layout(graph, plan, args.topology, layout, seconds=args.seconds, warmup=args.warmup,
                                  window=args.window, rate=args.rate, paced=args.paced, width=args.width,
                                  height=args.height, transport=args.transport, interleave=args.interleave,
+                                 output_reader=args.output_reader,
                                  reference=lambda s: engine_fps(graph, plan, topology, s))
             row['engine_fps'] = eng
             row['ratio'] = row['fps'] / eng if eng else None
@@ -296,6 +299,8 @@ def build_parser():
                     help='skip the second reference, the engine fed by the same pre-processing')
     ap.add_argument('--interleave', type=int, default=4, metavar='N',
                     help='then N adjacent (engine alone, ROS graph) pairs, the graph still up (0: skip)')
+    ap.add_argument('--no-output-reader', dest='output_reader', action='store_false',
+                    help='read pipeit/classification only: the containers then publish no pipeit/output')
     ap.add_argument('--json', action='store_true')
     return ap
 

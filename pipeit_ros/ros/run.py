@@ -78,6 +78,7 @@ class RunHost:
         self.timeout_s = p.replan_timeout_s
         self.inbox = image_inbox if self.is_head else handoff.Inbox(p.queue_size, p.policy)
         self.drops = Counter()
+        self.sent = Counter()           # result messages published per topic (tail run; none without readers)
         self.latency = results.LatencyWindow()
         self.error = None
         self.admitted = self.published = 0
@@ -279,9 +280,15 @@ class RunHost:
             return
         latency_ms = (time.time_ns() - meta.t_recv_ns) / 1e6
         self.latency.add(latency_ms)
-        top = results.top_k(out[0] if out.ndim > 1 else out, self.owner.settings.top_k, self.owner.labels)
-        self.output_pub.publish(messages.output_msg(out))
-        self.class_pub.publish(messages.classification_msg(meta.header, meta.seq, top, self.gen, latency_ms))
+        # lazy, as image_transport publishes: a result topic nobody reads costs no message (the raw tensor of a
+        # detector or a segmenter is large); a reader that joins gets the next frame's, as it would anyway
+        if self.output_pub.get_subscription_count():
+            self.output_pub.publish(messages.output_msg(out))
+            self.sent['output'] += 1
+        if self.class_pub.get_subscription_count():
+            top = results.top_k(out[0] if out.ndim > 1 else out, self.owner.settings.top_k, self.owner.labels)
+            self.class_pub.publish(messages.classification_msg(meta.header, meta.seq, top, self.gen, latency_ms))
+            self.sent['classification'] += 1
         self.published += 1
 
     def _finish(self):
@@ -320,6 +327,8 @@ class RunHost:
         latency = self.latency.percentiles() if index == self.indices[-1] and self.is_tail else None
         extra = {'queue_high_water': stats.queue_high_water, 'frames': stats.frames,
                  'cpus': ' '.join(map(str, stats.cpus))}
+        if latency is not None:
+            extra.update(published_output=self.sent['output'], published_classification=self.sent['classification'])
         values = results.stage_diagnostic_values(
             generation=self.gen, figures=figures, queue_depth=self._queue_depth(k),
             drops=drops, predicted_ms=predicted or None, latency=latency, extra=extra)
