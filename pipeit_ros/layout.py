@@ -139,9 +139,12 @@ def planner_parameters(values, where='planner parameters'):
 
 def dds_profile_env(environ=None):
     """Our Fast DDS profile (a 100 ms heartbeat, see the file) for every process of the layout, unless the user
-    gave a profile file of their own."""
+    gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
+    nodes' own, e.g. the plan topic's transient_local, would be lost)."""
     environ = os.environ if environ is None else environ
-    return {} if any(environ.get(v) for v in _PROFILE_VARS) else {_PROFILE_VARS[0]: DDS_PROFILES}
+    if any(environ.get(v) for v in _PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
+        return {}
+    return {_PROFILE_VARS[0]: DDS_PROFILES}
 
 
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,

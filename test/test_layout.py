@@ -195,8 +195,8 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     (None, None, False), (None, 'pattern', True), (True, None, True), (False, 'pattern', False)],
     ids=['auto-no-camera', 'auto-own-camera', 'forced-on', 'forced-off'])
 def test_large_data_transports_only_where_every_participant_is_ours(params, large_data, with_camera, expected):
-    """DDS_ENV (shared-memory) participants do not talk to default-transport ones: set it only when asked or when the camera
-    is ours, so a robot's own camera driver on default transports still reaches the containers."""
+    """DDS_ENV (shared-memory) participants do not talk to default-transport ones: set it only when asked or when
+    the camera is ours, so a robot's own camera driver on default transports still reaches the containers."""
     specs = layout.build_layout(params, 'emulated-2x1', with_camera=with_camera, model='tiny',
                                 large_data=large_data)
     assert all(('FASTDDS_BUILTIN_TRANSPORTS' in s.env) == expected for s in specs)
@@ -204,7 +204,7 @@ def test_large_data_transports_only_where_every_participant_is_ours(params, larg
 
 def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
     """Every process gets the shipped profile file (a short heartbeat); a user's own profile file wins."""
-    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'RMW_FASTRTPS_USE_QOS_FROM_XML'):
         monkeypatch.delenv(var, raising=False)
     specs = layout.build_layout(params, 'emulated-2x1', model='tiny')
     assert all(s.env == {'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES} for s in specs)
@@ -213,3 +213,6 @@ def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
     monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/etc/robot/dds.xml')
     specs = layout.build_layout(params, 'emulated-2x1', model='tiny', large_data=True)
     assert all(s.env == layout.DDS_ENV for s in specs)
+    assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}) == {}
+    assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '0'}) == {
+        'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES}
