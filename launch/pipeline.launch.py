@@ -2,7 +2,7 @@
 
     ros2 launch pipeit_ros pipeline.launch.py model:=/path/net.onnx topology:=rk3588 camera:=pattern
 
-The process layout comes from pipeit_ros.layout.build_layout (tested; `pipeit bringup` starts the same one),
+The process layout comes from pipeit_ros.app.layout.build_layout (tested; `pipeit bringup` starts the same one),
 resolved here at launch so 'auto' becomes this machine's clusters. Each container is pinned to its cluster's
 CPUs with `taskset`; large_data:=true gives every node layout.DDS_ENV (shared-memory transport sized for camera frames). Emulated clusters (co-runners)
 are started by `pipeit bringup` only, not by this file.
@@ -11,6 +11,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from pipeit_ros.app import layout
 
 ARGUMENTS = {
     'model': ('', 'ONNX model file or zoo network name (empty: the parameter file\'s, else mobilenet_v2)'),
@@ -26,8 +28,6 @@ ARGUMENTS = {
 
 
 def _nodes(context):
-    from pipeit_ros import layout
-
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     params = layout.load_params_file(arg['params_file'] or layout.default_params_file())
     specs = layout.build_layout(params, arg['topology'] or None,

@@ -6,6 +6,8 @@ version. Every command that reuses an entry says so (the callers print it; ``loo
 import hashlib
 import os
 
+import onnxruntime
+
 
 def cache_dir(*parts):
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
@@ -15,7 +17,6 @@ def cache_dir(*parts):
 
 
 def ort_version():
-    import onnxruntime
     return onnxruntime.__version__
 
 

@@ -6,6 +6,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, 'test', 'fixtures')
+sys.path.insert(0, os.path.join(REPO, 'tools'))  # developer tools (rosbench, startbench, framecost) are not installed
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +23,7 @@ def zoo_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def zoo_model(zoo_dir):
     """zoo_model(name) -> path of that zoo net as an ONNX file (built once per session)."""
-    from pipeit_ros import zoo
+    from pipeit_ros.model import zoo
 
     def build(name):
         path = zoo_dir / f'{name}.onnx'

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipeit_ros.cost import CostTable
-from pipeit_ros.topology import Cluster, Topology
+from pipeit_ros.cost.table import CostTable
+from pipeit_ros.hw.topology import Cluster, Topology
 
 TIE = 1e-9
 
@@ -53,7 +53,7 @@ def fake_graph(n_layers):
 
 def every_plan(cost, topo, replicas=True):
     """[(fps, latency_ms, memory_bytes, cores, stages)] of every plan, by plain enumeration from the model's
-    definition (independent of pipeit_ros.dse_dp)."""
+    definition (independent of pipeit_ros.planning.dp)."""
     names, sizes = [c.name for c in topo.clusters], [c.size for c in topo.clusters]
     n = cost.n_segments
     options = []

@@ -1,8 +1,8 @@
 """Helpers of the graph/zoo tests: run models with onnxruntime, chain segments, build small DAG models."""
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+import onnxruntime as ort
 
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -83,8 +83,8 @@ def plan_listener(graph, name='plan_listener', namespace=None):
     from rclpy.node import Node
     from std_msgs.msg import String
 
-    from pipeit_ros.planmsg import decode_plan_message
-    from pipeit_ros.ros.planner_node import PLAN_QOS
+    from pipeit_ros.app.wire.plan_msg import decode_plan_message
+    from pipeit_ros.ros.messages import PLAN_QOS
 
     kwargs = {'context': graph.context}
     if namespace:

@@ -1,14 +1,16 @@
-"""Drift detection, cost-table scaling and re-cutting (pipeit_ros.adapt), without ROS."""
+"""Drift detection, cost-table scaling and re-cutting (pipeit_ros.app.adapt), without ROS."""
 import itertools
 import math
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from pipeit_ros import adapt, topology as topology_mod
-from pipeit_ros.cost import CostTable
+from pipeit_ros.app import adapt
+from pipeit_ros.cost.table import CostTable
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.plan import Plan, Stage
 
 
@@ -146,7 +148,7 @@ def test_factor_is_clamped(topo):
 # ------------------------------------------------------------------------------------------ rebalance
 
 def brute_force_best(cost, plan, topo):
-    from pipeit_ros import dse
+    from pipeit_ros.planning import dse
     n, k = cost.n_segments, len(plan.stages)
     best = math.inf
     for cuts in itertools.combinations(range(1, n), k - 1):

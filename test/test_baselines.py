@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 
-from pipeit_ros import runtime
-from pipeit_ros.baselines import NAMES, baselines
-from pipeit_ros.engine import Pipeline
+from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.hw.cpus import allowed_cpus
+from pipeit_ros.hw.topology import Cluster, Topology
 from pipeit_ros.plan import validate
-from pipeit_ros.topology import Cluster, Topology
+from pipeit_ros.planning.baselines import NAMES, baselines
 
 TOPOLOGIES = {
     '2x1': Topology(clusters=(Cluster('c0', (0,), 'host', 1.0), Cluster('c1', (1,), 'host', 1.0))),
@@ -18,7 +19,7 @@ TOPOLOGIES = {
 
 @pytest.fixture(scope='module')
 def tiny(zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     return graph.load(zoo_model('tiny'))
 
 
@@ -47,13 +48,13 @@ def test_baselines_are_valid_and_shaped_as_named(tiny, topo_id):
         assert 'differ in size' in plans['data_parallel_cluster'].notes['replicas']
 
 
-@pytest.mark.skipif(len(runtime.allowed_cpus()) < 2, reason='needs CPUs 0 and 1')
-@pytest.mark.skipif(not {0, 1} <= set(runtime.allowed_cpus()), reason='needs CPUs 0 and 1')
+@pytest.mark.skipif(len(allowed_cpus()) < 2, reason='needs CPUs 0 and 1')
+@pytest.mark.skipif(not {0, 1} <= set(allowed_cpus()), reason='needs CPUs 0 and 1')
 @pytest.mark.parametrize('name', NAMES, ids=NAMES)
 def test_every_baseline_runs_on_the_engine(tiny, name):
     plan = baselines(tiny, TOPOLOGIES['2x1'])[name]
     x = np.random.default_rng(0).standard_normal(tiny.input_shape).astype(np.float32)
-    reference = runtime.make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), (0,)).run(None, {'input': x})
+    reference = make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), (0,)).run(None, {'input': x})
     with Pipeline(tiny, plan, topology=TOPOLOGIES['2x1']) as pipe:
         results = pipe.run([x] * 6)
     assert [r.seq for r in results] == list(range(6))

@@ -3,18 +3,19 @@ import json
 
 import pytest
 
-from pipeit_ros import bench, runtime
-from pipeit_ros.baselines import NAMES, baselines
+from pipeit_ros.bench import benchmark as bench
+from pipeit_ros.hw.cpus import allowed_cpus
+from pipeit_ros.hw.topology import Cluster, Topology
 from pipeit_ros.plan import parse_spec
-from pipeit_ros.topology import Cluster, Topology
+from pipeit_ros.planning.baselines import NAMES, baselines
 
-needs_cpus_0_1 = pytest.mark.skipif(not {0, 1} <= set(runtime.allowed_cpus()), reason='needs CPUs 0 and 1')
+needs_cpus_0_1 = pytest.mark.skipif(not {0, 1} <= set(allowed_cpus()), reason='needs CPUs 0 and 1')
 TOPO = Topology(clusters=(Cluster('c0', (0,), 'host', 1.0), Cluster('c1', (1,), 'host', 1.0)), name='test-2x1')
 
 
 @pytest.fixture(scope='module')
 def tiny(zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     return graph.load(zoo_model('tiny'))
 
 
@@ -68,7 +69,7 @@ def test_report_json_and_plot(result, tmp_path):
         assert name in table
     assert 'pipeline efficiency' in table and 'bare ran on the cores of plan' in table
     assert 'rounds' in bench.format_method(result)
-    from pipeit_ros.bench_plot import plot
+    from pipeit_ros.bench.plot import plot
     path = plot(result, str(tmp_path / 'bench.png'))
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -104,7 +105,7 @@ def test_cli_bad_input_exits_2(run_cli, argv, words):
 @needs_cpus_0_1
 @pytest.mark.slow
 def test_cli_auto_plans_and_measures(run_cli):
-    pytest.importorskip('pipeit_ros.planning', reason='the DSE engineer\'s planning module has not landed')
+    pytest.importorskip('pipeit_ros.planning.facade', reason='the DSE engineer\'s planning module has not landed')
     code, out, err = run_cli('bench', 'tiny', '--topology', 'emulated-2x1', '--auto', '--only', 'ort_all_cores',
                              '--seconds', '0.2', '--rounds', '1', '--warmup', '1', '--json', '--no-progress')
     assert code == 0, err

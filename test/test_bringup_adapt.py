@@ -8,11 +8,14 @@ stage 1 fewer layers. The tiny net would not do: its stages run ~0.1 ms, too sho
 import subprocess
 import sys
 
+from planner_helpers import RosGraph, domain_id, plan_listener, results_seen, start_cli, stop_process
 import pytest
 
-from planner_helpers import RosGraph, domain_id, plan_listener, results_seen, start_cli, stop_process
-from pipeit_ros import adapt, graph as graph_mod, layout, planning, topology as topology_mod
+from pipeit_ros.app import adapt, layout
+from pipeit_ros.hw import topology as topology_mod
+from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.plan import parse_spec
+from pipeit_ros.planning import facade as planning
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -3,9 +3,8 @@ its own ROS domain. The plan is forced (planner parameter `stages`) so no profil
 import os
 import signal
 
-import pytest
-
 from planner_helpers import domain_id, finish, last_json, results_seen, start_cli, stop_process, wait_for
+import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

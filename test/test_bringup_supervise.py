@@ -1,11 +1,11 @@
-"""Child-process supervision of `pipeit bringup` (pipeit_ros.supervise) with stand-in nodes, without ROS."""
+"""Child-process supervision of `pipeit bringup` (pipeit_ros.app.supervise) with stand-in nodes, without ROS."""
 import signal
 import time
 
 import pytest
 
-from pipeit_ros import supervise
-from pipeit_ros.layout import ProcessSpec
+from pipeit_ros.app import supervise
+from pipeit_ros.app.layout import ProcessSpec
 
 FAKE_NODE = '''
 import signal, sys, time, yaml

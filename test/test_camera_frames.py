@@ -1,9 +1,9 @@
-"""Frame sources of the camera node (pipeit_ros.camera_frames) with real OpenCV, without ROS."""
+"""Frame sources of the camera node (pipeit_ros.app.camera_frames) with real OpenCV, without ROS."""
 import cv2
 import numpy as np
 import pytest
 
-from pipeit_ros.camera_frames import FolderSource, PatternSource, VideoSource, open_source
+from pipeit_ros.app.camera_frames import FolderSource, PatternSource, VideoSource, open_source
 from pipeit_ros.errors import PipeitError
 
 

@@ -4,11 +4,11 @@ import subprocess
 
 import cv2
 import numpy as np
+from planner_helpers import RosGraph, domain_id
 import pytest
 
-from planner_helpers import RosGraph, domain_id
-from pipeit_ros.layout import ProcessSpec, write_params_file
-from pipeit_ros.supervise import command
+from pipeit_ros.app.layout import ProcessSpec, write_params_file
+from pipeit_ros.app.supervise import command
 
 pytestmark = pytest.mark.ros
 

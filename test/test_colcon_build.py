@@ -46,7 +46,7 @@ def test_installed_package_finds_its_share(install):
     shipped topologies resolve to share/pipeit_ros, and `pipeit --help` runs."""
     site = glob.glob(str(install / 'lib' / 'python3*' / 'site-packages'))[0]
     env = {**os.environ, 'AMENT_PREFIX_PATH': str(install), 'PYTHONPATH': site}
-    code = ('import pipeit_ros, pipeit_ros.layout as l, pipeit_ros.topology as t; '
+    code = ('import pipeit_ros, pipeit_ros.app.layout as l, pipeit_ros.hw.topology as t; '
             'print(pipeit_ros.__file__); print(l.default_params_file()); print(t.shipped_topologies()["rk3588"]); '
             'print(l.DDS_PROFILES)')
     out = subprocess.run([sys.executable, '-c', code], env=env, cwd=str(install), capture_output=True, text=True,

@@ -1,7 +1,7 @@
 """Container parameters are checked before anything starts; bad ones name the value and the choices."""
 import pytest
 
-from pipeit_ros.container_config import ContainerSettings
+from pipeit_ros.app.container_config import ContainerSettings
 from pipeit_ros.errors import PipeitError
 
 
@@ -24,7 +24,7 @@ def test_empty_cluster_means_every_cluster():
 
 
 def test_cluster_cpus_from_the_topology():
-    from pipeit_ros.container_config import cluster_cpus
+    from pipeit_ros.app.container_config import cluster_cpus
     assert cluster_cpus(ContainerSettings(cluster='c1', topology='emulated-2x1').check()) == (1,)
     assert cluster_cpus(ContainerSettings(cluster='', topology='emulated-2x1').check()) == (0, 1)
     with pytest.raises(PipeitError, match=r"cluster 'gpu' is not in topology .* \(c0, c1\)"):

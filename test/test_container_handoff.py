@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pipeit_ros import handoff
+from pipeit_ros.app import handoff
 from pipeit_ros.plan import Plan, Stage
 
 

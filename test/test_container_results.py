@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeit_ros import results
-from pipeit_ros.engine import StageStats
+from pipeit_ros.app import results
+from pipeit_ros.engine.pipeline import StageStats
 from pipeit_ros.errors import PipeitError
 
 
@@ -100,6 +100,6 @@ def test_stage_diagnostic_values_use_contract_keys():
     assert values == {'generation': '3', 'fps': '30.000', 'busy_pct': '75.000', 'queue_depth': '2',
                       'predicted_ms': '20.000', 'measured_ms': '25.000', 'drops_encoding': '1',
                       'drops_queue': '4', 'latency_p50_ms': '40.000', 'latency_p99_ms': '80.500'}
-    from pipeit_ros.adapt import parse_stage_status
+    from pipeit_ros.app.adapt import parse_stage_status
     report = parse_stage_status('pipeit/stage_1', values, 'c0')
     assert (report.stage, report.generation, report.measured_ms) == (1, 3, 25.0)

@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
+from planner_helpers import domain_id
 import pytest
 
-from pipeit_ros import layout
-from planner_helpers import domain_id
+from pipeit_ros.app import layout
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -1,19 +1,20 @@
-"""The exact DSE (pipeit_ros.dse) against a brute force over every plan, its constraints, the baselines it
+"""The exact DSE (pipeit_ros.planning.dse) against a brute force over every plan, its constraints, the baselines it
 must contain, its speed on a 200-segment model, and predict() for any plan."""
 from dataclasses import replace
 import time
 
-from hypothesis import given, settings, strategies as st
+from dse_cases import TIE, every_plan, fake_graph, lexicographic_best, random_table, topology
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from dse_cases import TIE, every_plan, fake_graph, lexicographic_best, random_table, topology
-from pipeit_ros import dse
-from pipeit_ros import topology as topology_mod
-from pipeit_ros.baselines import baselines
-from pipeit_ros.cost import CostTable
+from pipeit_ros.cost.table import CostTable
 from pipeit_ros.errors import PlanError
+from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.plan import Plan, Stage, validate
+from pipeit_ros.planning import dse
+from pipeit_ros.planning.baselines import baselines
 
 SMALL = [(1, 1), (2, 1), (2, 2), (3, 1), (1, 1, 1), (2, 1, 1)]
 
@@ -100,7 +101,7 @@ def test_exact_with_both_bounds_equals_brute_force(seed, sizes, n, integer, obje
 
 @pytest.mark.parametrize('seed', range(6))
 def test_pareto_fronts_equal_brute_force(seed):
-    from pipeit_ros.dse_dp import Space
+    from pipeit_ros.planning.dp import Space
     topo = topology([(2, 1), (1, 1, 1), (2, 2)][seed % 3])
     cost = random_table(np.random.default_rng(seed), topo, 4, integer=seed % 2 == 1)
     plans = every_plan(cost, topo)
@@ -188,7 +189,7 @@ def test_infeasible_latency_names_the_true_fastest():
 def two_speciality_table(topo):
     """c0 is fast on segments 0-1, c1 on 2-3: the fastest plan is the 2-stage split, which holds both large
     activations (memory), the smallest is one stage on c0."""
-    from pipeit_ros.cost import CostTable
+    from pipeit_ros.cost.table import CostTable
     return CostTable(segments=[(i, i) for i in range(4)], configs=[('c0', 1), ('c1', 1)],
                      seg_ms=np.array([[1.0, 1.0, 4.0, 4.0], [4.0, 4.0, 1.0, 1.0]]), overhead_ms=[0.0, 0.0],
                      in_bytes=[1000] * 4, weight_bytes=[2 ** 20] * 4, act_bytes=[3 * 2 ** 20, 0, 0, 3 * 2 ** 20],

@@ -1,14 +1,21 @@
-"""The Pipe-it paper's DSE (pipeit_ros.dse_paper): its configurations, its layer allocation, and that it never
+"""The Pipe-it paper's DSE (pipeit_ros.planning.paper_heuristic): its configurations, its layer allocation, and that it never
 beats the exact search."""
+from dse_cases import TIE, every_plan, random_table, topology
 import numpy as np
 import pytest
 
-from dse_cases import TIE, every_plan, random_table, topology
-from pipeit_ros import dse
-from pipeit_ros.cost import CostTable
-from pipeit_ros.dse_dp import Space
-from pipeit_ros.dse_paper import allocate, compositions, configurations, core_groups, initial_split, partitions
+from pipeit_ros.cost.table import CostTable
 from pipeit_ros.plan import validate
+from pipeit_ros.planning import dse
+from pipeit_ros.planning.dp import Space
+from pipeit_ros.planning.paper_heuristic import (
+    allocate,
+    compositions,
+    configurations,
+    core_groups,
+    initial_split,
+    partitions,
+)
 
 
 @pytest.mark.parametrize('n', [1, 2, 3, 4, 5])

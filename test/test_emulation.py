@@ -9,14 +9,15 @@ import textwrap
 import threading
 import time
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from pipeit_ros import emulation
-from pipeit_ros.emulation import CFS_WEIGHTS, corunner_spec, emulated, find_corunners, weight_share
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.topology import Cluster, Topology
+from pipeit_ros.hw import emulation
+from pipeit_ros.hw.emulation import CFS_WEIGHTS, corunner_spec, emulated, find_corunners, weight_share
+from pipeit_ros.hw.topology import Cluster, Topology
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
@@ -160,8 +161,8 @@ def test_cpu_outside_our_affinity_is_refused():
 
 CHILD = textwrap.dedent('''
     import os, signal, sys, time
-    from pipeit_ros.emulation import emulated
-    from pipeit_ros.topology import Cluster, Topology
+    from pipeit_ros.hw.emulation import emulated
+    from pipeit_ros.hw.topology import Cluster, Topology
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also when started in background
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # also under nohup
     cpus = sorted(os.sched_getaffinity(0))
@@ -278,11 +279,11 @@ def loop_run(session, feed, cpu, seconds, corunners=()):
     The core's time is our thread's CPU time plus what the co-runners used in the same window: frames per
     second of it is the speed of an emulated core, whatever other processes of this shared machine take.
     """
-    from pipeit_ros import runtime
+    from pipeit_ros.hw.cpus import pin_current_thread
     out = {}
 
     def work():
-        runtime.pin_current_thread([cpu])
+        pin_current_thread([cpu])
         session.run(None, feed)
         n, t0, c0, r0 = 0, time.perf_counter(), time.thread_time(), cpu_seconds(corunners)
         while time.perf_counter() - t0 < seconds:
@@ -302,11 +303,11 @@ def test_emulated_little_core_runs_at_its_share(share, zoo_model):
     """Big and little loops alternate in 1 s windows. Speed = frames per second of the core's time (our thread's
     CPU time, plus the co-runners' on the little core): on a quiet machine that is frames per wall second, and
     it stays right while other processes of this shared machine take some of either core."""
-    from pipeit_ros import runtime
+    from pipeit_ros.engine.sessions import make_session
     topo = big_little(share)
     big, little = topo.cluster('big').cpus[0], topo.cluster('little').cpus[0]
     model = zoo_model('mobilenet_v2')
-    sessions = {cpu: runtime.make_session(model, [cpu], threads=1) for cpu in (big, little)}
+    sessions = {cpu: make_session(model, [cpu], threads=1) for cpu in (big, little)}
     feed = {sessions[big].get_inputs()[0].name: np.random.default_rng(0).standard_normal(
         (1, 3, 224, 224)).astype(np.float32)}
 

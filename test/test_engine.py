@@ -8,26 +8,27 @@ import time
 import numpy as np
 import pytest
 
-from pipeit_ros import runtime
-from pipeit_ros.engine import Pipeline
+from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError, PlanError, StageError
+from pipeit_ros.hw.cpus import allowed_cpus, task_cpus_allowed
 from pipeit_ros.plan import Plan, Stage
 
-CPUS = runtime.allowed_cpus()
+CPUS = allowed_cpus()
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason='needs 2 CPUs this process may use')
 A, B = (CPUS + CPUS)[:2]
 
 
 @pytest.fixture(scope='module')
 def tiny(zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     return graph.load(zoo_model('tiny'))
 
 
 @pytest.fixture(scope='module')
 def full(tiny):
     """The whole model in one plain 1-thread session: the reference for every pipelined result."""
-    session = runtime.make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), CPUS[:1])
+    session = make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), CPUS[:1])
     return lambda x: session.run(None, {tiny.input_name: x})
 
 
@@ -129,11 +130,11 @@ def test_workers_and_pool_threads_are_pinned(tiny, layout):
         plan = Plan(stages=(Stage(0, last, 'any', (A, B), threads=2),))
     else:
         plan = Plan(stages=(Stage(0, 3, 'any', (A,)), Stage(4, last, 'any', (B,))))
-    before = set(runtime.task_cpus_allowed())
+    before = set(task_cpus_allowed())
     with Pipeline(tiny, plan) as pipe:
         pipe.run(frames(tiny, 3))
         tids = pipe.worker_tids()
-        allowed = runtime.task_cpus_allowed()
+        allowed = task_cpus_allowed()
         for i, s in enumerate(plan.stages):
             for tid, group in zip(tids[f'stage_{i}'], s.replica_cpus()):
                 assert os.sched_getaffinity(tid) == {group[0]} == allowed[tid]
@@ -243,7 +244,7 @@ def test_a_container_hosts_a_sub_chain(tiny, full):
     last = len(tiny.layers) - 1
     plan = Plan(stages=(Stage(0, 3, 'any', CPUS[:1], pinned=False), Stage(4, last, 'any', CPUS[:1], pinned=False)))
     x = frames(tiny, 1)[0]
-    head = runtime.make_session(tiny.extract_bytes(0, 3), CPUS[:1]).run(None, {tiny.input_name: x})
+    head = make_session(tiny.extract_bytes(0, 3), CPUS[:1]).run(None, {tiny.input_name: x})
     with Pipeline(tiny, plan, stages=[1]) as pipe:
         assert pipe.input_names == tiny.boundary(4) and pipe.output_names == tiny.output_names
         [r] = pipe.run([head[0]])

@@ -1,12 +1,13 @@
 """plan.py as the engine relies on it: JSON round trip, the compact spec, every validation error."""
 import json
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from pipeit_ros.errors import PipeitError, PlanError
+from pipeit_ros.hw.topology import Cluster, Topology
 from pipeit_ros.plan import Plan, Stage, parse_spec, validate
-from pipeit_ros.topology import Cluster, Topology
 
 TOPO = Topology(clusters=(Cluster('big', (0, 1, 2, 3), 'a76', 1.0), Cluster('little', (4, 5, 6, 7), 'a55', 0.4)),
                 name='test-4+4')

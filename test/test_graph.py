@@ -1,21 +1,21 @@
-"""pipeit_ros.graph: layer grouping, descriptors, cut points and extraction on small models built here."""
+"""pipeit_ros.model.graph: layer grouping, descriptors, cut points and extraction on small models built here."""
 import json
 
-import numpy as np
-import onnx
-import pytest
+from graph_checks import DagBuilder, assert_chain_matches, crossing, random_topological_order, save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
+import pytest
 
-from graph_checks import DagBuilder, assert_chain_matches, crossing, random_topological_order, save
-from pipeit_ros import graph
 from pipeit_ros.errors import PipeitError, PlanError
+from pipeit_ros.model import graph
 
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    from pipeit_ros import zoo
+    from pipeit_ros.model import zoo
     path = str(tmp_path_factory.mktemp('tiny') / 'tiny.onnx')
     zoo.save('tiny', path)
     return path, graph.load(path)

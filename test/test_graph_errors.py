@@ -4,11 +4,11 @@ import sys
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
+import pytest
 
-from pipeit_ros import graph
 from pipeit_ros.errors import ModelError
+from pipeit_ros.model import graph
 
 X = helper.make_tensor_value_info('input', TensorProto.FLOAT, [1, 3, 8, 8])
 Y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 3, 8, 8])
@@ -26,7 +26,7 @@ def _relu(inp='input'):
 
 
 def _tiny_bytes():
-    from pipeit_ros import zoo
+    from pipeit_ros.model import zoo
     return zoo.build('tiny').SerializeToString()
 
 

@@ -1,10 +1,10 @@
 """Every zoo network through graph.load: MACs as published, every segment chain reproduces the model."""
 import math
 
+from graph_checks import assert_chain_matches
 import pytest
 
-from graph_checks import assert_chain_matches
-from pipeit_ros import graph, zoo
+from pipeit_ros.model import graph, zoo
 
 BIG = {'alexnet', 'resnet50'}
 

@@ -1,12 +1,12 @@
-"""sensor_msgs/Image read from its CDR bytes (pipeit_ros.imagecdr) against rclpy's own deserialisation."""
+"""sensor_msgs/Image read from its CDR bytes (pipeit_ros.app.wire.image_cdr) against rclpy's own deserialisation."""
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
-from pipeit_ros.imagecdr import parse_image
-from pipeit_ros.preprocess import ImageError, PreprocessConfig, Preprocessor
-from pipeit_ros.ros import harness
+from pipeit_ros.app.preprocess import ImageError, PreprocessConfig, Preprocessor
+from pipeit_ros.app.wire.image_cdr import parse_image
+from pipeit_ros.testing import harness
 
 CASES = [  # (encoding, height, width, channels, step padding, frame_id): frame_id lengths move every alignment
     ('rgb8', 4, 6, 3, 0, 'camera'), ('bgr8', 3, 5, 3, 3, 'c'), ('mono8', 7, 9, 1, 1, ''),

@@ -1,4 +1,4 @@
-"""The process layout (pipeit_ros.layout) for every shipped topology, and the launch file that maps it."""
+"""The process layout (pipeit_ros.app.layout) for every shipped topology, and the launch file that maps it."""
 import os
 import py_compile
 import re
@@ -9,9 +9,10 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from pipeit_ros import layout, topology as topology_mod
+from pipeit_ros.app import layout
+from pipeit_ros.app.planner_state import PARAM_SPECS
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.planner_core import PARAM_SPECS
+from pipeit_ros.hw import topology as topology_mod
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(REPO, 'launch', 'pipeline.launch.py')

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from pipeit_ros import paper
+from pipeit_ros.bench import paper_table as paper
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.topology import Cluster, Topology
+from pipeit_ros.hw.topology import Cluster, Topology
 
 TOPOLOGY = Topology(clusters=(Cluster('big', (0,), 'host', 1.0),
                               Cluster('little', (1,), 'host', 0.5, emulate_share=0.5)), name='test-1+1')
@@ -102,7 +102,7 @@ def test_auto_topology_is_heterogeneous():
 
 @pytest.mark.slow
 def test_paper_table_cli_quick_run(run_cli, tmp_path):
-    pytest.importorskip('pipeit_ros.planning')
+    pytest.importorskip('pipeit_ros.planning.facade')
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip('the default topology needs CPUs 0 and 1')
     png = tmp_path / 'paper.png'

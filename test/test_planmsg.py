@@ -1,11 +1,13 @@
 """The plan message on pipeit/plan: encode, decode, and refuse what is not one."""
 import json
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
-from pipeit_ros import planmsg, topology as topology_mod
+from pipeit_ros.app.wire import plan_msg as planmsg
 from pipeit_ros.errors import PlanError
+from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.plan import Plan, Stage, parse_spec
 
 

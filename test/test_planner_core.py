@@ -1,12 +1,14 @@
-"""The planner's parameters, checks and planning (pipeit_ros.planner_core), without ROS."""
+"""The planner's parameters, checks and planning (pipeit_ros.app.planner_state), without ROS."""
+import os
 import re
 
 import numpy as np
 import pytest
 
-from pipeit_ros import adapt, planner_core
+from pipeit_ros.app import adapt
+from pipeit_ros.app import planner_state as planner_core
+from pipeit_ros.app.planner_state import PlanInputs, PlannerConfig, check_config, check_value, make_plan
 from pipeit_ros.errors import PipeitError, TopologyError
-from pipeit_ros.planner_core import PlanInputs, PlannerConfig, check_config, check_value, make_plan
 
 TINY_SPLIT = '0-3@c0,4-8@c1'       # the tiny net: 9 layers, cut points 1, 4, 7, 8
 
@@ -127,3 +129,13 @@ def test_adapt_moves_layers_off_the_slow_core(cfg, inputs, slow_stage):
     slow_cluster = ('c0', 'c1')[slow_stage]
     assert factors[f'{slow_cluster}:1'] == pytest.approx(5.0, rel=1e-6)
     assert np.allclose(moved.cost.seg_ms[1 - slow_stage], current.cost.seg_ms[1 - slow_stage])
+
+
+def test_shipped_params_file_repeats_the_planner_defaults():
+    """config/pipeline.yaml lists every planner parameter for users to edit; its values are PlannerConfig's."""
+    from conftest import REPO
+    import yaml
+    with open(os.path.join(REPO, 'config', 'pipeline.yaml')) as f:
+        shipped = yaml.safe_load(f)['pipeit_planner']['ros__parameters']
+    assert shipped == PlannerConfig().to_dict()
+    assert all(type(shipped[k]) is type(v) for k, v in PlannerConfig().to_dict().items())

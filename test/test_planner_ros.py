@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+from planner_helpers import RosGraph, domain_id, plan_listener
 import pytest
 
-from planner_helpers import RosGraph, domain_id, plan_listener
-from pipeit_ros import graph as graph_mod, topology as topology_mod
-from pipeit_ros.cost import CostTable
+from pipeit_ros.cost.table import CostTable
+from pipeit_ros.hw import topology as topology_mod
+from pipeit_ros.model import graph as graph_mod
 
 pytestmark = pytest.mark.ros
 
@@ -100,7 +101,7 @@ def test_param_set_replans_and_bad_values_are_rejected(ros, zoo_model):
 def test_parameters_are_described(ros, zoo_model):
     from rcl_interfaces.msg import ParameterType
 
-    from pipeit_ros.planner_core import PARAMS
+    from pipeit_ros.app.planner_state import PARAMS
     node = start_planner(ros, model_path=zoo_model('tiny'), topology='emulated-2x1', stages=TINY_SPLIT)
     for spec in PARAMS:
         d = node.describe_parameter(spec.name)
@@ -167,8 +168,8 @@ def test_adaptation_from_diagnostics(ros, zoo_model, tmp_path):
     tiny = zoo_model('tiny')
     g, topo = graph_mod.load(tiny), topology_mod.resolve('emulated-2x1')
     profile = synthetic_profile(tmp_path / 'profile.json', g, topo)
-    node = start_planner(ros, model_path=tiny, topology='emulated-2x1', stages='0-3@c0,4-8@c1', source='profile',
-                         profile_path=profile, adapt=False, adapt_window_s=1.0, adapt_threshold=0.5)
+    start_planner(ros, model_path=tiny, topology='emulated-2x1', stages='0-3@c0,4-8@c1', source='profile',
+                  profile_path=profile, adapt=False, adapt_window_s=1.0, adapt_threshold=0.5)
     listener = plan_listener(ros)
     ros.wait(lambda: len(listener.plans) == 1, 30, 'the first plan')
     predicted = listener.plans[0].predicted_stage_ms

@@ -1,20 +1,21 @@
-"""pipeit_ros.planning (cost table sources, auto_plan) and `pipeit plan` on the tiny net with a saved cost table."""
+"""pipeit_ros.planning.facade (cost table sources, auto_plan) and `pipeit plan` on the tiny net with a saved cost table."""
 import json
 
 import numpy as np
 import pytest
 
-from pipeit_ros import planning, topology as topology_mod
-from pipeit_ros.cost import CostTable
+from pipeit_ros.cost.table import CostTable
 from pipeit_ros.errors import PipeitError, PlanError
+from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.plan import Plan, check_against
+from pipeit_ros.planning import facade as planning
 
 TOPO_NAME = 'emulated-2x1'
 
 
 @pytest.fixture(scope='module')
 def tiny(zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     return graph.load(zoo_model('tiny'))
 
 
@@ -150,7 +151,7 @@ def test_cli_plans_a_board_on_paper(run_cli):
     assert 'on paper' in err
     code, out, _ = run_cli('plan', 'tiny', '--topology', 'hikey970', '--search', 'pipeit-paper')
     assert code == 0 and 'pipeit-paper search' in out and 'on paper' in out
-    from pipeit_ros import predictor
+    from pipeit_ros.cost import predictor
     trained = predictor.default_path(topology_mod.detect(), quick=True)     # the one the first call trained
     code, out, err = run_cli('plan', 'tiny', '--topology', 'hikey970', '--predictor', trained, '--json')
     assert code == 0 and f'predictor {trained}' in err

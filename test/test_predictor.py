@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-
-from pipeit_ros import measure, predictor as pred
-from pipeit_ros.errors import PipeitError
-from pipeit_ros.synth import Samples
-from pipeit_ros.topology import Cluster, Topology
 from test_profiler import small_topology, topology_yaml
+
+from pipeit_ros.cost import onpaper
+from pipeit_ros.cost import predictor as pred
+from pipeit_ros.cost import timing as measure
+from pipeit_ros.cost.synth import Samples
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw.topology import Cluster, Topology
 
 
 def formula_ms(d, cfg):
@@ -18,7 +20,7 @@ def formula_ms(d, cfg):
 
 @pytest.fixture(scope='module')
 def graphs(zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     return {name: graph.load(zoo_model(name)) for name in ('tiny', 'squeezenet1_1')}
 
 
@@ -133,10 +135,10 @@ def test_load_refuses_a_file_that_is_not_a_predictor(tmp_path, topology, content
 
 
 def test_scaled_for_hikey970_is_labelled_and_orders_the_clusters(fitted, graphs):
-    from pipeit_ros import topology as topo
+    from pipeit_ros.hw import topology as topo
     p, _ = fitted
     board = topo.resolve('hikey970', check_cpus=False)
-    table = pred.scaled_for(board, p, host_mobilenet_ms=5.0).cost_table(graphs['squeezenet1_1'])
+    table = onpaper.scaled_for(board, p, host_mobilenet_ms=5.0).cost_table(graphs['squeezenet1_1'])
     assert table.source == 'predictor-scaled' and table.meta['on_paper'] is True
     big1 = table.seg_ms[table.config_index('big', 1)].sum()
     big4 = table.seg_ms[table.config_index('big', 4)].sum()
@@ -149,7 +151,7 @@ def test_scaled_for_unknown_core_type_says_how_to_fix(fitted, graphs):
     p, _ = fitted
     board = Topology((Cluster('x', (0, 1), 'Mystery-Core', 1.0, max_freq_khz=2000000),), 'mystery')
     with pytest.raises(PipeitError, match="speeds=.*'Mystery-Core'"):
-        pred.scaled_for(board, p, host_mobilenet_ms=5.0).cost_table(graphs['tiny'])
+        onpaper.scaled_for(board, p, host_mobilenet_ms=5.0).cost_table(graphs['tiny'])
 
 
 @pytest.mark.parametrize('argv', [
@@ -173,7 +175,7 @@ def test_cli_train_bad_input_exits_2(run_cli, argv):
 
 @pytest.mark.slow
 def test_quick_sweep_train_cost_table_and_reuse(run_cli, tmp_path, zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     topo = topology_yaml(tmp_path, small_topology(2))
     code, out, err = run_cli('train', '--quick', '--topology', topo, '--no-progress')
     assert code == 0, err
@@ -181,7 +183,7 @@ def test_quick_sweep_train_cost_table_and_reuse(run_cli, tmp_path, zoo_model):
     path = out.strip().rsplit(' ', 1)[-1]
     code, out2, err = run_cli('train', '--quick', '--topology', topo)
     assert code == 0 and 'reusing cached predictor' in err and out2 == out
-    from pipeit_ros import topology as topo_mod
+    from pipeit_ros.hw import topology as topo_mod
     topology = topo_mod.load_yaml(topo)
     p = pred.load(path, topology)
     table = p.cost_table(graph.load(zoo_model('tiny')), topology)

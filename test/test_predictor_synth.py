@@ -3,9 +3,10 @@ import json
 
 import numpy as np
 import pytest
-
-from pipeit_ros import measure, synth
 from test_profiler import small_topology, topology_yaml
+
+from pipeit_ros.cost import synth
+from pipeit_ros.cost import timing as measure
 
 EXPECTED = {'conv': ('conv', ()), 'conv_pool': ('conv', ('MaxPool',)), 'conv_gpool': ('conv', ('GlobalAveragePool',)),
             'dwconv': ('dwconv', ()), 'gconv': ('gconv', ()), 'fc': ('fc', ()), 'pool': ('pool', ()),

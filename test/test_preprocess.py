@@ -1,10 +1,11 @@
 """Camera frame -> model input: every encoding against a plain-numpy reference, padding, resize, bad frames."""
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from pipeit_ros.app.preprocess import CHANNELS, ImageError, PreprocessConfig, Preprocessor, image_view
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.preprocess import CHANNELS, ImageError, PreprocessConfig, Preprocessor, image_view
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -130,7 +131,7 @@ def test_config_from_plan_message_with_overrides():
 
 def numpy_path(pixels, encoding, size, channels, rgb, interpolation='linear'):
     """The straightforward path: cv2.resize on uint8, then plain numpy colour order and normalisation."""
-    import cv2  # noqa: PLC0415
+    import cv2
     interp = {'linear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA}[interpolation]
     small = cv2.resize(pixels, size, interpolation=interp)
     small = small[:, :, None] if small.ndim == 2 else small

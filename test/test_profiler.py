@@ -6,8 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from pipeit_ros import measure, profiler
-from pipeit_ros.topology import Cluster, Topology
+from pipeit_ros.cost import profiler
+from pipeit_ros.cost import timing as measure
+from pipeit_ros.hw.topology import Cluster, Topology
 
 
 def small_topology(n_clusters=1):
@@ -30,7 +31,7 @@ def topology_yaml(tmp_path, topology):
 
 @pytest.fixture(scope='module')
 def tiny_graph(zoo_model):
-    from pipeit_ros import graph
+    from pipeit_ros.model import graph
     return graph.load(zoo_model('tiny'))
 
 
@@ -80,7 +81,7 @@ def test_fit_cuts_makes_one_stage_cost_the_whole_model():
 
 
 def test_stage_time_pays_half_a_cut_at_each_end():
-    from pipeit_ros.cost import CostTable
+    from pipeit_ros.cost.table import CostTable
     table = CostTable(segments=[(0, 0), (1, 1), (2, 2)], configs=[('c', 1)], seg_ms=[[1.0, 2.0, 3.0]],
                       overhead_ms=[0.1], in_bytes=[10, 10, 10], weight_bytes=[0, 0, 0], act_bytes=[0, 0, 0],
                       cut_ms=[[9.0, 0.4, 0.6]])
@@ -102,7 +103,7 @@ def test_time_under_load_runs_the_model_on_the_other_cpus(tiny_graph):
         pytest.skip('needs two CPUs')
     cfg = measure.CoreConfig('a', 1, (cpus[0],))
     model = tiny_graph.model.SerializeToString()
-    session = measure.runtime.make_session(model, cfg.cpus)
+    session = measure.make_session(model, cfg.cpus)
     feeds = measure.feeds_for(session, np.random.default_rng(0))
     alone, loaded = measure.time_under_load(model, cfg, feeds, cpus[1:2], budget_s=0.2)
     assert alone.ndim == 1 and len(alone) >= 4 and len(loaded) == len(alone)
@@ -124,7 +125,7 @@ def test_trace_layer_times_map_every_kernel_to_a_layer(tiny_graph):
     times, wall = measure.trace_layer_times(tiny_graph.model.SerializeToString(), cfg, lookup,
                                             len(tiny_graph.layers), runs=3, warmup=1)
     assert times.shape == (len(tiny_graph.layers),)
-    conv = [l.index for l in tiny_graph.layers if l.op_type == 'conv']
+    conv = [layer.index for layer in tiny_graph.layers if layer.op_type == 'conv']
     assert np.all(times[conv] > 0)
     assert times.sum() <= wall * 1.5  # kernel times are part of the run (wide margin: noisy shared machine)
 

@@ -11,14 +11,14 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from pipeit_ros import graph as graph_mod  # noqa: E402
-from pipeit_ros.engine import Pipeline  # noqa: E402
-from pipeit_ros.plan import Plan, Stage, parse_spec  # noqa: E402
-from pipeit_ros.planmsg import encode_plan_message  # noqa: E402
-from pipeit_ros.preprocess import PreprocessConfig, Preprocessor  # noqa: E402
-from pipeit_ros.ros import harness  # noqa: E402
-from pipeit_ros.runtime import parse_cpu_list  # noqa: E402
-from pipeit_ros.topology import resolve  # noqa: E402
+from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
+from pipeit_ros.app.wire.plan_msg import encode_plan_message
+from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.hw.cpus import parse_cpu_list
+from pipeit_ros.hw.topology import resolve
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.plan import Plan, Stage, parse_spec
+from pipeit_ros.testing import harness
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow,
               pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs CPUs 0 and 1')]
@@ -132,7 +132,7 @@ def thread_cpus(pid):
         with open(f'/proc/{pid}/task/{tid}/status') as f:
             for line in f:
                 if line.startswith('Cpus_allowed_list:'):
-                    out |= parse_cpu_list(line.split(':', 1)[1])
+                    out |= set(parse_cpu_list(line.split(":", 1)[1]))
     return out
 
 

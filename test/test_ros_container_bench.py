@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow,
 
 
 def test_rosbench_reports_fps_ratio_and_latency(zoo_model, capsys):
-    from pipeit_ros.ros import rosbench
+    import rosbench  # tools/
     code = rosbench.main([zoo_model('tiny'), '--topology', 'emulated-2x1', '--stages', '0-3@c0,4-8@c1',
                           '--layout', 'multi', '--seconds', '1', '--warmup', '0.5', '--interleave', '2', '--json'])
     out = json.loads(capsys.readouterr().out)
@@ -35,6 +35,6 @@ def test_rosbench_reports_fps_ratio_and_latency(zoo_model, capsys):
 
 
 def test_rosbench_rejects_a_bad_plan(zoo_model, capsys):
-    from pipeit_ros.ros import rosbench
+    import rosbench  # tools/
     code = rosbench.main([zoo_model('tiny'), '--topology', 'emulated-2x1', '--stages', '0-3@gpu,4-8@c1'])
     assert code == 2 and "rosbench: error: no cluster 'gpu'" in capsys.readouterr().err

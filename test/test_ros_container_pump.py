@@ -5,15 +5,17 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from std_msgs.msg import String  # noqa: E402
+from std_msgs.msg import String
 
-from pipeit_ros.ros import cpuload, harness, messages  # noqa: E402
-from pipeit_ros.ros.pump import Pump, pumped_node  # noqa: E402
+from pipeit_ros.hw import threads as cpuload
+from pipeit_ros.ros import messages
+from pipeit_ros.ros.pump import Pump, pumped_node
+from pipeit_ros.testing import harness
 
 
 @pytest.mark.parametrize('name,short', [
     ('pipeit_container_c0.g2.stage_3.0', 'stage_3.0'), ('pipeit_container.g1.feeder', 'feeder'),
-    ('spin.pipeit_container_c0', 'spin.control_c0'), ('spin.pipeit_test_collector', 'spin.collector'),
+    ('spin.pipeit_container_c0', 'spin.control_c0'), ('spin.pipeit_test_collector', 'spin.test_colle'),
     ('pump.stage_12_input', 'pump.stage_12_i'), ('x' * 40, 'x' * 15)], ids=lambda v: v[:20])
 def test_short_thread_names_fit_the_kernel_limit(name, short):
     assert cpuload.short_name(name) == short

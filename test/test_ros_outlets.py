@@ -10,10 +10,12 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from rclpy.node import Node  # noqa: E402
+from planner_helpers import domain_id
+from rclpy.node import Node
 
-from pipeit_ros.ros import harness, messages, outlets as outlets_mod  # noqa: E402
-from planner_helpers import domain_id  # noqa: E402
+from pipeit_ros.ros import messages
+from pipeit_ros.ros import outlets as outlets_mod
+from pipeit_ros.testing import harness
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

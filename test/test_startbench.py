@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from pipeit_ros.ros import startbench  # noqa: E402
+import startbench  # tools/
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

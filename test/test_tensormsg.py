@@ -1,12 +1,12 @@
 """The internal tensor message: lossless round trip, end-of-generation markers, one memcpy (never per element)."""
 import array
-from types import SimpleNamespace
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from pipeit_ros import tensormsg
+from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.errors import PipeitError
 
 
@@ -85,7 +85,7 @@ def _best_of(n, fn):
 
 def test_six_megabyte_tensor_packs_into_a_real_image_message_fast():
     """Filling sensor_msgs/Image through its checked setter: an ndarray would be walked per element
-    (hundreds of ms for 6 MB, design.md §4); array.array takes the setter's one-assignment path."""
+    (hundreds of ms for 6 MB, docs/architecture.md, measured facts); array.array takes the setter's one-assignment path."""
     image_mod = pytest.importorskip('sensor_msgs.msg')
     arr = np.random.default_rng(0).standard_normal((1, 96, 128, 128)).astype(np.float32)   # 6.3 MB
     assert arr.nbytes > 6e6

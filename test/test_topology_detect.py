@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeit_ros.errors import TopologyError
-from pipeit_ros.topology import detect, load_yaml, shipped_topologies
+from pipeit_ros.hw.topology import detect, load_yaml, shipped_topologies
 
 SYSFS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'sysfs')
 

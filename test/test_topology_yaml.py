@@ -2,13 +2,14 @@
 import json
 import os
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 import yaml
 
 from pipeit_ros.errors import TopologyError
-from pipeit_ros.topology import (Cluster, Topology, check_cpus_here, format_cpu_list, load_yaml,
-                                 parse_cpu_list, resolve, shipped_topologies)
+from pipeit_ros.hw.cpus import format_cpu_list, parse_cpu_list
+from pipeit_ros.hw.topology import Cluster, Topology, check_cpus_here, load_yaml, resolve, shipped_topologies
 
 # shipped name -> [(cluster, size)] fastest first
 SHIPPED = {

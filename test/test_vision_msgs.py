@@ -8,15 +8,16 @@ import subprocess
 import sys
 
 import numpy as np
+from planner_helpers import domain_id, finish, last_json, start_cli
 import pytest
 
-from pipeit_ros import graph as graph_mod, results
-from pipeit_ros.engine import Pipeline
+from pipeit_ros.app import results
+from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
+from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.hw.topology import resolve
+from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.plan import parse_spec
-from pipeit_ros.preprocess import PreprocessConfig, Preprocessor
-from pipeit_ros.ros import harness
-from pipeit_ros.topology import resolve
-from planner_helpers import domain_id, finish, last_json, start_cli
+from pipeit_ros.testing import harness
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -26,11 +27,12 @@ STAMP = 1_700_000_000_000_000_000
 
 CHILD = r'''
 import json, os
-from pipeit_ros import graph as graph_mod
+from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.plan import parse_spec
-from pipeit_ros.planmsg import encode_plan_message
-from pipeit_ros.ros import harness, messages
-from pipeit_ros.topology import resolve
+from pipeit_ros.app.wire.plan_msg import encode_plan_message
+from pipeit_ros.ros import messages
+from pipeit_ros.testing import harness
+from pipeit_ros.hw.topology import resolve
 
 W, H, N, K, STAMP = 640, 480, 4, 3, 1_700_000_000_000_000_000
 assert messages.Classification is not None, 'vision_msgs is not importable here'

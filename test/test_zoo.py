@@ -1,13 +1,13 @@
-"""pipeit_ros.zoo: architecture-faithful networks with sane random weights, cached files, the CLI."""
+"""pipeit_ros.model.zoo: architecture-faithful networks with sane random weights, cached files, the CLI."""
 import json
 import os
 
+from graph_checks import run_file
 import numpy as np
 import pytest
 
-from graph_checks import run_file
-from pipeit_ros import zoo
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.model import zoo
 
 BIG = {'alexnet', 'resnet50'}
 PAPER_NETS = [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in zoo.PUBLISHED]

@@ -63,7 +63,7 @@ def main(argv=None):
         return error('interrupted', 130)
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the CLI edge: one line unless asked for more
+    except Exception as exc:
         if args.debug or os.environ.get('PIPEIT_DEBUG'):
             raise
         return error(f'internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)', 1)

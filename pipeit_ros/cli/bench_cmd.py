@@ -5,7 +5,18 @@ The plan comes from --plan FILE, --stages SPEC or --auto (the design-space explo
 baselines run. Prints frames/s, latency p50/p99, RSS growth and per-stage utilisation per candidate, with ratios
 to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX file or a zoo network name.
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json
+from pipeit_ros.bench import benchmark as bench
+from pipeit_ros.bench.plot import plot
+from pipeit_ros.cli import paper_cmd
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import topology as topo
+from pipeit_ros.hw.emulation import emulated
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.model import zoo
+from pipeit_ros.plan import Plan, check_against, parse_spec, with_model
+from pipeit_ros.planning import facade as planning
+from pipeit_ros.planning.baselines import NAMES, baselines
 
 
 def add_arguments(parser):
@@ -17,7 +28,7 @@ def add_arguments(parser):
     source.add_argument('--stages', metavar='SPEC', help='plan as FIRST-LAST@CLUSTER[:THREADS[xREPLICAS]],... '
                                                          '(e.g. 0-17@big:2,18-40@little:4)')
     source.add_argument('--auto', action='store_true', help='plan now with the design-space exploration')
-    parser.add_argument('--source', choices=('auto', 'profile', 'predictor'), default='auto',
+    parser.add_argument('--source', choices=planning.SOURCES, default='auto',
                         help='with --auto: stage times from a profile (measured, cached) or the predictor (layer '
                              'descriptors only); auto: a profile where the topology\'s CPUs are here')
     parser.add_argument('--seconds', type=float, default=None, metavar='S',
@@ -34,25 +45,17 @@ def add_arguments(parser):
     parser.add_argument('--plot', metavar='FILE.png', help='write the stage Gantt chart and the frames/s bars')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
     parser.add_argument('--paper-table', action='store_true',
-                        help='reproduce the paper\'s table over the zoo (pipeit_ros.paper)')
-    from pipeit_ros import paper  # noqa: PLC0415 - its few options belong to this command
-    paper.add_arguments(parser)
+                        help='reproduce the paper\'s table over the zoo (pipeit_ros.bench.paper_table)')
+    paper_cmd.add_arguments(parser)
     add_json_flag(parser)
 
 
 def _emulated(topology):
-    try:
-        from pipeit_ros.emulation import emulated  # noqa: PLC0415
-    except ImportError:
-        from contextlib import nullcontext  # noqa: PLC0415
-        return nullcontext()
     return emulated(topology, log=note)
 
 
 def _plan(args, graph, topology):
     """The candidate plan named by --plan/--stages/--auto, checked against model and topology (or None)."""
-    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
-    from pipeit_ros.plan import Plan, check_against, parse_spec, with_model  # noqa: PLC0415
     if args.source != 'auto' and not args.auto:
         raise PipeitError('--source chooses the stage times of --auto; give --auto too')
     if args.plan:
@@ -60,7 +63,6 @@ def _plan(args, graph, topology):
     elif args.stages:
         plan = parse_spec(args.stages, topology)
     elif args.auto:
-        from pipeit_ros import planning  # noqa: PLC0415
         plan = planning.auto_plan(graph, topology, source=args.source, log=note)
     else:
         return None
@@ -71,13 +73,7 @@ def _plan(args, graph, topology):
 
 def run(args):
     if args.paper_table:
-        from pipeit_ros import paper  # noqa: PLC0415
-        return paper.run(args)
-    from pipeit_ros import bench, graph as graph_mod, topology as topo  # noqa: PLC0415
-    from pipeit_ros.baselines import NAMES, baselines  # noqa: PLC0415
-    from pipeit_ros.cli.common import resolve_model  # noqa: PLC0415
-    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
-    from pipeit_ros.plan import check_against  # noqa: PLC0415
+        return paper_cmd.run(args)
 
     if args.seconds is None:
         args.seconds = 10.0
@@ -86,7 +82,6 @@ def run(args):
                           f'(got {args.seconds:g}, {args.rounds}, {args.queue_size}, {args.warmup})')
     topology = topo.resolve(args.topology)
     if args.model is None:
-        from pipeit_ros import zoo  # noqa: PLC0415
         graph = graph_mod.load(zoo.default_model_path())
     else:
         graph = graph_mod.load(resolve_model(args.model))
@@ -113,7 +108,6 @@ def run(args):
                                      warmup=args.warmup, bare=args.bare, progress=not args.no_progress,
                                      stage_alone_for=alone, queue_size=args.queue_size, log=note)
     if args.plot:
-        from pipeit_ros.bench_plot import plot  # noqa: PLC0415
         try:
             plot(result, args.plot)
         except OSError as exc:

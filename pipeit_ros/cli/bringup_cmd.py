@@ -9,7 +9,14 @@ import signal
 import tempfile
 import time
 
+from pipeit_ros.app import layout
+from pipeit_ros.app.supervise import Supervisor
+from pipeit_ros.cli import error
 from pipeit_ros.cli.common import add_json_flag, note, print_json
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import topology as topology_mod
+from pipeit_ros.hw.emulation import ACTIVE_ENV, emulated
+from pipeit_ros.ros.monitor import Monitor
 
 
 def add_arguments(parser):
@@ -43,9 +50,6 @@ def _on_sigterm(signum, frame):
 
 
 def run(args):
-    from pipeit_ros import layout, topology as topology_mod  # noqa: PLC0415
-    from pipeit_ros.emulation import emulated  # noqa: PLC0415
-    from pipeit_ros.errors import PipeitError  # noqa: PLC0415
 
     if args.duration is not None and args.duration <= 0:
         raise PipeitError(f'--duration must be > 0 seconds, got {args.duration:g}')
@@ -71,14 +75,10 @@ def _supervise(args, specs, workdir, topology):
     from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
     from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
 
-    from pipeit_ros.cli import error  # noqa: PLC0415
-    from pipeit_ros.ros.monitor import Monitor  # noqa: PLC0415
-    from pipeit_ros.supervise import Supervisor  # noqa: PLC0415
 
     echo = None if args.quiet else note
     # Children run inside our emulation; a node that measures (the planner profiling) must not start a second
     # one on top (proposed contract: emulation.emulated() is a no-op when this names the same topology).
-    from pipeit_ros.emulation import ACTIVE_ENV  # noqa: PLC0415
     extra = {ACTIVE_ENV: topology.fingerprint()} if topology.has_emulation() else {}
     supervisor = Supervisor(specs, workdir, echo=echo, extra_env=extra).start()
     os.environ.update(specs[0].env)         # our monitor talks to them with the same transports

@@ -1,6 +1,10 @@
 """Small helpers shared by the subcommands."""
 import json
+import os
 import sys
+
+from pipeit_ros.errors import ModelError, PipeitError
+from pipeit_ros.model import zoo
 
 
 def add_json_flag(parser):
@@ -34,9 +38,6 @@ def note(message):
 
 def resolve_model(spec):
     """An ONNX path, or a zoo network name -> its cached file; ModelError for anything else."""
-    import os
-    from pipeit_ros import zoo
-    from pipeit_ros.errors import ModelError
     if os.path.exists(spec) or os.sep in spec or spec.endswith('.onnx'):
         return spec
     if spec in zoo.NETWORKS:
@@ -46,7 +47,6 @@ def resolve_model(spec):
 
 def save_output(obj, path, what):
     """``obj.save(path)`` for --out: an unwritable path is the user's to fix (exit 2), and it is said where."""
-    from pipeit_ros.errors import PipeitError
     try:
         obj.save(path)
     except OSError as exc:

@@ -1,11 +1,12 @@
 """List an ONNX CNN's layers, their descriptors and the legal cut points.
 
 A layer is a Conv/Gemm/MatMul with the BatchNorm, activation and pooling nodes fused after it, or a
-standalone pool, eltwise, concat or other node (see pipeit_ros.graph). A cut point is a place where exactly
+standalone pool, eltwise, concat or other node (see pipeit_ros.model.graph). A cut point is a place where exactly
 one tensor crosses, so residual and inception blocks are never cut inside; the `cut` column shows the size
 of that tensor before each layer a stage may start at. A symbolic batch dimension is fixed to 1.
 """
-from pipeit_ros.cli.common import add_json_flag, note, print_json
+from pipeit_ros.cli.common import add_json_flag, note, print_json, resolve_model
+from pipeit_ros.model import graph
 
 
 def add_arguments(parser):
@@ -14,9 +15,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from pipeit_ros import graph  # noqa: PLC0415 - keep `pipeit --help` fast
 
-    from pipeit_ros.cli.common import resolve_model
     g = graph.load(resolve_model(args.model))
     if g.batch_fixed:
         note(f'{args.model}: symbolic batch dimension fixed to 1')

@@ -8,6 +8,9 @@ paper from the host's predictor scaled for that board. --json / --out give the p
 runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
 from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.hw import topology as topo
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.planning import facade as planning
 
 
 def add_arguments(parser):
@@ -16,16 +19,16 @@ def add_arguments(parser):
     given = parser.add_mutually_exclusive_group()
     given.add_argument('--predictor', metavar='FILE', help='trained predictor (pipeit train --out) for stage times')
     given.add_argument('--profile', metavar='FILE', help='saved profile (pipeit profile --out) for stage times')
-    parser.add_argument('--source', choices=('auto', 'profile', 'predictor'), default='auto',
+    parser.add_argument('--source', choices=planning.SOURCES, default='auto',
                         help='where stage times come from without a file (default auto: a cached or new '
                              'profile here, the scaled host predictor for another board)')
-    parser.add_argument('--objective', choices=('throughput', 'latency'), default='throughput',
+    parser.add_argument('--objective', choices=planning.OBJECTIVES, default='throughput',
                         help='maximise frames/s (default) or minimise latency at --min-fps')
     parser.add_argument('--max-latency-ms', type=float, metavar='X', help='latency bound for the throughput plan')
     parser.add_argument('--min-fps', type=float, metavar='F', help='frames/s the plan must sustain')
     parser.add_argument('--memory-mb', type=float, metavar='M',
                         help='memory bound in MiB: weights + activations, summed over replicas')
-    parser.add_argument('--search', choices=('exact', 'pipeit-paper'), default='exact',
+    parser.add_argument('--search', choices=planning.SEARCHES, default='exact',
                         help='exact optimum (default) or the Pipe-it paper\'s heuristic')
     parser.add_argument('--no-replicas', action='store_true', help='one copy of each stage (no data parallelism)')
     parser.add_argument('--out', metavar='FILE', help='write the plan JSON to FILE (for pipeit bench --plan)')
@@ -53,7 +56,6 @@ def describe(plan, graph, topology):
 
 
 def run(args):
-    from pipeit_ros import graph as graph_mod, planning, topology as topo
 
     topology = topo.resolve(args.topology, check_cpus=False)
     graph = graph_mod.load(resolve_model(args.model))

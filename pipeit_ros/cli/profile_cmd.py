@@ -6,6 +6,10 @@ segment times. The result is cached by model hash + topology fingerprint + onnxr
 says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
 from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cost import profiler
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import topology as topo
+from pipeit_ros.model import graph as graph_mod
 
 
 def add_arguments(parser):
@@ -22,9 +26,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    from pipeit_ros import graph as graph_mod, profiler
-    from pipeit_ros import topology as topo
-    from pipeit_ros.errors import PipeitError
 
     if args.reps is not None and args.reps < 1:
         raise PipeitError(f'--reps must be >= 1, got {args.reps}')

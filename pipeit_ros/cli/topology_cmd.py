@@ -6,6 +6,7 @@ loads a YAML file or a shipped name (see --list); its CPUs must exist here unles
 """
 from pipeit_ros.cli.common import add_json_flag, note, print_json
 from pipeit_ros.errors import TopologyError
+from pipeit_ros.hw import topology as topo
 
 
 def add_arguments(parser):
@@ -21,7 +22,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    from pipeit_ros import topology as topo  # noqa: PLC0415 - keep `pipeit --help` fast
 
     if args.list:
         return _list(topo, args.json)

@@ -10,7 +10,14 @@ keyed by topology fingerprint and onnxruntime version, and reused on the next ru
 predicted by a model trained on the sweep and the others), per layer, per segment and whole network, on
 every core configuration. It profiles those networks first (cached), which is the slow part.
 """
+import os
+
 from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json
+from pipeit_ros.cost import evaluate as predictor_eval
+from pipeit_ros.cost import predictor as pred
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import topology as topo
+from pipeit_ros.model import zoo
 
 DEFAULT_REPORT_NETS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1')
 
@@ -20,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument('--out', metavar='FILE', help='save the predictor here (default: the cache)')
     parser.add_argument('--quick', action='store_true', help='small sweep (seconds; for tests and trials)')
     parser.add_argument('--kind', choices=('linear', 'gbr', 'hybrid'), default=None,
-                        help='model form (default: the one the evidence picked, see pipeit_ros.predictor)')
+                        help='model form (default: the one the evidence picked, see pipeit_ros.cost.predictor)')
     parser.add_argument('--report', action='store_true',
                         help='print leave-one-network-out accuracy (MAPE) on zoo networks')
     parser.add_argument('--nets', metavar='A,B', default=','.join(DEFAULT_REPORT_NETS),
@@ -31,9 +38,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    import os
-    from pipeit_ros import predictor as pred, topology as topo, zoo
-    from pipeit_ros.errors import PipeitError
 
     topology = topo.resolve(args.topology)
     nets = [n.strip() for n in args.nets.split(',') if n.strip()]
@@ -54,7 +58,6 @@ def run(args):
                'segment_coef': p.segment_coef_.tolist(), 'sweep_layers': p.meta_['sweep'].get('probes') and
                len(p.meta_['sweep']['probes'])}
     if args.report:
-        from pipeit_ros import predictor_eval
         result = predictor_eval.report(topology, nets, quick=args.quick, progress=not args.no_progress,
                                        log=note, use_cache=not args.no_cache)
         summary['report'] = result

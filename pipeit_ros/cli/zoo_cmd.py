@@ -3,8 +3,12 @@
 `pipeit zoo NAME --out FILE` writes the network; `pipeit zoo --list` shows the names with their published
 parameter and MAC counts. Random weights are enough to plan, profile and time a network.
 """
+import os
+import time
+
 from pipeit_ros.cli.common import add_json_flag, note, print_json
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.model import zoo
 
 
 def add_arguments(parser):
@@ -16,10 +20,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    import os  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
-    from pipeit_ros import zoo  # noqa: PLC0415 - keep `pipeit --help` fast
 
     if args.list:
         return _list(zoo, args.json)

@@ -1,6 +1,6 @@
 """`pipeit_camera`: publishes sensor_msgs/Image on ``image_raw`` from a video, an image folder or a pattern.
 
-A timer at ``rate_hz`` reads the next frame (``pipeit_ros.camera_frames``) and publishes it with the current
+A timer at ``rate_hz`` reads the next frame (``pipeit_ros.app.camera_frames``) and publishes it with the current
 time as header stamp and ``frame_id``. With ``count`` > 0 it publishes exactly that many frames, then the
 process exits 0 after a short linger (so reliable subscribers get the last ones) — tests and demos. With
 ``wait_for_subscribers`` it starts only once that many subscribers are matched (no frame lost to discovery). Image
@@ -8,18 +8,17 @@ bytes go in with ``ndarray.tobytes()`` (one memcpy; assigning the array itself w
 """
 import time
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
-from rclpy.logging import get_logger
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from sensor_msgs.msg import Image
 
-from pipeit_ros import tensormsg
-from pipeit_ros.camera_frames import ENCODINGS, open_source
+from pipeit_ros.app.camera_frames import ENCODINGS, open_source
+from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.ros.signals import init_with_own_signals
+from pipeit_ros.ros.node_main import run_node
 
 LINGER_S = 0.5
 
@@ -101,30 +100,19 @@ class CameraNode(Node):
         super().destroy_node()
 
 
+def _spin(node):
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    while not node.done and rclpy.ok():
+        executor.spin_once(timeout_sec=0.1)
+    deadline = time.monotonic() + LINGER_S
+    while time.monotonic() < deadline and rclpy.ok():
+        executor.spin_once(timeout_sec=0.05)
+
+
 def main(args=None):
-    init_with_own_signals(args)   # not rclpy's handlers: see pipeit_ros.ros.signals
-    node = None
-    code = 0
-    try:
-        node = CameraNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not node.done and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-        deadline = time.monotonic() + LINGER_S
-        while time.monotonic() < deadline and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:  # noqa: BLE001 - bad source or parameter: one line, exit 2
-        get_logger('pipeit_camera').fatal(
-            str(exc) if isinstance(exc, PipeitError) else f'{type(exc).__name__}: {exc}')
-        code = 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    """Console script ``pipeit_camera``; exit codes as :mod:`pipeit_ros.ros.node_main` says."""
+    return run_node('pipeit_camera', CameraNode, _spin, CameraNode.destroy_node, args)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ workers then pin themselves to their stage's CPUs inside it. ``cluster: '*'`` (s
 every stage in one process, so every hand-over between stages is an in-process, zero-copy one.
 
 The control node ``pipeit_container`` reads ``pipeit/plan`` and drives the re-plan handshake of
-pipeit_ros.handoff on ``pipeit/status``; the stages run in :class:`~pipeit_ros.ros.run.RunHost` objects, each
+pipeit_ros.app.handoff on ``pipeit/status``; the stages run in :class:`~pipeit_ros.ros.run.RunHost` objects, each
 stage node on a thread of its own. Parameters are read at start, except ``top_k`` and ``labels_file``.
 
 Embedding (tests, benchmarks): ``with Container(context=ctx, parameters={'cluster': '*'}) as c: ...`` runs one
@@ -20,23 +20,32 @@ import signal
 import sys
 import time
 
-import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from std_msgs.msg import String
 
-from pipeit_ros import handoff
-from pipeit_ros.container_config import (DESCRIPTIONS, RUNTIME_PARAMETERS, ContainerSettings, cluster_cpus,
-                                         pin_process)
+from pipeit_ros.app import handoff
+from pipeit_ros.app.container_config import (
+    DESCRIPTIONS,
+    RUNTIME_PARAMETERS,
+    ContainerSettings,
+    cluster_cpus,
+    pin_process,
+)
+from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
+from pipeit_ros.app.results import load_labels
+from pipeit_ros.app.wire import topics
+from pipeit_ros.app.wire.plan_msg import decode_plan_message
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.ros import cpuload, messages
+from pipeit_ros.hw import threads as cpuload
+from pipeit_ros.model import graph
+from pipeit_ros.ros import messages
+from pipeit_ros.ros.node_main import run_node
 from pipeit_ros.ros.outlets import Outlets
 from pipeit_ros.ros.run import RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
-from pipeit_ros.ros.signals import init_with_own_signals
 
 TICK_S = 0.1            # state machine step (each control-node wake-up costs ~0.5 ms CPU)
 HEARTBEAT_S = 1.0
@@ -80,9 +89,9 @@ class ContainerNode(Node):
         self._started = time.monotonic()
         self._handed_over = None    # {'generation', 'last_stamp_ns'} once an old head run ended here
         self._published_stamp = None
-        self._status_pub = self.create_publisher(String, 'pipeit/status', messages.STATUS_QOS)
-        self.create_subscription(String, 'pipeit/status', self._on_status, messages.STATUS_QOS)
-        self.create_subscription(String, 'pipeit/plan', self._on_plan, messages.PLAN_QOS)
+        self._status_pub = self.create_publisher(String, topics.STATUS, messages.STATUS_QOS)
+        self.create_subscription(String, topics.STATUS, self._on_status, messages.STATUS_QOS)
+        self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._parameters_set)
         self.create_timer(TICK_S, self.tick)
@@ -91,7 +100,6 @@ class ContainerNode(Node):
     # -- set-up ---------------------------------------------------------------------------------------------
     @staticmethod
     def _load_labels(path):
-        from pipeit_ros.results import load_labels  # noqa: PLC0415
         return load_labels(path) if path else None
 
     def _check_parameters(self, params):
@@ -160,7 +168,6 @@ class ContainerNode(Node):
 
     # -- plans ----------------------------------------------------------------------------------------------
     def _on_plan(self, msg):
-        from pipeit_ros.planmsg import decode_plan_message  # noqa: PLC0415
         try:
             plan_msg = decode_plan_message(msg.data)
             clusters = {c['name'] for c in plan_msg.topology['clusters']}
@@ -215,7 +222,6 @@ class ContainerNode(Node):
                     run.request_cut()
 
     def _graph(self, msg):
-        from pipeit_ros import graph  # noqa: PLC0415
         key = (msg.model_path, msg.model_hash)
         if key not in self._graphs:
             g = graph.load(msg.model_path)
@@ -226,7 +232,6 @@ class ContainerNode(Node):
         return self._graphs[key]
 
     def _build(self, hosted):
-        from pipeit_ros.preprocess import PreprocessConfig, Preprocessor  # noqa: PLC0415
         msg, s = self.msg, self.settings
         try:
             graph = self._graph(msg)
@@ -371,28 +376,18 @@ class Container:
         return False
 
 
+def _build():
+    container = Container(pin=True)
+    container.node.get_logger().info(f'cluster {container.node.cluster} on CPUs {list(container.node.cpus)}')
+    return container
+
+
 def main(args=None):
-    """Console script ``pipeit_container``: exit 0 on SIGINT/SIGTERM or ROS shutdown, 2 on bad parameters.
+    """Console script ``pipeit_container``; exit codes as :mod:`pipeit_ros.ros.node_main` says.
     ``kill -USR1`` prints every thread's Python stack to stderr (a stalled container says where it waits)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    init_with_own_signals(args)   # not rclpy's handlers: see pipeit_ros.ros.signals; the control-node timer
-    #                               wakes the wait every TICK_S so the KeyboardInterrupt runs promptly
-    container = None
-    code = 0
-    try:
-        container = Container(pin=True)
-        container.node.get_logger().info(f'cluster {container.node.cluster} on CPUs {list(container.node.cpus)}')
-        container.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except PipeitError as exc:
-        print(f'pipeit_container: error: {exc}', file=sys.stderr)
-        code = 2
-    finally:
-        if container is not None:
-            container.stop()
-        rclpy.try_shutdown()
-    return code
+    # the control node's timer wakes the wait every TICK_S, so a signal's KeyboardInterrupt runs promptly
+    return run_node('pipeit_container', _build, Container.spin, Container.stop, args)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """QoS profiles and message builders of the container: the only place that turns arrays into ROS messages.
 
-Payloads are filled from ``array.array`` (one memcpy, pipeit_ros.tensormsg), never from an ndarray.
+Payloads are filled from ``array.array`` (one memcpy, pipeit_ros.app.wire.tensor_msg), never from an ndarray.
 
 Results of the last stage, two messages per frame, published in this order:
 
@@ -18,13 +18,13 @@ import functools
 import json
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
 
-from pipeit_ros import results, tensormsg
-from pipeit_ros.container_config import IMAGE_QOS_CHOICES
+from pipeit_ros.app import results
+from pipeit_ros.app.container_config import IMAGE_QOS_CHOICES
+from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.errors import PipeitError
 
 try:                                    # not installable from PyPI here; used where a ROS install has it
@@ -66,7 +66,7 @@ def tensor_topic(generation, stage_index):
 
 def copy_header(dst, src):
     """Copy stamp and frame_id from any header-like ``src`` (a std_msgs/Header, or the one
-    pipeit_ros.imagecdr reads from a raw camera frame) into the message header ``dst``."""
+    pipeit_ros.app.wire.image_cdr reads from a raw camera frame) into the message header ``dst``."""
     dst.stamp.sec, dst.stamp.nanosec = src.stamp.sec, src.stamp.nanosec
     dst.frame_id = src.frame_id
     return dst

@@ -9,14 +9,14 @@ from collections import deque
 import json
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String
 
+from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
-from pipeit_ros.ros.planner_node import PLAN_QOS
 
 WINDOW_S = 2.0
 
@@ -27,9 +27,9 @@ class Monitor(Node):
             kwargs['namespace'] = namespace
         super().__init__('pipeit_bringup', **kwargs)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(messages.classification_type(), 'pipeit/classification', self._on_result, qos)
-        self.create_subscription(String, 'pipeit/plan', self._on_plan, PLAN_QOS)
-        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+        self.create_subscription(messages.classification_type(), topics.CLASSIFICATION, self._on_result, qos)
+        self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
+        self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.recent = deque()          # (monotonic receipt time, latency ms) inside WINDOW_S
         self.latencies = []
@@ -76,14 +76,14 @@ class Monitor(Node):
         while self.recent and self.recent[0][0] < now - WINDOW_S:
             self.recent.popleft()
         fps = len(self.recent) / WINDOW_S
-        lat = np.array([l for _, l in self.recent if l == l])
+        lat = np.array([ms for _, ms in self.recent if ms == ms])
         latency = (f'latency p50 {np.percentile(lat, 50):.1f} ms p99 {np.percentile(lat, 99):.1f} ms'
                    if lat.size else 'latency -')
         gen = f'plan gen {self.generations[-1]} {self.plan_spec}' if self.generations else 'no plan yet'
         return f'{fps:6.1f} frames/s  {latency}  {self.frames} results  {gen}'
 
     def summary(self):
-        lat = np.array([l for l in self.latencies if l == l])
+        lat = np.array([ms for ms in self.latencies if ms == ms])
         span = (self.last - self.first) if self.frames > 1 else 0.0
         return {
             'frames': self.frames,

@@ -12,6 +12,7 @@ import time
 
 from rclpy.duration import Duration
 
+from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
 
 ACK_TIMEOUT_S = 10.0    # an ended run's tensor publisher is closed after this even if not acknowledged
@@ -28,8 +29,8 @@ class Outlets:
         if self._results is None:
             kind = messages.classification_type()
             self._results = (
-                self.node.create_publisher(messages.Float32MultiArray, 'pipeit/output', messages.RESULT_QOS),
-                self.node.create_publisher(kind, 'pipeit/classification', messages.RESULT_QOS))
+                self.node.create_publisher(messages.Float32MultiArray, topics.OUTPUT, messages.RESULT_QOS),
+                self.node.create_publisher(kind, topics.CLASSIFICATION, messages.RESULT_QOS))
             self.node.get_logger().info(f'results on {self._results[1].topic_name} as '
                                         f'{kind.__module__.split(".")[0]}/msg/{kind.__name__} and on '
                                         f'{self._results[0].topic_name} as std_msgs/msg/Float32MultiArray')

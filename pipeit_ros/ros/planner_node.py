@@ -1,32 +1,30 @@
 """`pipeit_planner`: plans the pipeline and publishes the plan, latched, on ``pipeit/plan``.
 
-Parameters (see ``pipeit_ros.planner_core.PARAMS``) are checked in the on-set callback, which rejects a bad
+Parameters (see ``pipeit_ros.app.planner_state.PARAMS``) are checked in the on-set callback, which rejects a bad
 value with the reason and leaves the running plan alone; the post-set callback queues a re-plan. Planning
 (loading the model, profiling or predicting, the DSE) runs on one worker thread of this node, never on the
 executor thread, so the parameter services and /diagnostics keep being served while it works: requests
 coalesce (the latest configuration wins, a parameter re-plan supersedes a pending adaptation), and the worker
 publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
-(``pipeit_ros.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
+(``pipeit_ros.app.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
 import threading
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 from std_msgs.msg import String
 
-from pipeit_ros import adapt, planner_core
+from pipeit_ros.app import adapt
+from pipeit_ros.app import planner_state as planner_core
+from pipeit_ros.app.wire import topics
+from pipeit_ros.app.wire.plan_msg import default_preprocess, encode_plan_message
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.planmsg import default_preprocess, encode_plan_message
-from pipeit_ros.ros.signals import init_with_own_signals
-
-PLAN_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from pipeit_ros.ros import messages
+from pipeit_ros.ros.node_main import exit_code_of, run_node
 
 
 def descriptor(spec):
@@ -50,15 +48,15 @@ class PlannerNode(Node):
         self.inputs = planner_core.PlanInputs(log=self.get_logger().info)
         self.current = None            # PlanResult being published
         self.generation = 0
-        self.fatal = None              # (exit code, message) when the first plan could not be made
+        self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._job = None               # (kind, reason, config, drift) waiting for the worker
         self._busy = False
         self._stopping = False
         self._detector = adapt.DriftDetector(self.config.adapt_threshold, self.config.adapt_window_s)
-        self._publisher = self.create_publisher(String, 'pipeit/plan', PLAN_QOS)
-        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self._publisher = self.create_publisher(String, topics.PLAN, messages.PLAN_QOS)
+        self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._parameters_set)
         self._worker = threading.Thread(target=self._work, name='pipeit_planner_worker', daemon=True)
@@ -178,7 +176,7 @@ class PlannerNode(Node):
             message = str(exc) if isinstance(exc, PipeitError) else f'{type(exc).__name__}: {exc}'
             if self.current is None:
                 log.fatal(f'cannot make the first plan: {message}')
-                self.fatal = (2 if isinstance(exc, PipeitError) else 1, message)
+                self.exit_code = exit_code_of(exc)
                 self.context.try_shutdown()
             else:
                 log.error(f'{reason}: planning failed, generation {self.generation} stays: {message}')
@@ -201,34 +199,22 @@ class PlannerNode(Node):
                                f'{result.plan.to_spec()}')
 
 
+def _spin(node):
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    node.start()
+    while rclpy.ok() and not node.exit_code:
+        executor.spin_once(timeout_sec=0.1)
+
+
+def _stop(node):
+    node.stop()
+    node.destroy_node()
+
+
 def main(args=None):
-    init_with_own_signals(args)   # not rclpy's handlers: see pipeit_ros.ros.signals
-    node = None
-    code = 0
-    try:
-        node = PlannerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        node.start()
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except PipeitError as exc:
-        (node.get_logger() if node else get_logger('pipeit_planner')).fatal(str(exc))
-        code = 2
-    except Exception as exc:  # noqa: BLE001 - e.g. a parameter file value of the wrong type or range
-        (node.get_logger() if node else get_logger('pipeit_planner')).fatal(
-            f'{type(exc).__name__}: {exc}')
-        code = 2
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if node is not None and node.fatal:
-        code = node.fatal[0]
-    return code
+    """Console script ``pipeit_planner``; exit codes as :mod:`pipeit_ros.ros.node_main` says."""
+    return run_node('pipeit_planner', PlannerNode, _spin, _stop, args)
 
 
 if __name__ == '__main__':

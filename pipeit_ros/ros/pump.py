@@ -3,7 +3,7 @@
 rclpy's SingleThreadedExecutor spends about 0.45 ms of CPU per wake-up on its own book-keeping (it rebuilds
 the wait set from every entity of the node, makes a Task per callback and wakes twice per message), against
 0.05 ms for waiting on one subscription and taking its message (measured with ``/proc/<tid>/schedstat`` for
-1000 paced std_msgs/String messages; pipeit_ros.ros.framecost shows it per frame in the whole graph). On a
+1000 paced std_msgs/String messages; tools/framecost shows it per frame in the whole graph). On a
 machine whose every core runs a stage, that book-keeping comes straight off the frame rate, so the camera
 input, the tensor input of a stage and the bench's result collector take their messages here instead.
 

@@ -1,12 +1,12 @@
 """One run of consecutive stages hosted by one container, for one plan generation.
 
-A run is one engine :class:`~pipeit_ros.engine.Pipeline` over its stages, so arrays pass between them
+A run is one engine :class:`~pipeit_ros.engine.pipeline.Pipeline` over its stages, so arrays pass between them
 in-process without a copy. Its input is an inbox filled by a callback (camera frames for the head run, tensor
 messages of ``pipeit/tensor/g<generation>/stage_<first>`` otherwise); a feeder thread converts (pre-processing, or
 ``np.frombuffer``) and submits. Its output, from the engine's output thread in frame order, is either the next
 stage's tensor topic or the results (``pipeit/output``, ``pipeit/classification``).
 
-A run ends in order: the head stops at its cut (pipeit_ros.handoff), any other run at the end-of-generation
+A run ends in order: the head stops at its cut (pipeit_ros.app.handoff), any other run at the end-of-generation
 marker; then the engine drains and the marker goes on downstream. Its publishers are the container's
 (pipeit_ros.ros.outlets): a tail that stays in one container keeps one result writer, so DDS keeps the order; a
 tail moving to another container first waits until its readers acknowledged the last results (or
@@ -21,10 +21,12 @@ import time
 
 from rclpy.duration import Duration
 
-from pipeit_ros import handoff, results, tensormsg
-from pipeit_ros.engine import Pipeline
+from pipeit_ros.app import handoff, results
+from pipeit_ros.app.preprocess import ImageError
+from pipeit_ros.app.wire import diagnostics as keys
+from pipeit_ros.app.wire import tensor_msg as tensormsg
+from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.errors import PipeitError, StageError
-from pipeit_ros.preprocess import ImageError
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread, StageNode
@@ -325,10 +327,11 @@ class RunHost:
                     drops[reason] = drops.get(reason, 0) + count
         predicted = self.msg.predicted_stage_ms[index] if index < len(self.msg.predicted_stage_ms) else None
         latency = self.latency.percentiles() if index == self.indices[-1] and self.is_tail else None
-        extra = {'queue_high_water': stats.queue_high_water, 'frames': stats.frames,
-                 'cpus': ' '.join(map(str, stats.cpus))}
+        extra = {keys.QUEUE_HIGH_WATER: stats.queue_high_water, keys.FRAMES: stats.frames,
+                 keys.CPUS: ' '.join(map(str, stats.cpus))}
         if latency is not None:
-            extra.update(published_output=self.sent['output'], published_classification=self.sent['classification'])
+            extra.update({keys.PUBLISHED_OUTPUT: self.sent['output'],
+                          keys.PUBLISHED_CLASSIFICATION: self.sent['classification']})
         values = results.stage_diagnostic_values(
             generation=self.gen, figures=figures, queue_depth=self._queue_depth(k),
             drops=drops, predicted_ms=predicted or None, latency=latency, extra=extra)
@@ -337,8 +340,5 @@ class RunHost:
         return 'ok', 'running' if self._go.is_set() else 'waiting', values
 
     def _queue_depth(self, k):
-        """Frames waiting in front of hosted stage k: the inbox (stage 0 of the run) plus the engine queue
-        when the engine tells it (``queue_depths()``)."""
-        depths = getattr(self.pipeline, 'queue_depths', None)
-        engine = depths()[k] if depths is not None else 0
-        return engine + (len(self.inbox) if k == 0 else 0)
+        """Frames waiting in front of hosted stage k: the engine's queue, plus the inbox for the run's first stage."""
+        return self.pipeline.queue_depths()[k] + (len(self.inbox) if k == 0 else 0)

@@ -1,6 +1,6 @@
 """Nodes a container hosts: one ``stage_<i>`` node per pipeline stage, and the camera input node.
 
-Each stage node spins on its own thread with its own SingleThreadedExecutor (design.md §4: a
+Each stage node spins on its own thread with its own SingleThreadedExecutor (docs/architecture.md, measured facts: a
 MultiThreadedExecutor stalls when callbacks publish to each other). A stage node owns what is its stage's: its
 DiagnosticStatus on /diagnostics once a second (the output publishers are the container's, pipeit_ros.ros.outlets,
 so they outlive the runs). The
@@ -24,9 +24,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from pipeit_ros import handoff, results
-from pipeit_ros.imagecdr import parse_image
-from pipeit_ros.preprocess import ImageError
+from pipeit_ros.app import handoff, results
+from pipeit_ros.app.preprocess import ImageError
+from pipeit_ros.app.wire import topics
+from pipeit_ros.app.wire.image_cdr import parse_image
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.pump import Pump, pumped_node
 
@@ -82,7 +83,7 @@ class StageNode(Node):
         super().__init__(f'stage_{index}', namespace=namespace, context=context, use_global_arguments=False)
         self.index, self.run = index, run
         self.window = results.StageWindow()
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics)
 
     def publish_diagnostics(self):
@@ -96,7 +97,7 @@ class ImageInput:
     arrival time (the feeder thread converts them, so this callback never holds a frame up). It lives across
     plan generations, so frames keep queueing while the stages are rebuilt. Its node ``image_input`` is
     pumped (pipeit_ros.ros.pump: a frame costs one wait and one take, not an executor's book-keeping) and
-    takes frames serialized, read in place by pipeit_ros.imagecdr (one copy instead of three);
+    takes frames serialized, read in place by pipeit_ros.app.wire.image_cdr (one copy instead of three);
     :meth:`pump` gives the thread that takes the frames."""
 
     def __init__(self, *, context, namespace, topic, qos_name, policy, queue_size):
@@ -116,7 +117,7 @@ class ImageInput:
         return Pump(self.node, [self.subscription], name='pump.camera_in')
 
     def _on_image(self, serialized):
-        """A raw (serialized) frame: read in place by pipeit_ros.imagecdr, one copy fewer than a typed take."""
+        """A raw (serialized) frame: read in place by pipeit_ros.app.wire.image_cdr, one copy fewer than a typed take."""
         t_recv = time.time_ns()
         try:
             msg = parse_image(serialized)

@@ -1,0 +1,215 @@
+"""The process layout of a running pipeline: which nodes, with which parameters, CPUs and environment.
+
+One function decides it, :func:`build_layout`; ``launch/pipeline.launch.py`` maps its result onto launch_ros
+``Node`` actions and ``pipeit bringup`` onto subprocesses, so both start the same graph. Containers are per
+cluster, so the topology is resolved here, at launch: 'auto' becomes this machine's clusters.
+
+Transports: with Fast DDS' default transports camera-sized messages are slow (1.6 MB: 24 ms) and best-effort
+ones of >= 1.6 MB were all lost (docs/architecture.md, measured facts). Fast DDS' LARGE_DATA moves them in ~4 ms, but on Fast DDS 3.2
+here it sometimes never discovered a process started while its peers ran (1 in 4 test runs); shared memory
+with 8 MB messages (``DDS_ENV``) was as fast and passed every run. Either way, such participants do not talk
+to ones on the default transports at all (measured: 0 of 67 messages either way), and shared memory stays on
+one machine, so the setting must match the robot's camera driver. Hence ``large_data``: True sets ``DDS_ENV``
+for every process of the layout, False leaves the environment as it is, None (the
+default) sets it only when the camera is ours (``with_camera``), the one case where every participant is ours.
+
+Parameters come from a ROS parameter file (``config/pipeline.yaml``): a section per node name
+(``pipeit_planner``, ``pipeit_camera``, ``pipeit_container`` — applied to every container — and
+``pipeit_container_<cluster>`` for one of them), plus ``/**`` for all; a key may carry a namespace
+(``/robot/pipeit_planner``), which is ignored here (the layout's ``namespace`` applies to all nodes).
+"""
+from dataclasses import dataclass, field
+import os
+import re
+
+import yaml
+
+from pipeit_ros import paths
+from pipeit_ros.app.planner_state import PARAM_SPECS, check_value
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import topology as topology_mod
+
+PACKAGE = paths.PACKAGE
+# Shared memory only, with room for camera-sized messages: measured as fast as LARGE_DATA here, and reliable
+# where LARGE_DATA's discovery sometimes never found a process started while its peers ran (1 in 4 runs).
+DDS_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'SHM?max_msg_size=8MB&sockets_size=16MB'}
+DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
+_PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
+_FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
+ROS_NODE_PARAMS = {'use_sim_time', 'start_type_description_service'}   # every rclpy node has these
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the layout (one node; a container hosts its stage nodes itself)."""
+
+    name: str                      # node name, unique in the layout
+    executable: str                # console script of the package (lib/pipeit_ros/<executable>)
+    role: str                      # planner, container or camera
+    parameters: dict = field(default_factory=dict)
+    cpus: tuple | None = None      # CPUs the process is pinned to; None: not pinned
+    env: dict = field(default_factory=dict)          # added to the inherited environment
+    remappings: dict = field(default_factory=dict)   # topic remappings (from: to)
+    namespace: str = ''
+    exit_ok: bool = False          # exiting 0 is a normal end (the camera after `count` frames)
+    package: str = PACKAGE
+
+    def ros_args(self, params_file=None):
+        """The ``--ros-args`` part of the command line (parameters through a file: typed, any value)."""
+        args = ['--ros-args', '-r', f'__node:={self.name}']
+        if self.namespace:
+            args += ['-r', f'__ns:=/{self.namespace.strip("/")}']
+        for src, dst in self.remappings.items():
+            args += ['-r', f'{src}:={dst}']
+        if params_file:
+            args += ['--params-file', os.fspath(params_file)]
+        return args
+
+
+def node_name(text):
+    """A valid ROS node name from a cluster name (clusters may hold '.' and '-')."""
+    return re.sub(r'[^A-Za-z0-9_]', '_', text)
+
+
+def default_params_file():
+    """config/pipeline.yaml of the source tree, of a pip install's share/ or of the ament index; else None."""
+    candidates = [os.path.join(d, 'pipeline.yaml') for d in paths.share_dirs('config')]
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+def load_params_file(path):
+    """{node name: {parameter: value}} from a ROS 2 parameter file; PipeitError naming the file otherwise."""
+
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise PipeitError(f'{path}: cannot read parameter file: {exc.strerror or exc}') from None
+    except yaml.YAMLError as exc:
+        raise PipeitError(f'{path}: not valid YAML: {str(exc).splitlines()[0]}') from None
+    if not isinstance(data, dict):
+        raise PipeitError(f'{path}: a parameter file maps node names to {{ros__parameters: ...}}')
+    out = {}
+    for key, section in data.items():
+        if not isinstance(section, dict) or set(section) != {'ros__parameters'} \
+                or not isinstance(section['ros__parameters'], dict):
+            raise PipeitError(f'{path}: {key}: expected exactly one key ros__parameters holding a mapping')
+        name = '/**' if key == '/**' else str(key).rstrip('/').rsplit('/', 1)[-1]
+        out.setdefault(name, {}).update(section['ros__parameters'])
+    return out
+
+
+def section(params, role, name=None):
+    """Parameters for one node: '/**', then its role's section, then its own name's section."""
+    merged = dict(params.get('/**', {}))
+    merged.update(params.get(role, {}))
+    if name and name != role:
+        merged.update(params.get(name, {}))
+    return merged
+
+
+def planner_parameters(values, where='planner parameters'):
+    """Check planner parameters by name and value and give float parameters float values (a YAML ``50``
+    for a double parameter would make the node refuse to start)."""
+
+    out = {}
+    for name, value in values.items():
+        spec = PARAM_SPECS.get(name)
+        if name in ROS_NODE_PARAMS or name.startswith('qos_overrides.'):
+            out[name] = value
+            continue
+        if spec is None:
+            raise PipeitError(f'{where}: unknown planner parameter {name!r} (known: {", ".join(PARAM_SPECS)})')
+        if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        reason = check_value(name, value)
+        if reason:
+            raise PipeitError(f'{where}: {reason}')
+        out[name] = value
+    return out
+
+
+def dds_profile_env(environ=None):
+    """Our Fast DDS profile (a 100 ms heartbeat, see the file) for every process of the layout, unless the user
+    gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
+    nodes' own, e.g. the plan topic's transient_local, would be lost)."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(v) for v in _PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
+        return {}
+    return {_PROFILE_VARS[0]: DDS_PROFILES}
+
+
+def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
+                 image_topic=None, namespace='', large_data=None):
+    """The processes of a pipeline: the planner, one container per cluster (or one for all with
+    ``single_container``), and a camera when ``with_camera`` names a source ('pattern', a video, a folder).
+
+    ``params``: :func:`load_params_file`'s dict. ``topology``: a Topology, a spec ('auto', a YAML path, a
+    shipped name) or None for the planner section's ``topology`` (default 'auto'). ``model`` and
+    ``image_topic`` override the parameter file.
+    """
+
+    planner = section(params, PLANNER)
+    dds_env = {**dds_profile_env(), **(DDS_ENV if (large_data or (large_data is None and with_camera)) else {})}
+    if topology is None:
+        topology = planner.get('topology', 'auto')
+    if isinstance(topology, str):
+        planner['topology'] = topology
+        topology = topology_mod.resolve(topology)
+    else:
+        planner['topology'] = _topology_spec(topology)
+    if model:
+        planner['model_path'] = os.path.abspath(model) if os.path.isfile(model) else model
+    specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
+                         parameters=planner_parameters(planner), env=dict(dds_env), namespace=namespace)]
+
+    if single_container:
+        groups = [(CONTAINER, '*', topology.cpus)]
+    else:
+        groups = [(f'{CONTAINER}_{node_name(c.name)}', c.name, c.cpus) for c in topology.clusters]
+    for name, cluster, cpus in groups:
+        values = section(params, CONTAINER, name)
+        values['cluster'] = cluster
+        values['topology'] = planner['topology']        # the container pins itself to its cluster's CPUs
+        if image_topic:
+            values['image_topic'] = image_topic
+        specs.append(ProcessSpec(name=name, executable=CONTAINER, role='container', parameters=values,
+                                 cpus=tuple(cpus), env=dict(dds_env), namespace=namespace))
+
+    if with_camera:
+        values = section(params, CAMERA)
+        values['source'] = with_camera if with_camera == 'pattern' else os.path.abspath(with_camera)
+        values.update({k: float(values[k]) for k in _FLOAT_PARAMS[CAMERA] if isinstance(values.get(k), int)})
+        topic = image_topic or section(params, CONTAINER).get('image_topic')
+        remap = {'image_raw': topic} if topic and topic != 'image_raw' else {}
+        specs.append(ProcessSpec(name=CAMERA, executable=CAMERA, role='camera', parameters=values,
+                                 env=dict(dds_env), remappings=remap, namespace=namespace, exit_ok=True))
+    return specs
+
+
+def _topology_spec(topology):
+    """The spec string a planner resolves to the same topology: its YAML file, else 'auto'."""
+    source = getattr(topology, 'source', '') or ''
+    if source.startswith('yaml:'):
+        return source[len('yaml:'):]
+    if source.startswith('sysfs:') and source != 'sysfs:/sys':
+        return source[len('sysfs:'):]
+    return 'auto'
+
+
+def write_params_file(spec, path):
+    """Write one process's parameters as a ROS 2 parameter file (``/**`` section) and return the path."""
+
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump({'/**': {'ros__parameters': dict(spec.parameters)}}, f, sort_keys=True)
+    return path
+
+
+def taskset_prefix(cpus):
+    """``taskset -c 0,1`` for launch_ros' ``prefix=`` (None when not pinned)."""
+    if not cpus:
+        return None
+    return 'taskset -c ' + ','.join(str(c) for c in cpus)

@@ -1,0 +1,31 @@
+"""The keys of a stage's DiagnosticStatus on ``/diagnostics``: written by the containers
+(:func:`pipeit_ros.app.results.stage_diagnostic_values`), read by adaptation (:mod:`pipeit_ros.app.adapt`),
+bringup's monitor and the tests. Defined here only."""
+import re
+
+GENERATION = 'generation'
+FPS = 'fps'
+BUSY_PCT = 'busy_pct'
+QUEUE_DEPTH = 'queue_depth'
+QUEUE_HIGH_WATER = 'queue_high_water'
+PREDICTED_MS = 'predicted_ms'
+MEASURED_MS = 'measured_ms'
+FRAMES = 'frames'
+CPUS = 'cpus'
+LATENCY_P50_MS = 'latency_p50_ms'
+LATENCY_P99_MS = 'latency_p99_ms'
+PUBLISHED_OUTPUT = 'published_output'
+PUBLISHED_CLASSIFICATION = 'published_classification'
+DROPS_PREFIX = 'drops_'
+
+STAGE_NAME_RE = re.compile(r'(?:^|/)stage_(\d+)$')   # a stage status' name: '<container>/stage_<i>'
+
+
+def drops_key(reason):
+    """'queue' -> 'drops_queue'."""
+    return DROPS_PREFIX + reason
+
+
+def drops_of(values):
+    """{reason: count} from a status' {key: value} (the ``drops_*`` keys)."""
+    return {k[len(DROPS_PREFIX):]: int(v) for k, v in values.items() if k.startswith(DROPS_PREFIX)}

@@ -1,0 +1,9 @@
+"""The graph's topic names, relative so that a launch namespace applies to them (``/diagnostics`` excepted, as
+ROS tools expect it there). Defined here only."""
+PLAN = 'pipeit/plan'                    # planner -> containers: the plan (JSON, transient local)
+STATUS = 'pipeit/status'                # containers <-> containers: re-plan hand-over states
+OUTPUT = 'pipeit/output'                # the raw output tensor of each frame
+CLASSIFICATION = 'pipeit/classification'  # top-k of each frame
+TENSOR = 'pipeit/tensor'                # + '/g<generation>/stage_<i>': a hop between containers
+EOS = 'pipeit/eos'
+DIAGNOSTICS = '/diagnostics'

@@ -1,0 +1,402 @@
+"""Measure plans against the baselines on the same engine, alternating between them to cancel machine drift.
+
+How it measures (also printed by ``pipeit bench`` and stored in :attr:`BenchResult.method`):
+- every candidate is built once (sessions in pinned threads) and warmed up with ``warmup`` frames; all stay alive
+  until the end, so no candidate reuses memory another one freed;
+- ``rounds`` rounds; each runs every candidate for ``seconds / rounds`` s, the order rotated by one each round;
+  a producer submits the same input array as fast as the pipeline takes it ('block' policy);
+- frames/s of a round = (n - 1) / (t_done of last - t_done of first) over the n frames that came out inside the
+  round's window (steady state: the pipeline's fill time is left out); a candidate's figure is the median over
+  rounds (min and max kept too);
+- latency = first stage start -> in-order output, per frame (the wait in the input queue is left out: it
+  depends on the producer); p50/p99 over all frames of all rounds;
+- RSS: VmHWM and RSS are process-wide, so a candidate's memory is the growth of the process RSS while it was
+  built and warmed up (its sessions, weights, arenas, first activations);
+- stage utilisation = busy time / (round wall time x replicas), summed over rounds.
+``--bare`` adds a plain onnxruntime loop of the whole model (no engine, no queues) on the CPUs of the first
+replica of the reference candidate's first stage: the engine's own overhead is the difference. This module does
+not start the emulation co-runners: the caller wraps it in ``emulation.emulated(topology)`` (the CLI does).
+"""
+from dataclasses import dataclass, field
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw.cpus import allowed_cpus, pin_current_thread
+from pipeit_ros.planning.baselines import NAMES as BASELINE_NAMES
+
+TIMELINE_FRAMES = 400   # frames per replica recorded in the last round for the Gantt chart
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    spec: str
+    fps: float = 0.0                   # median over rounds
+    fps_rounds: list = field(default_factory=list)
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    frames: int = 0
+    rss_mb: float = 0.0
+    stages: list = field(default_factory=list)     # StageStats dicts (summed over rounds) + 'utilisation'
+    ratio_ort: float | None = None
+    ratio_best: float | None = None
+    plan: dict | None = None
+    timeline: list = field(default_factory=list)   # (stage, replica, seq, t_start_s, t_end_s) of the last round
+
+    def to_dict(self, timeline=False):
+        d = {k: v for k, v in self.__dict__.items() if k != 'timeline'}
+        if timeline:
+            d['timeline'] = self.timeline
+        return d
+
+
+@dataclass
+class BenchResult:
+    candidates: dict                   # name -> CandidateResult, in the order given (bare last)
+    seconds: float
+    rounds: int
+    warmup: int
+    method: dict
+    machine: dict
+    topology: dict
+    model: dict
+    best_baseline: str | None = None
+    stage_alone: dict = field(default_factory=dict)   # candidate -> [{stage, ms, replicas, fps_bound}]
+
+    def to_dict(self, timeline=False):
+        return {'model': self.model, 'machine': self.machine, 'topology': self.topology, 'method': self.method,
+                'seconds': self.seconds, 'rounds': self.rounds, 'warmup': self.warmup,
+                'best_baseline': self.best_baseline, 'stage_alone': self.stage_alone,
+                'candidates': {k: c.to_dict(timeline) for k, c in self.candidates.items()}}
+
+
+def machine_info():
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                key = line.split(':', 1)[0].strip().lower()
+                if key in ('model name', 'hardware', 'cpu model'):
+                    cpu_model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {'cpu_model': cpu_model, 'cpus_online': os.cpu_count(), 'cpus_allowed': list(allowed_cpus()),
+            'onnxruntime': ort.__version__, 'python': platform.python_version(), 'kernel': platform.release()}
+
+
+def _rss_mb():
+    """Resident set size of this process now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open('/proc/self/statm', encoding='ascii') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def input_array(graph, seed=0):
+    return np.random.default_rng(seed).standard_normal(graph.input_shape).astype(np.float32)
+
+
+class LoopWorker:
+    """A pinned thread owning one session, running it in a plain loop on request (no engine, no queues)."""
+
+    def __init__(self, model, cpus, threads, feed, out_names=None, pinned=True, name='loop'):
+        self._cmd, self._res = queue.SimpleQueue(), queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True,
+                                        args=(model, tuple(cpus), threads, pinned, feed, out_names))
+        self._thread.start()
+        self._take()
+
+    def _take(self):
+        r = self._res.get()
+        if isinstance(r, BaseException):
+            raise r
+        return r
+
+    def _main(self, model, cpus, threads, pinned, feed, out_names):
+        try:
+            if pinned:
+                pin_current_thread(cpus[:1])
+            run = make_session(model, cpus, threads=threads, pinned=pinned).run
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            self._res.put(exc)
+            return
+        self._res.put(True)
+        clock = time.perf_counter
+        while (cmd := self._cmd.get()) is not None:
+            seconds, min_runs = cmd
+            times = []
+            try:
+                end = clock() + seconds
+                while True:
+                    t0 = clock()
+                    out = run(out_names, feed)
+                    t1 = clock()
+                    times.append((t0, t1))
+                    if t1 >= end and len(times) >= min_runs:
+                        break
+                self._res.put((times, out))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                self._res.put(exc)
+
+    def loop(self, seconds, min_runs=1):
+        """[(t_start, t_end)] of each run, and the last outputs."""
+        self._cmd.put((seconds, min_runs))
+        return self._take()
+
+    def close(self):
+        self._cmd.put(None)
+        self._thread.join(5.0)
+
+
+class _EngineCandidate:
+    def __init__(self, graph, plan, x, warmup, queue_size):
+        self.plan = plan
+        self.replicas = [s.replicas for s in plan.stages]
+        self.done = []
+        self.lat = []
+        self.x = x
+        self.pipe = Pipeline(graph, plan, queue_size=queue_size, on_output=self._out, name=plan.name or 'plan')
+        self.pipe.start()
+        for _ in range(warmup):
+            self.pipe.submit(x)
+        self.pipe.drain()
+        self.done.clear()
+        self.lat.clear()
+
+    def _out(self, frame):
+        self.done.append(frame.t_done)
+        self.lat.append(frame.t_done - frame.t_start)
+
+    def round(self, seconds, timeline):
+        pipe, x = self.pipe, self.x
+        self.done.clear()
+        self.lat.clear()
+        if timeline:
+            pipe.reset_timeline(TIMELINE_FRAMES)
+        before = pipe.stats()
+        clock = time.perf_counter
+        t0 = clock()
+        end = t0 + seconds
+        while clock() < end:
+            pipe.submit(x)
+        pipe.drain()
+        wall = clock() - t0
+        after = pipe.stats()
+        n = sum(1 for t in self.done if t <= end)
+        tl = []
+        if timeline:
+            tl = [(s, r, q, a - t0, b - t0) for s, r, q, a, b in pipe.timeline()]
+            pipe.reset_timeline(0)
+        return self.done[:n], self.lat[:n], (before, after, wall), tl
+
+    def close(self):
+        self.pipe.stop()
+
+
+class _BareCandidate:
+    def __init__(self, graph, cpus, threads, x, warmup):
+        self.worker = LoopWorker(graph.extract_bytes(0, len(graph.layers) - 1), cpus, threads,
+                                 {graph.input_name: x}, name='bare')
+        self.worker.loop(0.0, warmup)
+
+    def round(self, seconds, timeline):
+        times, _ = self.worker.loop(seconds)
+        end = times[0][0] + seconds
+        times = [t for t in times if t[1] <= end] or times[:1]
+        tl = [('bare', 0, i, a - times[0][0], b - times[0][0]) for i, (a, b) in
+              enumerate(times[:TIMELINE_FRAMES])] if timeline else []
+        return [b for _, b in times], [b - a for a, b in times], None, tl
+
+    def close(self):
+        self.worker.close()
+
+
+def _round_fps(done):
+    return (len(done) - 1) / (done[-1] - done[0]) if len(done) >= 2 and done[-1] > done[0] else 0.0
+
+
+def _add_stats(acc, delta, replicas):
+    before, after, wall = delta
+    if not acc:
+        acc.extend({'name': a.name, 'cluster': a.cluster, 'cpus': list(a.cpus), 'replicas': a.replicas,
+                    'frames': 0, 'busy_s': 0.0, 'wait_in_s': 0.0, 'wait_out_s': 0.0, 'wall_s': 0.0}
+                   for a in after)
+    for d, b, a in zip(acc, before, after):
+        d['frames'] += a.frames - b.frames
+        d['busy_s'] += a.busy_s - b.busy_s
+        d['wait_in_s'] += a.wait_in_s - b.wait_in_s
+        d['wait_out_s'] += a.wait_out_s - b.wait_out_s
+        d['wall_s'] += wall
+        d['queue_high_water'] = a.queue_high_water
+        d['drops'] = a.drops
+        d['mean_ms'] = d['busy_s'] / d['frames'] * 1e3 if d['frames'] else 0.0
+        d['utilisation'] = d['busy_s'] / (d['wall_s'] * d['replicas']) if d['wall_s'] else 0.0
+
+
+def stage_alone(graph, plan, seconds=1.0, warmup=5, x=None):
+    """Each stage of ``plan`` measured alone in a plain loop on its first replica's CPUs, fed the tensor the
+    previous stages produce: [{stage, ms (median), replicas, fps_bound = replicas * 1000 / ms}]."""
+    feed_arrays = [input_array(graph) if x is None else x]
+    out = []
+    per_stage = seconds / max(1, len(plan.stages))
+    for i, s in enumerate(plan.stages):
+        names = graph.boundary(s.first)
+        w = LoopWorker(graph.extract_bytes(s.first, s.last), s.replica_cpus()[0], s.threads,
+                       dict(zip(names, feed_arrays)), pinned=s.pinned, name=f'alone.stage_{i}')
+        try:
+            w.loop(0.0, warmup)
+            times, feed_arrays = w.loop(per_stage, 3)
+        finally:
+            w.close()
+        ms = float(np.median([b - a for a, b in times])) * 1e3
+        out.append({'stage': f'stage_{i}', 'ms': ms, 'replicas': s.replicas,
+                    'fps_bound': s.replicas * 1e3 / ms if ms > 0 else 0.0})
+    return out
+
+
+def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20, bare=False, progress=True,
+                  stage_alone_for=(), queue_size=2, log=None):
+    """Measure every plan of ``candidates`` ({name: Plan}) and, with ``bare``, the plain loop; see the module
+    docstring for how. ``stage_alone_for``: candidate names whose stages are also measured alone."""
+    if not candidates:
+        raise PipeitError('nothing to benchmark: no candidate plan')
+    rounds = max(1, int(rounds))
+    x = input_array(graph)
+    results = {name: CandidateResult(name, plan.to_spec(), plan=plan.to_dict()) for name, plan in candidates.items()}
+    runners = {}
+    reference = next((n for n in candidates if n not in BASELINE_NAMES), None) or \
+        ('best_cluster' if 'best_cluster' in candidates else next(iter(candidates)))
+    try:
+        for name, plan in candidates.items():
+            rss0 = _rss_mb()
+            runners[name] = _EngineCandidate(graph, plan, x, warmup, queue_size)
+            results[name].rss_mb = _rss_mb() - rss0
+        if bare:
+            s = candidates[reference].stages[0]
+            cpus = s.replica_cpus()[0]
+            rss0 = _rss_mb()
+            runners['bare'] = _BareCandidate(graph, cpus, s.threads, x, warmup)
+            results['bare'] = CandidateResult('bare', f'plain ORT loop on cpus {list(cpus)} ({s.threads} threads, '
+                                                      f'cores of {reference})', rss_mb=_rss_mb() - rss0)
+        names = list(runners)
+        lats = {n: [] for n in names}
+        bar = tqdm(total=rounds * len(names), desc='bench', unit='run', file=sys.stderr, disable=not progress,
+                   leave=False)
+        with bar:
+            for r in range(rounds):
+                last = r == rounds - 1
+                for j in range(len(names)):
+                    name = names[(j + r) % len(names)]
+                    bar.set_postfix_str(name)
+                    done, lat, delta, tl = runners[name].round(seconds / rounds, last)
+                    res = results[name]
+                    res.fps_rounds.append(_round_fps(done))
+                    res.frames += len(done)
+                    lats[name].extend(lat)
+                    if delta is not None:
+                        _add_stats(res.stages, delta, runners[name].replicas)
+                    if last:
+                        res.timeline = tl
+                    bar.update()
+        for name in names:
+            res = results[name]
+            res.fps = float(np.median(res.fps_rounds))
+            if lats[name]:
+                res.p50_ms, res.p99_ms = (float(v) * 1e3 for v in np.percentile(lats[name], [50, 99]))
+        alone = {}
+        for name in stage_alone_for:
+            if log:
+                log(f'measuring each stage of {name} alone')
+            alone[name] = stage_alone(graph, candidates[name], seconds / rounds, warmup, x)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    base = {n: results[n].fps for n in results if n in BASELINE_NAMES}
+    best = max(base, key=base.get) if base else None
+    for res in results.values():
+        if base.get('ort_all_cores'):
+            res.ratio_ort = res.fps / base['ort_all_cores']
+        if best and base[best]:
+            res.ratio_best = res.fps / base[best]
+    method = {'rounds': rounds, 'seconds_per_round': seconds / rounds, 'warmup_frames': warmup,
+              'order': 'all candidates alive; each round runs every candidate once, order rotated per round',
+              'fps': 'median over rounds of steady-state (n-1)/(last-first output) inside the round window',
+              'latency': 'p50/p99 over all frames of first-stage start -> in-order output (input queue excluded)',
+              'rss': 'process RSS growth while the candidate was built and warmed up',
+              'utilisation': 'stage busy time / (round wall time x replicas)', 'queue_size': queue_size,
+              'bare_reference': reference if bare else None}
+    return BenchResult(candidates=results, seconds=seconds, rounds=rounds, warmup=warmup, method=method,
+                       machine=machine_info(), topology=topology.to_dict(),
+                       model={'path': graph.path, 'hash': graph.model_hash, 'layers': len(graph.layers)},
+                       best_baseline=best, stage_alone=alone)
+
+
+def format_table(result):
+    """The human table: one line per candidate, ratios to ort_all_cores and to the best baseline."""
+    def ratio(v):
+        return f'{v:6.2f}x' if v is not None else '      -'
+    width = max(len(n) for n in result.candidates)
+    lines = [f'{"candidate":<{width}}  {"frames/s":>9} {"x ort":>7} {"x best":>7} {"p50 ms":>8} {"p99 ms":>8} '
+             f'{"RSS MB":>7}  stage utilisation / spec']
+    for name, c in result.candidates.items():
+        util = ' '.join(f'{s["utilisation"] * 100:3.0f}%' for s in c.stages)
+        spec = c.spec if len(c.spec) <= 48 else c.spec[:45] + '...'
+        lines.append(f'{name:<{width}}  {c.fps:9.1f} {ratio(c.ratio_ort)} {ratio(c.ratio_best)} {c.p50_ms:8.2f} '
+                     f'{c.p99_ms:8.2f} {c.rss_mb:7.1f}  {util + "  " if util else ""}{spec}')
+    for name, c in result.candidates.items():
+        predicted = (c.plan or {}).get('predicted_fps')
+        if predicted and c.fps:
+            lines.append(f'{name}: predicted {predicted:.1f} frames/s, measured {c.fps:.1f} '
+                         f'(measured / predicted {c.fps / predicted:.2f})')
+    for name, stages in result.stage_alone.items():
+        bound = min(s['fps_bound'] for s in stages)
+        fps = result.candidates[name].fps
+        lines.append(f'{name}: stages alone ' + ', '.join(f'{s["stage"]} {s["ms"]:.3f} ms'
+                                                          + (f' x{s["replicas"]}' if s['replicas'] > 1 else '')
+                                                          for s in stages)
+                     + _predicted_stages(result.candidates[name].plan)
+                     + f' -> bound {bound:.1f} frames/s; pipeline efficiency {fps / bound * 100:.0f}%')
+    ref = result.method.get('bare_reference')
+    if 'bare' in result.candidates and ref in result.candidates:
+        eng, bare = result.candidates[ref].fps, result.candidates['bare'].fps
+        stages = result.candidates[ref].plan['stages']
+        if len(stages) > 1 or stages[0]['replicas'] > 1:
+            lines.append(f'bare ran on the cores of {ref}\'s first stage only: the engine overhead is measured '
+                         f'with a one-stage, one-replica plan (e.g. --stages 0-{result.model["layers"] - 1}@CLUSTER)')
+        elif eng and bare:
+            lines.append(f'engine overhead: {ref} {eng:.1f} vs bare {bare:.1f} frames/s '
+                         f'(throughput {(eng / bare - 1) * 100:+.1f}%, {1e3 / eng - 1e3 / bare:+.3f} ms per frame)')
+    return '\n'.join(lines)
+
+
+def _predicted_stages(plan):
+    ms = [s.get('predicted_ms') for s in (plan or {}).get('stages', [])]
+    return f' (predicted {", ".join(f"{m:.3f}" for m in ms)} ms)' if ms and None not in ms else ''
+
+
+def format_method(result):
+    m, mc, t = result.method, result.machine, result.topology
+    emulated = [f'{c["name"]} share {c["emulate"]["share"]:g}' for c in t['clusters'] if c.get('emulate')]
+    return '\n'.join([
+        f'topology: {t["name"]} ({t["fingerprint"]}): '
+        + ', '.join(f'{c["name"]} cpus {c["cpus"]}' for c in t['clusters'])
+        + (f'; emulated: {", ".join(emulated)}' if emulated else ''),
+        f'machine: {mc["cpu_model"]}, {mc["cpus_online"]} CPUs online, allowed {mc["cpus_allowed"]}, '
+        f'onnxruntime {mc["onnxruntime"]}, Python {mc["python"]}, kernel {mc["kernel"]}',
+        f'method: {m["rounds"]} rounds x {m["seconds_per_round"]:.2f} s per candidate, {m["warmup_frames"]} warm-up '
+        f'frames; {m["order"]}',
+        f'  frames/s: {m["fps"]}; latency: {m["latency"]}',
+        f'  RSS: {m["rss"]}; utilisation: {m["utilisation"]}'])

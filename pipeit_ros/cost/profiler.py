@@ -1,0 +1,281 @@
+"""Measure every segment of a model on every core configuration: the 'profile' source of a CostTable.
+
+A segment is the layer range between two consecutive legal cut points (``graph.segments()``); a stage is a
+run of segments, so the DSE needs each segment's time on each (cluster, k cores). Each segment is extracted
+as its own ONNX model and run as a stage runs it (:func:`pipeit_ros.cost.timing.run_pinned`: a thread pinned to
+the configuration's first CPU, the ORT pool pinned to the others, built by ``make_session``).
+
+Each call runs in short bursts (one untimed run, then timed ones back to back), round-robin over the calls:
+a stage runs back to back with its weights in cache, so a lone cold run would overstate it.
+
+A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
+adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
+against its two segments run apart, scaled so that the whole model as one stage costs what it measured. ``seg_ms`` then holds each segment's time inside a stage.
+
+Load: a core is slower while the other cores work (shared caches, memory bandwidth). After its rounds, each
+configuration times the whole model again, run by run alternately alone and while every other CPU of the
+topology runs the model in a loop (one single-thread session each, as data-parallel replicas would);
+``load_factor`` = time under load / time alone (at least 1), see :mod:`pipeit_ros.cost.table`. Alternating matters
+on a shared VM: timed apart, the two windows once gave ResNet-50 a factor of 1.8 that was a slow spell.
+
+A session run has a fixed cost whatever the model (binding, executor set-up, output allocation): measured
+as the run time of a one-element Identity model on the same configuration, it is subtracted from each
+segment (``seg_ms``) and kept once per configuration (``overhead_ms``), so a stage of several segments pays it
+once. The whole model is timed in the same rounds; ``meta['overhead_regression_ms']`` = (sum of raw segment
+times - whole-model time) / (segments - 1) is the same overhead estimated the other way, as a check.
+
+Hand-over between stages (:func:`measure_handover`, cached per topology): the in-process queue hand-over
+(fixed + per MB) goes into the table; the cross-process copy path (memoryview -> array, docs/architecture.md, measured facts) is kept
+in ``meta['handover_cross_process']``.
+
+Results are cached under ``cache.entry_path('profiles', model hash, topology fingerprint, options)`` (the
+ORT version is part of every key); a rerun says that it reused the file.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeit_ros import cache
+from pipeit_ros.cost import timing as measure
+from pipeit_ros.cost.table import CostTable
+from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.errors import PipeitError
+
+DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
+DEFAULT_WARMUP = 3
+BURST = 2                  # timed runs per call per round, after one untimed run
+LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
+LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
+MIN_REPS, MAX_REPS = 7, 200
+PROFILE_FORMAT = 'v6-cuts-fit-to-whole'  # bump when the measure changes, so old cached profiles are not reused
+FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
+
+
+def cache_path(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S):
+    return cache.entry_path('profiles', PROFILE_FORMAT, graph.model_hash, topology.fingerprint(),
+                            f'reps={reps}', f'warmup={warmup}', f'budget={budget_s:g}')
+
+
+def cached_profile(graph, topology, **options):
+    """The cached profile of ``graph`` on ``topology`` (or None) and its path."""
+    path = cache_path(graph, topology, **options)
+    return (CostTable.load(path) if os.path.exists(path) else None), path
+
+
+def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S, progress=True,
+            log=print, use_cache=True, seed=0):
+    """Measured CostTable (source 'profile') of ``graph`` on every core configuration of ``topology``.
+
+    ``reps`` fixes the repetitions per segment; without it they are adaptive (7..200 rounds, until the
+    medians move < 2 % or ``budget_s`` seconds per configuration are spent). Runs inside
+    ``emulation.emulated(topology)`` when the topology emulates slow clusters.
+    """
+    if reps is not None and reps < 1:
+        raise PipeitError(f'reps must be >= 1, got {reps}')
+    if budget_s <= 0:
+        raise PipeitError(f'budget must be > 0 seconds, got {budget_s:g}')
+    table, path = cached_profile(graph, topology, reps=reps, warmup=warmup, budget_s=budget_s)
+    if use_cache and table is not None:
+        log(f'profile: reusing cached profile {path} (model {graph.model_hash[:12]}, '
+            f'topology {topology.fingerprint()})')
+        return table
+    configs = measure.core_configs(topology)
+    segments = [tuple(s) for s in graph.segments()]
+    started = time.perf_counter()
+    log(f'profile: {len(segments)} segments x {len(configs)} core configurations '
+        f'({", ".join(map(str, configs))}); extracting segments')
+    blobs = [graph.extract_bytes(a, b) for a, b in segments]
+    pairs = [graph.extract_bytes(segments[s - 1][0], segments[s][1]) for s in range(1, len(segments))]
+    whole = graph.model.SerializeToString()
+    timing = dict(warmup=warmup, budget_s=float('inf') if reps else budget_s,
+                  min_reps=reps or MIN_REPS, max_reps=reps or MAX_REPS)
+    rng = np.random.default_rng(seed)
+    results, feeds = [], None
+    with measure.emulation(topology, log):
+        handover = measure_handover(topology, log=log, use_cache=use_cache)
+        per_config = reps or budget_s     # the bar counts rounds with fixed reps, else seconds of budget
+        with _progress_bar(len(configs) * per_config, 'round' if reps else 's', progress) as bar:
+            for cfg in configs:
+                bar.set_description_str(f'profile {cfg}')
+                done = [0.0]
+
+                def tick(dt, done=done):
+                    step = min(1 if reps else dt, per_config - done[0])
+                    if step > 0:
+                        bar.update(step)
+                        done[0] += step
+                res = measure.run_pinned(cfg.cpus, _measure_config, blobs, pairs, whole, cfg, feeds, rng, timing,
+                                         tick)
+                feeds = res['feeds']
+                others = [c for c in topology.cpus if c not in cfg.cpus]
+                res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S)
+                                 if others else None)
+                bar.update(max(per_config - done[0], 0))
+                results.append(res)
+    table = _assemble(graph, topology, segments, configs, results, feeds, handover,
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps,
+                           wall_s=round(time.perf_counter() - started, 2)))
+    table.save(path)
+    log(f'profile: measured in {time.perf_counter() - started:.1f} s; cached as {path}')
+    return table
+
+
+def _progress_bar(total, unit, enabled):
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=not enabled, leave=False, dynamic_ncols=True,
+                bar_format='{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining} left]')
+
+
+def chain_feeds(sessions, first_feeds):
+    """Inputs of every segment, produced by running the segments in a chain from the model input."""
+    feeds = [first_feeds]
+    for s, session in enumerate(sessions[:-1]):
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds[-1])))
+        wanted = [i.name for i in sessions[s + 1].get_inputs()]
+        missing = [n for n in wanted if n not in outputs]
+        if missing:
+            raise PipeitError(f'segment {s + 1} needs {missing}, which segment {s} does not produce')
+        feeds.append({n: outputs[n] for n in wanted})
+    return feeds
+
+
+def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick):
+    """In a pinned thread: build the sessions of ``cfg`` and time identity, segments, whole model and pairs."""
+    sessions = [make_session(b, cfg.cpus) for b in blobs]
+    pair_sessions = [make_session(b, cfg.cpus) for b in pairs]
+    whole_session = make_session(whole, cfg.cpus)
+    identity = make_session(measure.identity_model(), cfg.cpus)
+    if feeds is None:
+        feeds = chain_feeds(sessions, measure.feeds_for(sessions[0], rng))
+    one = {'x': np.zeros(1, np.float32)}
+    calls = [lambda: identity.run(None, one)]
+    calls += [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
+    calls.append(lambda: whole_session.run(None, feeds[0]))
+    for s, session in enumerate(pair_sessions):
+        pair_feeds = {i.name: feeds[s][i.name] for i in session.get_inputs()}
+        calls.append(lambda session=session, f=pair_feeds: session.run(None, f))
+    times = measure.time_calls(calls, tick=tick, burst=BURST, **timing)
+    return {'times': times, 'feeds': feeds}
+
+
+def _assemble(graph, topology, segments, configs, results, feeds, handover, options):
+    n = len(segments)
+    overhead, seg_ms, cut_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], [], []
+    loaded_ms, load_factor = [], []
+    for cfg, res in zip(configs, results):
+        stat = 'mean' if cfg.emulate_share else 'median'
+        med, rel = measure.summarise(res['times'], stat=stat)
+        overhead.append(med[0])
+        alone = np.maximum(med[1:n + 1] - med[0], FLOOR_MS)
+        cut = fit_cuts(split_cuts(alone, med[n + 2:] - med[0]), alone, med[n + 1] - med[0])
+        after = np.append(cut[1:], 0.0)
+        seg_ms.append(np.maximum(alone - (cut + after) / 2, FLOOR_MS))
+        cut_ms.append(cut)
+        spread.append(rel[1:n + 1])
+        whole_ms.append(med[n + 1])
+        raw_sum.append(float(med[1:n + 1].sum()))
+        regression.append((raw_sum[-1] - med[n + 1]) / (n - 1) if n > 1 else None)
+        reps.append(int(res['times'].shape[1]))
+        if res.get('loaded') is None:
+            loaded_ms.append(None)
+            load_factor.append(1.0)
+        else:
+            alone_w, loaded_w = (float(measure.summarise(t[None], stat)[0][0]) for t in res['loaded'])
+            loaded_ms.append(loaded_w)
+            load_factor.append(float(np.clip(loaded_w / alone_w, *LOAD_LIMITS)))
+    layers = graph.layers
+    in_bytes = [int(sum(v.nbytes for v in f.values())) for f in feeds]
+    weight_bytes = [int(sum(layers[i].weight_bytes for i in range(a, b + 1))) for a, b in segments]
+    act_bytes = [int(max([in_bytes[s]] + [layers[i].output_bytes for i in range(a, b + 1)]))
+                 for s, (a, b) in enumerate(segments)]
+    in_proc = handover['in_process']
+    meta = dict(options, reps_done=reps, whole_ms=whole_ms, sum_segments_raw_ms=raw_sum,
+                overhead_regression_ms=regression, handover=handover,
+                handover_cross_process=handover['cross_process_copy'], ort_version=cache.ort_version(),
+                measured_at=time.strftime('%Y-%m-%dT%H:%M:%S'), emulated=topology.has_emulation(),
+                model_path=str(getattr(graph, 'path', '')))
+    meta['whole_from_table_ms'] = [float(s.sum() + o) for s, o in zip(seg_ms, overhead)]
+    meta['whole_under_load_ms'] = loaded_ms
+    return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
+                     cut_ms=np.array(cut_ms), load_factor=np.array(load_factor), overhead_ms=np.array(overhead),
+                     in_bytes=in_bytes, weight_bytes=weight_bytes,
+                     act_bytes=act_bytes, handover_fixed_ms=in_proc['fixed_ms'],
+                     handover_ms_per_mb=in_proc['ms_per_mb'], source='profile', model_hash=graph.model_hash,
+                     topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta)
+
+
+def split_cuts(alone, pairs):
+    """Cost of each cut from segment times alone and adjacent pairs alone (overhead excluded): what the pair
+    saves, kept within [0, the smaller of its two segments] so that noise never makes a segment negative."""
+    alone, pairs = np.asarray(alone, float), np.asarray(pairs, float)
+    saved = alone[:-1] + alone[1:] - pairs
+    return np.concatenate([[0.0], np.clip(saved, 0.0, np.minimum(alone[:-1], alone[1:]))])
+
+
+def fit_cuts(cut, alone, whole):
+    """The pair estimates of the cut costs scaled so that the model as one stage costs what it measured
+    (``whole``, overhead excluded): one stage = sum of segments alone - sum of cuts. Pairs see only what two
+    neighbours save; on MobileNet v1 the table without this came out 8 % above the whole model. Each cut stays
+    within [0, the smaller of its two segments]."""
+    cut = np.asarray(cut, float)
+    want, have = float(np.sum(alone) - whole), float(cut.sum())
+    if have <= 0 or len(cut) < 2:
+        return cut
+    bound = np.concatenate([[0.0], np.minimum(alone[:-1], alone[1:])])
+    return np.clip(cut * max(want, 0.0) / have, 0.0, bound)
+
+
+def measure_handover(topology, *, log=print, use_cache=True):
+    """Hand-over cost between stages on ``topology`` (cached per topology fingerprint).
+
+    ``in_process``: a queue hand-over from the first CPU of the fastest cluster to the first CPU of the
+    slowest (or the cluster's last CPU when there is one cluster) — what the table uses.
+    ``cross_process_copy``: the memoryview/array copy of a cross-process hand-over, transport excluded.
+    """
+    path = cache.entry_path('handover', topology.fingerprint())
+    if use_cache and os.path.exists(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+            log(f'profile: reusing cached hand-over costs {path}')
+            return data
+        except (OSError, ValueError):
+            pass
+    src = topology.clusters[0].cpus[0]
+    dst = topology.clusters[-1].cpus[0] if len(topology.clusters) > 1 else topology.clusters[0].cpus[-1]
+    fixed, per_mb, points = measure.measure_in_process(src, dst)
+    x_fixed, x_per_mb, x_points = measure.measure_cross_process_copy()
+    data = {'in_process': {'fixed_ms': fixed, 'ms_per_mb': per_mb, 'src_cpu': src, 'dst_cpu': dst,
+                           'points_mb_ms': points},
+            'cross_process_copy': {'fixed_ms': x_fixed, 'ms_per_mb': x_per_mb, 'points_mb_ms': x_points,
+                                   'what': 'ndarray -> array(f) via memoryview + np.frombuffer; '
+                                           'DDS transport not included'}}
+    data = json.loads(json.dumps(data))  # the same lists a cached read gives
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(data, f)
+    log(f'profile: hand-over {fixed:.3f} ms + {per_mb:.3f} ms/MB in process (cpu {src} -> {dst}), '
+        f'cross-process copy {x_fixed:.3f} ms + {x_per_mb:.3f} ms/MB')
+    return data
+
+
+def describe(table):
+    """Human-readable lines of a CostTable: one row per segment, one column per core configuration."""
+    head = ['segment', 'layers'] + [f'{c}:{k}' for c, k in table.configs]
+    rows = [[str(s), f'{a}-{b}'] + [f'{table.seg_ms[i, s]:.3f}' for i in range(len(table.configs))]
+            for s, (a, b) in enumerate(table.segments)]
+    rows.append(['overhead', ''] + [f'{v:.3f}' for v in table.overhead_ms])
+    rows.append(['one stage', ''] + [f'{v:.3f}' for v in table.seg_ms.sum(axis=1) + table.overhead_ms])
+    rows.append(['all cuts', ''] + [f'{v:.3f}' for v in table.cut_ms.sum(axis=1)])
+    if table.load_factor is not None:
+        rows.append(['under load', ''] + [f'x{v:.3f}' for v in table.load_factor])
+    if 'whole_ms' in table.meta:
+        rows.append(['whole', ''] + [f'{v:.3f}' for v in table.meta['whole_ms']])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    lines = ['  '.join(v.rjust(w) for v, w in zip(r, widths)) for r in [head] + rows]
+    lines.append(f'times in ms ({table.source}) of each segment inside a stage; a cut between stages adds its '
+                 f'own cost (sum over all cuts above) and a hand-over of {table.handover_fixed_ms:.3f} ms + '
+                 f'{table.handover_ms_per_mb:.3f} ms/MB')
+    return lines

@@ -1,0 +1,137 @@
+"""The engine's small parts: frame and statistics records, the bounded channel, the switch-interval guard, and
+the plan check. Kept apart from engine.py so the Pipeline's threads read in one place."""
+from dataclasses import asdict, dataclass, field
+import queue
+import sys
+import threading
+
+from pipeit_ros.errors import PlanError
+from pipeit_ros.hw.cpus import allowed_cpus
+from pipeit_ros.plan import check_against, validate
+
+SWITCH_INTERVAL_S = 0.001
+
+
+@dataclass(slots=True)
+class FrameResult:
+    """One frame; ``outputs`` holds the tensors of the last stage that ran it (the inputs before stage 0)."""
+
+    seq: int
+    meta: object
+    outputs: list
+    t_submit: float                 # perf_counter when submit() was called
+    t_done: float = 0.0             # perf_counter when it left the pipeline in order
+    t_start: float = 0.0            # perf_counter when the first stage started it (latency without input queue)
+
+    @property
+    def latency_ms(self):
+        return (self.t_done - self.t_start) * 1e3
+
+
+@dataclass
+class StageStats:
+    name: str
+    cluster: str
+    cpus: tuple
+    frames: int = 0
+    busy_s: float = 0.0
+    wait_in_s: float = 0.0
+    wait_out_s: float = 0.0
+    queue_high_water: int = 0
+    drops: int = 0
+    replicas: int = 1
+
+    @property
+    def mean_ms(self):
+        return self.busy_s / self.frames * 1e3 if self.frames else 0.0
+
+    def to_dict(self):
+        return {**asdict(self), 'cpus': list(self.cpus), 'mean_ms': self.mean_ms}
+
+
+@dataclass
+class Worker:
+    """Counters of one replica thread; written by that thread only (no locks on the hot path)."""
+
+    stage: int
+    replica: int
+    cpus: tuple
+    frames: int = 0
+    busy_s: float = 0.0
+    wait_in_s: float = 0.0
+    wait_out_s: float = 0.0
+    native_id: int = 0
+    timeline: list = field(default_factory=list)
+
+
+# -- switch interval: lowered while any pipeline runs (docs/architecture.md), restored when the last one stops
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = None
+
+
+def switch_acquire():
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        _switch_users += 1
+
+
+def switch_release():
+    global _switch_users
+    with _switch_lock:
+        _switch_users -= 1
+        if _switch_users == 0 and _switch_saved is not None:
+            sys.setswitchinterval(_switch_saved)
+
+
+class Channel:
+    """A bounded FIFO made of two C-level SimpleQueues, the items and the free slots: several times cheaper per
+    hand-over than queue.Queue (a Python Condition, a lock allocated per wait) on the engine's hot path."""
+
+    __slots__ = ('items', 'slots')
+
+    def __init__(self, maxsize):
+        self.items, self.slots = queue.SimpleQueue(), queue.SimpleQueue()
+        for _ in range(maxsize):
+            self.slots.put(None)
+
+    def qsize(self):
+        return self.items.qsize()
+
+
+class _AnyCPU:
+    """A stand-in topology whose every cluster holds all of the plan's CPUs: lets plan.validate check a plan's
+    structure (coverage, cut points, CPU counts, CPUs used twice) when the engine is given no topology."""
+
+    def __init__(self, plan):
+        self.cpus = tuple(sorted(set(plan.cpus())))
+
+    def cluster(self, name):
+        return _AnyCluster(name, self.cpus)
+
+
+@dataclass
+class _AnyCluster:
+    name: str
+    cpus: tuple
+
+
+def check_plan(graph, plan, topology=None, stages=None):
+    """Raise PlanError unless ``plan`` can run here: validated against ``graph`` (and ``topology`` if given),
+    and the CPUs of the hosted ``stages`` (default all) available to the calling thread. Only the hosted
+    stages count: a container pinned to one cluster hosts that cluster's stages."""
+    if topology is not None:
+        check_against(plan, graph, topology)
+    else:
+        validate(plan, _AnyCPU(plan), n_layers=len(graph.layers), cut_points=graph.cut_points)
+    allowed = set(allowed_cpus())
+    for i in range(len(plan.stages)) if stages is None else stages:
+        s = plan.stages[i]
+        missing = sorted(set(s.cpus) - allowed)
+        if missing and s.pinned:
+            raise PlanError(f'stage {i} ({s.first}-{s.last}@{s.cluster}) uses CPU(s) {missing} that this process '
+                            f'may not run on (allowed: {sorted(allowed)})')
+    return plan

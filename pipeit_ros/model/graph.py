@@ -1,0 +1,386 @@
+"""An ONNX CNN as Pipe-it sees it: layers with descriptors, legal cut points, runnable sub-models.
+
+Layers. Nodes are walked in the file's topological order. A node joins the layer before it when it is a
+pure chain step: its only non-constant input is that layer's current output, read by nothing else and not a
+graph output, and its op may be fused there. After a Conv/Gemm/MatMul (``conv``/``fc`` layers) that is
+BatchNormalization, activations, Dropout/Identity, Flatten/Reshape/Squeeze/Unsqueeze, Softmax, a bias or
+scale Add/Mul with a constant, LRN and one pooling op (local or global). After any other layer the same
+minus LRN and pooling, so a pool behind an eltwise/concat layer is its own ``pool``/``gpool`` layer with its
+own work counted. Everything else starts a layer: standalone pools, Add/Mul of two tensors (``eltwise``),
+Concat, and the rest (``other``).
+
+Descriptors (per layer, batch 1): ``in_shape`` is C, H, W of the main node's first non-constant input
+((K, 1, 1) for fc), ``out_shape`` that of the layer's output after the fused nodes; kernel, stride,
+padding (ONNX order top, left, bottom, right, ``auto_pad`` resolved) and dilation of the main conv/pool
+node, (1, 1) / (0, 0, 0, 0) otherwise; ``groups``; ``filters`` = output channels of conv/fc, 0 for layers
+without weights. ``macs``: conv out_elems x C_in/g x kh x kw, fc in x out, pool out_elems x kh x kw, gpool
+in_elems, eltwise out_elems x (inputs - 1), concat/other 0; fused nodes add nothing (they are small and the
+published counts leave them out). ``weight_bytes``: the initializers the layer's nodes read.
+
+Cut points. A cut before layer i is legal when exactly one tensor produced before it (the model input
+counts as produced before layer 0) is read at or after layer i, and it is not a graph output; initializers
+never count. So a residual or inception block is never cut inside.
+"""
+import collections
+import dataclasses
+from dataclasses import dataclass
+import math
+import operator
+import threading
+
+from onnx import helper
+import onnx.utils
+
+from pipeit_ros.errors import PlanError
+from pipeit_ros.model import load as graph_load
+
+CONV_OPS = {'Conv'}
+FC_OPS = {'Gemm', 'MatMul'}
+POOL_OPS = {'MaxPool', 'AveragePool', 'LpPool'}
+GPOOL_OPS = {'GlobalAveragePool', 'GlobalMaxPool', 'GlobalLpPool'}
+ELTWISE_OPS = {'Add', 'Sum', 'Mul', 'Sub', 'Div', 'Max', 'Min', 'Mean'}
+FUSE_ANY = {'BatchNormalization', 'Relu', 'Clip', 'LeakyRelu', 'PRelu', 'Sigmoid', 'HardSigmoid', 'HardSwish',
+            'Tanh', 'Elu', 'Selu', 'Celu', 'Softplus', 'Gelu', 'Mish', 'Dropout', 'Identity', 'Flatten',
+            'Reshape', 'Squeeze', 'Unsqueeze', 'Softmax', 'LogSoftmax', 'Add', 'Mul', 'Sub', 'Div'}
+FUSE_AFTER_COMPUTE = POOL_OPS | GPOOL_OPS | {'LRN'}
+EXTRACT_CACHE_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    """One layer: what the layer-time predictor sees (see the module docstring for each field)."""
+    index: int
+    name: str
+    op_type: str
+    nodes: tuple
+    fused: tuple
+    in_shape: tuple
+    out_shape: tuple
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    filters: int = 0
+    macs: int = 0
+    weight_bytes: int = 0
+    output_bytes: int = 0
+
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """Cut before layer ``index``: layers [0, index) | [index, n); ``tensor`` is all that crosses."""
+    index: int
+    tensor: str
+    shape: tuple
+    bytes: int
+
+    def to_dict(self):
+        return {'index': self.index, 'tensor': self.tensor, 'shape': list(self.shape), 'bytes': self.bytes}
+
+
+def load(path):
+    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`); raises ModelError."""
+    model, digest = graph_load.read_model(path)
+    _, batch_fixed = graph_load.check_interface(path, model)
+    graph_load.check_runtime(path)
+    graph_load.make_static(path, model)
+    return LayerGraph(path, model, digest, batch_fixed)
+
+
+class LayerGraph:
+    """Layers, cut points and sub-model extraction of one prepared model (built by :func:`load`)."""
+
+    def __init__(self, path, model, model_hash, batch_fixed):
+        graph = model.graph
+        self.path, self.model, self.model_hash, self.batch_fixed = path, model, model_hash, batch_fixed
+        self.input_name = graph.input[0].name
+        self._tensors = graph_load.static_shapes(graph)
+        self.input_shape = self._tensors[self.input_name][0]
+        self.output_names = [o.name for o in graph.output]
+        self.output_shapes = [self._tensors[o][0] for o in self.output_names]
+        self.opset = graph_load.default_opset(model)
+        self._const = {t.name for t in graph.initializer}
+        nodes = list(graph.node)
+        self._layer_nodes = [[nodes[i] for i in group] for group in _group(nodes, self._const, set(self.output_names))]
+        self._reader_layers = collections.defaultdict(set)
+        for li, group in enumerate(self._layer_nodes):
+            for node in group:
+                for t in node.input:
+                    self._reader_layers[t].add(li)
+        self.layers = [self._describe(i, group) for i, group in enumerate(self._layer_nodes)]
+        self.cut_points = self._find_cuts()
+        self._cuts = {c.index: c for c in self.cut_points}
+        self._extractor = None
+        self._bytes_cache = collections.OrderedDict()
+        self._lock = threading.Lock()  # stage threads may ask for their sub-models at once
+
+    # -- tensors -------------------------------------------------------------------------------------
+    def _shape(self, name):
+        return self._tensors[name][0]
+
+    def _nbytes(self, name):
+        shape, elem = self._tensors[name]
+        return math.prod(shape) * helper.tensor_dtype_to_np_dtype(elem).itemsize
+
+    def _acts(self, node):
+        return [i for i in node.input if i and i not in self._const]
+
+    # -- layers --------------------------------------------------------------------------------------
+    def _describe(self, index, nodes):
+        main, tail = nodes[0], nodes[-1]
+        acts = self._acts(main)
+        kind = _kind(main, acts, self._shape)
+        leaving = {o for n in nodes for o in n.output
+                   if o and (self._reader_layers[o] - {index} or o in self.output_names)}
+        fields = dict(
+            index=index, name=main.name, op_type=kind, nodes=tuple(n.name for n in nodes),
+            fused=tuple(n.op_type for n in nodes[1:]),
+            in_shape=_chw(self._shape(acts[0])) if acts else (0, 0, 0),
+            out_shape=_chw(self._shape(tail.output[0])) if tail.output[0] in self._tensors else (0, 0, 0),
+            weight_bytes=sum(self._nbytes(t) for t in {i for n in nodes for i in n.input if i in self._const}),
+            output_bytes=sum(self._nbytes(t) for t in leaving))
+        fields.update(_geometry(main, kind, acts, self._shape))
+        return LayerDescriptor(**fields)
+
+    def _find_cuts(self):
+        n = len(self._layer_nodes)
+        produced = {self.input_name: -1}
+        last_read = {}
+        for li, nodes in enumerate(self._layer_nodes):
+            for node in nodes:
+                for t in self._acts(node):
+                    last_read[t] = li
+                for o in node.output:
+                    if o:
+                        produced[o] = li
+        for o in self.output_names:
+            last_read[o] = n
+        spans = [(p, last_read[t], t) for t, p in produced.items() if last_read.get(t, p) > p]
+        cuts = []
+        for i in range(1, n):
+            crossing = [t for p, r, t in spans if p < i <= r]
+            if len(crossing) == 1 and crossing[0] not in self.output_names:
+                t = crossing[0]
+                cuts.append(CutPoint(i, t, self._shape(t), self._nbytes(t)))
+        return cuts
+
+    @property
+    def total_macs(self):
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def total_weight_bytes(self):
+        return sum(self._nbytes(t) for t in self._const if self._reader_layers[t])
+
+    # -- cutting -------------------------------------------------------------------------------------
+    def boundary(self, index):
+        """Tensors entering layer ``index`` (0: the model input, n: the graph outputs, else the cut's)."""
+        n = len(self.layers)
+        if index == 0:
+            return [self.input_name]
+        if index == n:
+            return list(self.output_names)
+        if index in self._cuts:
+            return [self._cuts[index].tensor]
+        legal = ', '.join(str(i) for i in [0, *self._cuts, n])
+        raise PlanError(f'{self.path}: no legal cut before layer {index!r}; legal boundaries are {legal}')
+
+    def segments(self):
+        """(first, last) layer ranges between consecutive legal cut points: the DSE's atoms."""
+        bounds = [0, *self._cuts, len(self.layers)]
+        return [(a, b - 1) for a, b in zip(bounds, bounds[1:])]
+
+    def extract(self, first, last):
+        """Runnable sub-model of layers first..last inclusive (cut boundaries only)."""
+        with self._lock:
+            sub, names = self._skeleton(first, last)
+        sub.graph.initializer.extend(self._init_by_name[n] for n in names)
+        return sub
+
+    def extract_bytes(self, first, last):
+        """Serialized :meth:`extract`, memoised in a bounded LRU (engine and profiler ask many times).
+
+        Built from serialized pieces (protobuf concatenates repeated fields), so AlexNet's 234 MB of
+        classifier weights are copied twice, not four times as ModelProto copies and serialization would.
+        """
+        with self._lock:
+            return self._extract_bytes(first, last)
+
+    def _extract_bytes(self, first, last):
+        key = (first, last)
+        if key in self._bytes_cache:
+            self._bytes_cache.move_to_end(key)
+            return self._bytes_cache[key]
+        sub, names = self._skeleton(first, last)
+        graph = sub.graph.SerializeToString()
+        sub.ClearField('graph')
+        inits = [self._init_by_name[n].SerializeToString() for n in names]
+        graph_len = len(graph) + sum(len(_field_head(5, len(b))) + len(b) for b in inits)
+        pieces = [sub.SerializeToString(), _field_head(7, graph_len), graph]  # ModelProto.graph = 7
+        for b in inits:
+            pieces += [_field_head(5, len(b)), b]  # GraphProto.initializer = 5
+        data = b''.join(pieces)
+        self._bytes_cache[key] = data
+        while sum(map(len, self._bytes_cache.values())) > EXTRACT_CACHE_BYTES and len(self._bytes_cache) > 1:
+            self._bytes_cache.popitem(last=False)
+        return data
+
+    def _skeleton(self, first, last):
+        """onnx.utils.Extractor on the weightless copy: the sub-model without initializers + their names."""
+        if not (_is_int(first) and _is_int(last) and 0 <= first <= last < len(self.layers)):
+            raise PlanError(f'{self.path}: layer range {first!r}..{last!r} is not within 0..{len(self.layers) - 1}')
+        inputs, outputs = self.boundary(first), self.boundary(last + 1)
+        if self._extractor is None:
+            self._extractor = onnx.utils.Extractor(graph_load.light_copy(self.model, weights_as_inputs=False))
+            self._init_by_name = {t.name: t for t in self.model.graph.initializer}
+        sub = self._extractor.extract_model(inputs, outputs)
+        sub.graph.name = f'{self.model.graph.name or "model"}[{first}:{last}]'
+        names = [t.name for t in sub.graph.initializer]  # stubs and small ones; the caller adds the real ones
+        del sub.graph.initializer[:]
+        return sub, names
+
+    def summary(self):
+        """Everything `pipeit inspect --json` prints."""
+        return {
+            'path': self.path, 'model_hash': self.model_hash, 'opset': self.opset,
+            'input_name': self.input_name, 'input_shape': list(self.input_shape),
+            'output_names': list(self.output_names),
+            'output_shapes': [list(s) for s in self.output_shapes],
+            'batch_fixed': self.batch_fixed, 'n_layers': len(self.layers),
+            'total_macs': self.total_macs, 'total_weight_bytes': self.total_weight_bytes,
+            'layers': [layer.to_dict() for layer in self.layers],
+            'cut_points': [c.to_dict() for c in self.cut_points],
+            'segments': [list(s) for s in self.segments()],
+        }
+
+
+def _group(nodes, const, graph_outputs):
+    """Node indices of the layers, in topological order (see the module docstring for the fusion rule)."""
+    readers = collections.defaultdict(set)
+    producer = {}
+    for i, node in enumerate(nodes):
+        for t in node.input:
+            readers[t].add(i)
+        for o in node.output:
+            producer[o] = i
+    layers, layer_of, pool_ok = [], {}, []
+    for i, node in enumerate(nodes):
+        acts = [t for t in node.input if t and t not in const]
+        if len(acts) == 1 and acts[0] in producer and acts[0] not in graph_outputs and \
+                len(readers[acts[0]]) == 1 and node.domain in ('', 'ai.onnx'):
+            p = producer[acts[0]]
+            li = layer_of[p]
+            tail_ok = layers[li][-1] == p and all(
+                not o or o == acts[0] or (not readers[o] and o not in graph_outputs) for o in nodes[p].output)
+            if tail_ok and (node.op_type in FUSE_ANY or (node.op_type in FUSE_AFTER_COMPUTE and pool_ok[li])):
+                layers[li].append(i)
+                layer_of[i] = li
+                if node.op_type in FUSE_AFTER_COMPUTE:
+                    pool_ok[li] = False
+                continue
+        layer_of[i] = len(layers)
+        layers.append([i])
+        pool_ok.append(node.op_type in CONV_OPS | FC_OPS and len(acts) == 1 and acts[0] == node.input[0])
+    return layers
+
+
+def _field_head(number, length):
+    """Protobuf tag + length of a length-delimited field."""
+    out, value = bytearray(), (number << 3) | 2
+    for v in (value, length):
+        while v > 0x7F:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def _is_int(value):
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _kind(node, acts, shape):
+    op = node.op_type
+    if op in CONV_OPS and len(acts) == 1:
+        groups, cin = _attr(node, 'group', 1), shape(acts[0])[1]
+        return 'conv' if groups == 1 else 'dwconv' if groups == cin else 'gconv'
+    if op in FC_OPS and len(acts) == 1 and acts[0] == node.input[0]:
+        return 'fc'
+    if op in POOL_OPS:
+        return 'pool'
+    if op in GPOOL_OPS:
+        return 'gpool'
+    if op in ELTWISE_OPS and len(acts) >= 2:
+        return 'eltwise'
+    if op == 'Concat':
+        return 'concat'
+    return 'other'
+
+
+def _chw(shape):
+    """C, H, W of a batch-1 tensor: (1, C, H, W) -> (C, H, W); (1, F) -> (F, 1, 1); extra dims fold into W."""
+    dims = list(shape[1:])
+    if len(dims) > 3:
+        dims = [dims[0], dims[1], math.prod(dims[2:])]
+    return tuple(dims + [1] * (3 - len(dims)))
+
+
+def _pair(values, default):
+    values = list(values or ())
+    return tuple(values[-2:]) if len(values) >= 2 else (1, *values) if values else default
+
+
+def _geometry(node, kind, acts, shape):
+    """kernel, stride, padding, dilation, groups, filters and MACs of the main node."""
+    out = shape(node.output[0])
+    if kind in ('conv', 'dwconv', 'gconv', 'pool'):
+        w = shape(node.input[1]) if kind != 'pool' else None
+        kernel = _pair(_attr(node, 'kernel_shape') or (w[2:] if w else ()), (1, 1))
+        stride, dilation = _pair(_attr(node, 'strides'), (1, 1)), _pair(_attr(node, 'dilations'), (1, 1))
+        padding = _padding(node, shape(acts[0])[2:], out[2:], kernel, stride, dilation)
+        per_output = kernel[0] * kernel[1] * (w[1] if w else 1)
+        return dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                    groups=_attr(node, 'group', 1) if w else 1, filters=w[0] if w else 0,
+                    macs=math.prod(out[1:]) * per_output)
+    if kind == 'fc':
+        w = shape(node.input[1])
+        k = w[1] if node.op_type == 'Gemm' and _attr(node, 'transB', 0) else w[0] if len(w) == 2 else w[-2]
+        return dict(in_shape=(k, 1, 1), filters=out[-1], macs=math.prod(out) * k)
+    if kind == 'gpool':
+        x = shape(acts[0])
+        return dict(kernel=_pair(x[2:], (1, 1)), macs=math.prod(x[1:]))
+    if kind == 'eltwise':
+        return dict(macs=math.prod(out) * (len(acts) - 1))
+    return {}
+
+
+def _padding(node, in_hw, out_hw, kernel, stride, dilation):
+    auto = _attr(node, 'auto_pad', b'NOTSET')
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ('SAME_UPPER', 'SAME_LOWER'):
+        pads = []
+        for i, o, k, s, d in zip(in_hw[-2:], out_hw[-2:], kernel, stride, dilation):
+            total = max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+            pads.append((total // 2, total - total // 2) if auto == 'SAME_UPPER' else (total - total // 2, total // 2))
+        return (pads[0][0], pads[1][0], pads[0][1], pads[1][1]) if len(pads) == 2 else (0, 0, 0, 0)
+    pads = list(_attr(node, 'pads') or ())
+    if len(pads) == 4:
+        return tuple(pads)
+    if len(pads) == 2:
+        return (0, pads[0], 0, pads[1])
+    return (0, 0, 0, 0)

@@ -1,0 +1,271 @@
+"""Reading an ONNX file into the static-shape, batch-1 model that :mod:`pipeit_ros.model.graph` cuts.
+
+Every rejection is a :class:`~pipeit_ros.errors.ModelError` with one line naming the file and the reason.
+Preparation: initializer copies leave ``graph.input``, nodes get unique names, a symbolic batch dim becomes 1,
+``Constant`` nodes, ``Shape`` of static tensors and nodes computed only from constants are folded into
+initializers (so the shape arithmetic of exported ``Reshape`` s does not hold extra tensors across every
+cut), and every used tensor gets a static shape (onnx shape inference; onnxruntime as a fallback).
+"""
+import hashlib
+import math
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+import onnxruntime as ort
+
+from pipeit_ros.errors import ModelError
+
+MIN_OPSET = 11
+# Ops that must not be folded even when all their inputs are constants.
+_NO_FOLD = {'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli'}
+# Initializers larger than this travel to shape inference as typed inputs, not as data.
+_INFER_DATA_LIMIT = 4096
+
+
+def fail(path, reason):
+    return ModelError(f'{path}: {reason}')
+
+
+def first_line(exc):
+    lines = str(exc).strip().splitlines()
+    line = lines[0].strip() if lines else type(exc).__name__
+    return line if len(line) <= 240 else line[:237] + '...'
+
+
+def read_model(path):
+    """Parse and check ``path``; returns (model, 16 hex digits of the sha256 of the file)."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise fail(path, 'no such file') from None
+    except IsADirectoryError:
+        raise fail(path, 'is a directory, not an ONNX file') from None
+    except OSError as exc:
+        raise fail(path, f'cannot read it ({exc.strerror or exc})') from None
+    if not data:
+        raise fail(path, 'empty file, not an ONNX model')
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeWarning, ...
+        raise fail(path, f'not an ONNX model, truncated or corrupt ({first_line(exc)})') from None
+    if not model.graph.node or not model.opset_import:
+        raise fail(path, 'not an ONNX model (no graph nodes or opset), truncated or corrupt')
+    del data
+    try:
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            onnx.external_data_helper.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+        onnx.checker.check_model(light_copy(model, weights_as_inputs=True))  # onnxruntime checks the weights
+    except Exception as exc:  # noqa: BLE001 - ValidationError, OSError of external data
+        raise fail(path, f'invalid ONNX model ({first_line(exc)})') from None
+    return model, digest
+
+
+def check_interface(path, model):
+    """(input name, batch_fixed): one 4-D float32 image input with fixed C, H, W; opset >= 11."""
+    opset = default_opset(model)
+    if opset is None or opset < MIN_OPSET:
+        raise fail(path, f'opset {opset} is older than {MIN_OPSET}; convert it with onnx.version_converter')
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        names = ', '.join(i.name for i in inputs) or 'none'
+        raise fail(path, f'has {len(inputs)} graph inputs ({names}); Pipe-it needs exactly one image input')
+    inp = inputs[0]
+    tensor = inp.type.tensor_type
+    if not inp.type.HasField('tensor_type') or tensor.elem_type != TensorProto.FLOAT:
+        kind = helper.tensor_dtype_to_string(tensor.elem_type).split('.')[-1].lower() \
+            if inp.type.HasField('tensor_type') else 'not a tensor'
+        raise fail(path, f'input {inp.name!r} is {kind}, not a float32 image tensor')
+    dims = list(tensor.shape.dim) if tensor.HasField('shape') else []
+    text = 'x'.join(str(d.dim_value) if d.HasField('dim_value') else (d.dim_param or '?') for d in dims)
+    if len(dims) != 4:
+        raise fail(path, f'input {inp.name!r} has shape [{text or "unknown"}], not a 4-D N x C x H x W image')
+    if dims[0].HasField('dim_value') and dims[0].dim_value != 1:
+        raise fail(path, f'input {inp.name!r} has batch {dims[0].dim_value}; Pipe-it streams single frames, '
+                         're-export it with batch 1 or a symbolic batch')
+    if not all(d.HasField('dim_value') and d.dim_value > 0 for d in dims[1:]):
+        raise fail(path, f'input {inp.name!r} has shape [{text}]; C, H and W must be fixed numbers')
+    return inp.name, not dims[0].HasField('dim_value')
+
+
+def default_opset(model):
+    return next((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')), None)
+
+
+def check_runtime(path):
+    """Refuse a model onnxruntime cannot load (unknown ops, bad attributes) before cutting it."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
+    options.intra_op_num_threads = 1
+    try:
+        ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+        raise fail(path, f'onnxruntime cannot load it ({first_line(exc)})') from None
+
+
+def make_static(path, model):
+    """Mutate ``model`` in place into the batch-1, folded, fully shaped form (see the module docstring)."""
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    keep = [i for i in graph.input if i.name not in inits]  # old exporters list the weights as inputs too
+    del graph.input[:]
+    graph.input.extend(keep)
+    model.ir_version = max(model.ir_version, 4)
+    dim = graph.input[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = 1
+    _name_nodes(graph)
+    for out in graph.output:  # an exporter's symbolic output batch would clash with the fixed input
+        tensor = out.type.tensor_type
+        if tensor.HasField('shape') and not all(d.HasField('dim_value') for d in tensor.shape.dim):
+            tensor.ClearField('shape')
+    _infer(path, model)
+    if _fold(model):
+        _infer(path, model)
+    known = static_shapes(graph)
+    missing = [t for t in used_tensors(graph) if t not in known]
+    if missing:
+        _runtime_shapes(path, model, missing)
+
+
+def _name_nodes(graph):
+    seen = set()
+    for i, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f'{node.op_type}_{i}' if node.name == '' else f'{node.name}_{i}'
+        seen.add(node.name)
+
+
+def used_tensors(graph):
+    """Node outputs that something reads: another node or the graph's outputs."""
+    read = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+    return [o for node in graph.node for o in node.output if o and o in read]
+
+
+def static_shapes(graph):
+    """name -> (shape tuple incl. batch, onnx elem type) for every tensor with a fully static shape."""
+    table = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        tensor = vi.type.tensor_type
+        if vi.type.HasField('tensor_type') and tensor.HasField('shape') and \
+                all(d.HasField('dim_value') for d in tensor.shape.dim):
+            table[vi.name] = (tuple(d.dim_value for d in tensor.shape.dim), tensor.elem_type)
+    for t in graph.initializer:
+        table[t.name] = (tuple(t.dims), t.data_type)
+    return table
+
+
+def light_copy(model, weights_as_inputs):
+    """``model`` without the data of its big initializers (cheap to copy, check, infer, extract from).
+
+    Each big initializer becomes a typed graph input (``weights_as_inputs``: what checking and shape
+    inference need) or an initializer stub with its name, type and dims but no data (what
+    onnx.utils.Extractor needs to find it; the caller puts the real tensor back).
+    """
+    graph = model.graph
+    light = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                            functions=model.functions, producer_name=model.producer_name,
+                            producer_version=model.producer_version)
+    lg = light.graph
+    lg.name = graph.name
+    lg.node.extend(graph.node)
+    lg.input.extend(graph.input)
+    lg.output.extend(graph.output)
+    lg.value_info.extend(graph.value_info)
+    for t in graph.initializer:
+        if math.prod(t.dims) <= _INFER_DATA_LIMIT:
+            lg.initializer.append(t)
+        elif weights_as_inputs:
+            lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            lg.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return light
+
+
+def _infer(path, model):
+    """onnx shape inference on a copy without the big weights (their shapes are all it needs)."""
+    graph = model.graph
+    light = light_copy(model, weights_as_inputs=True)
+    del light.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)  # gaps: onnxruntime fills them
+    except Exception as exc:  # noqa: BLE001 - InferenceError
+        raise fail(path, f'shape inference failed ({first_line(exc)})') from None
+    del graph.value_info[:]
+    graph.value_info.extend(inferred.graph.value_info)
+    for out, new in zip(graph.output, inferred.graph.output):
+        out.type.CopyFrom(new.type)
+
+
+def _fold(model):
+    """Replace Constant nodes, Shape of static tensors and all-constant nodes by initializers."""
+    graph, opset = model.graph, default_opset(model)
+    shapes = static_shapes(graph)
+    const = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    values, keep = {}, []
+
+    def value(name):
+        if name not in values:
+            values[name] = numpy_helper.to_array(const[name])
+        return values[name]
+
+    for node in graph.node:
+        ins = [i for i in node.input if i]
+        foldable = node.domain in ('', 'ai.onnx') and node.op_type not in _NO_FOLD and \
+            not any(o in outputs for o in node.output) and not any(a.g.node or a.graphs for a in node.attribute)
+        result = None
+        if foldable and node.op_type == 'Shape' and ins[0] in shapes and ins[0] not in const:
+            attrs = {a.name: a.i for a in node.attribute}
+            result = [np.array(shapes[ins[0]][0][attrs.get('start', 0):attrs.get('end')], dtype=np.int64)]
+        elif foldable and (node.op_type == 'Constant' or ins) and all(i in const or i in values for i in ins):
+            try:
+                result = ReferenceEvaluator(node, opsets={'': opset}).run(None, {i: value(i) for i in ins})
+            except Exception:  # noqa: BLE001 - an op the reference runtime lacks stays a node
+                result = None
+        if result is None:
+            keep.append(node)
+            continue
+        for name, val in zip(node.output, result):
+            values[name] = np.asarray(val)
+            const[name] = None
+    if len(keep) == len(graph.node):
+        return False
+    del graph.node[:]
+    graph.node.extend(keep)
+    read = {i for node in keep for i in node.input}
+    folded = {name for name, t in const.items() if t is None}
+    for name in sorted(folded & read):
+        graph.initializer.append(numpy_helper.from_array(values[name], name))
+    return True
+
+
+def _runtime_shapes(path, model, names):
+    """Shapes onnx could not infer (data-dependent ones): run the batch-1 model once on zeros and look."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
+    inp = model.graph.input[0]
+    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=['CPUExecutionProvider'])
+        results = session.run(names, {inp.name: np.zeros(shape, np.float32)})
+    except Exception as exc:  # noqa: BLE001
+        raise fail(path, f'cannot find static tensor shapes ({first_line(exc)})') from None
+    by_name = {o.name: o for o in model.graph.output}
+    for name, arr in zip(names, results):
+        info = helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape))
+        if name in by_name:
+            by_name[name].type.CopyFrom(info.type)
+        else:
+            model.graph.value_info.append(info)

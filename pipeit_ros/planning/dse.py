@@ -1,0 +1,364 @@
+"""Design-space exploration: the plan with the best predicted throughput (or latency) for a cost table.
+
+The model (what "exact" is exact for): a plan is a chain of stages, each a contiguous run of segments (the
+cost table's atoms) on ``replicas`` core groups of ``threads`` cores, every group inside one cluster (a cluster
+may hold several groups of one or several stages, cores may stay idle, replicas of one stage may sit on
+different clusters). A replica's time is ``CostTable.stage_ms`` (segments + per-run overhead + the hand-over of
+the stage's input). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
+predicted latency = sum over stages of the slowest replica's time; memory = sum over stages of replicas x
+(weights + largest activation) — each replica holds its own weights. A plan of several core groups is
+predicted with the times under load (``CostTable.for_groups``), a plan of one group with the times alone: the
+search runs on the loaded table and compares its optimum with the best one-group plan, which keeps it exact.
+
+:func:`solve` finds the exact optimum of that model (see :mod:`pipeit_ros.planning.dp` for the programmes):
+
+- ``objective='throughput'``: the highest throughput; with ``max_latency_ms`` / ``memory_mb`` the highest whose
+  plan stays within them (a binary search over every stage rate, each step a least-latency / least-memory DP
+  with every stage at least that rate). Ties (throughput within a relative 1e-9) go to the plan with fewer
+  cores, then to the one with lower latency.
+- ``objective='latency'``: the lowest latency that sustains ``min_fps`` (and the memory bound); ties go to the
+  higher throughput, then fewer cores.
+
+:func:`pipeit_paper` is the paper's own heuristic (:mod:`pipeit_ros.planning.paper_heuristic`), for comparison;
+:func:`predict` gives (fps, latency) of any plan, baselines included.
+"""
+from dataclasses import replace
+import time
+
+import numpy as np
+
+from pipeit_ros.errors import PlanError
+from pipeit_ros.plan import Plan, Stage, validate
+from pipeit_ros.planning import paper_heuristic
+from pipeit_ros.planning.dp import Space
+
+MIB = 2 ** 20
+OBJECTIVES = ('throughput', 'latency')
+TIE = 1e-9      # relative: throughputs this close are equal, and the tie-breaks decide
+
+
+def _cost_check(cost, topology):
+    if cost.topology_fingerprint and cost.topology_fingerprint != topology.fingerprint():
+        raise PlanError(f'the cost table was made for topology {cost.topology_fingerprint}, this one is '
+                        f'{topology.fingerprint()} ({topology.name})')
+
+
+def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=None, memory_mb=None,
+          replicas=True):
+    """The exact optimal Plan of ``cost`` on ``topology`` (see the module docstring); PlanError when no plan
+    meets the constraints, saying what the best plan achieves."""
+    if objective not in OBJECTIVES:
+        raise PlanError(f'objective must be throughput or latency, got {objective!r}')
+    for name, value in (('max-latency-ms', max_latency_ms), ('min-fps', min_fps), ('memory-mb', memory_mb)):
+        if value is not None and not value > 0:
+            raise PlanError(f'--{name} must be > 0, got {value}')
+    _cost_check(cost, topology)
+    started = time.perf_counter()
+    space = Space(cost.under_load(), topology, replicas=replicas)
+    alone = _alone_plans(cost, topology) if cost.loaded else []
+    search = _Search(space, max_latency_ms, min_fps, memory_mb,
+                     [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone])
+    try:
+        stages = search.least_latency() if objective == 'latency' else search.best_throughput()
+        failure = None
+    except PlanError as exc:
+        stages, failure = None, exc
+    notes = {'objective': objective, 'replicas_allowed': bool(replicas),
+             'constraints': {k: v for k, v in (('max_latency_ms', max_latency_ms), ('min_fps', min_fps),
+                                               ('memory_mb', memory_mb)) if v is not None},
+             'search_ms': round((time.perf_counter() - started) * 1000, 1), 'dp_passes': search.passes}
+    plan = None if stages is None else with_predictions(build_plan(space, stages, topology, 'exact', notes),
+                                                        cost, topology)
+    for other in alone:     # a plan of one core group runs alone: it is predicted without the load factors
+        if ((max_latency_ms is None or other.predicted_latency_ms <= max_latency_ms)
+                and (min_fps is None or other.predicted_fps >= min_fps * (1 - TIE))
+                and (memory_mb is None or other.notes['memory_mib'] <= memory_mb)
+                and (plan is None or _better(other, plan, objective))):
+            plan = replace(other, notes={**notes, **other.notes})
+    if plan is None:
+        raise failure
+    return plan
+
+
+def _better(a, b, objective):
+    """True when plan ``a`` beats ``b`` under the tie rules of :func:`solve` (relative TIE on the first figure)."""
+    def close(x, y):
+        return abs(x - y) <= TIE * max(abs(x), abs(y))
+    cores_a, cores_b = (sum(len(s.cpus) for s in p.stages) for p in (a, b))
+    if objective == 'latency':
+        order = [(a.predicted_latency_ms, b.predicted_latency_ms), (-a.predicted_fps, -b.predicted_fps),
+                 (cores_a, cores_b)]
+    else:
+        order = [(-a.predicted_fps, -b.predicted_fps), (cores_a, cores_b),
+                 (a.predicted_latency_ms, b.predicted_latency_ms)]
+    for x, y in order:
+        if not close(x, y):
+            return x < y
+    return False
+
+
+def _alone_plans(cost, topology):
+    """Every plan of one stage on one core group, predicted alone."""
+    n_layers = cost.segments[-1][1] + 1
+    mem = sum(cost.weight_bytes) + max(cost.act_bytes)
+    return [with_predictions(Plan(stages=(Stage(0, n_layers - 1, c.name, tuple(c.cpus[:k]), threads=k),),
+                                  model_hash=cost.model_hash, topology_fingerprint=topology.fingerprint(),
+                                  search='exact', name='exact plan',
+                                  notes=dict(cores_used=k, memory_mib=round(mem / MIB, 3),
+                                             cost_source=cost.source)), cost, topology)
+            for c in topology.clusters for k in range(1, c.size + 1) if (c.name, k) in cost.configs]
+
+
+class _Search:
+    """The parametric search over the bottleneck rate, with the constraints of one solve() call."""
+
+    def __init__(self, space, max_latency_ms, min_fps, memory_mb, alone=()):
+        self.space = space
+        self.alone = list(alone)   # (rate, latency, memory) of one-group plans alone: only for the messages
+        self.lat_bound = np.inf if max_latency_ms is None else float(max_latency_ms)
+        self.mem_bound = np.inf if memory_mb is None else float(memory_mb) * MIB
+        self.floor = 0.0 if min_fps is None else float(min_fps) / 1000.0
+        self.args = (max_latency_ms, min_fps, memory_mb)
+        self.passes = 0
+
+    def _min_cost(self, what, floor):
+        self.passes += 1
+        return self.space.min_cost(what, floor)
+
+    def top_rate(self):
+        """The highest bottleneck rate of any plan, bounds aside; PlanError when below --min-fps."""
+        self.passes += 1
+        top = float(self.space.max_rate()[self.space.full, 0])
+        if top < self.floor:
+            fastest = max([top] + [r for r, _, _ in self.alone])
+            raise PlanError(f'no plan reaches --min-fps {self.args[1]:g}: the fastest has {fastest * 1000:.1f} '
+                            f'frames/s')
+        return top
+
+    def best_throughput(self):
+        top = self.top_rate()
+        if np.isfinite(self.lat_bound) or np.isfinite(self.mem_bound):
+            top = self.highest_feasible(self.at_floor(), top)
+        return self.choose(top)
+
+    def least_latency(self):
+        top = self.top_rate()
+        best = self.at_floor(latency_first=True)
+        self.lat_bound = min(self.lat_bound, self.space.totals(best)[1] * (1 + TIE) + 1e-12)
+        return self.choose(self.highest_feasible(best, top))
+
+    def highest_feasible(self, known, top):
+        """The highest stage rate <= top at which a plan within the bounds exists; ``known`` is one."""
+        sp = self.space
+        rates = sp.candidate_rates(sp.totals(known)[0], top)
+        lo, hi = 0, len(rates)                 # rates[lo] feasible, rates[hi] (if any) not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2 if hi < len(rates) else len(rates) - 1
+            found = self.feasible(rates[mid])
+            if found is None:
+                hi = mid
+            else:      # the plan found may be faster than asked for: jump to its bottleneck
+                lo = max(mid, int(np.searchsorted(rates, sp.totals(found)[0], side='right')) - 1)
+        return rates[lo]
+
+    def at_floor(self, latency_first=False):
+        """The best plan at the --min-fps floor, or the PlanError that says why there is none."""
+        best = self.choose(self.floor, latency_first)
+        if best is None:
+            self.explain_infeasible()
+        return best
+
+    def feasible(self, rate):
+        """Some plan with every stage rate >= rate (1 - TIE) within the bounds, or None."""
+        sp, floor = self.space, rate * (1 - TIE)
+        tables, plans = {}, []
+        for what, bound in (('lat', self.lat_bound), ('mem', self.mem_bound)):
+            if np.isfinite(bound):
+                tables[what], end, opt = self._min_cost(what, floor)
+                if tables[what][sp.full, 0] > bound:
+                    return None
+                plans.append(sp.walk(sp.full, end, opt))
+        for stages in plans:
+            if self._within(stages):
+                return stages
+        self.passes += 1                       # both bind and neither extreme fits both: exact fronts
+        fronts = sp.pareto(floor, self.lat_bound, self.mem_bound, tables['lat'], tables['mem'])
+        best = fronts.best(sp.full)
+        return None if best is None else fronts.walk(best[1])
+
+    def _within(self, stages):
+        _, lat, mem = self.space.totals(stages)
+        return lat <= self.lat_bound and mem <= self.mem_bound
+
+    def choose(self, rate, latency_first=False):
+        """The plan (stage list) with every stage rate >= rate (1 - TIE) within the bounds: fewest cores,
+        then least latency (``latency_first``: least latency, then fewest cores); None when there is none.
+        Per budget u the least-latency DP gives the answer unless its plan breaks the memory bound; then the
+        budgets that can still win are settled by exact (latency, memory) fronts."""
+        sp, floor = self.space, rate * (1 - TIE)
+        C, end, opt = self._min_cost('lat', floor)
+        lat = np.where(C[:, 0] <= self.lat_bound, C[:, 0], np.inf)
+        plans = {u: (lambda u=u: sp.walk(u, end, opt)) for u in np.flatnonzero(np.isfinite(lat))}
+        if np.isfinite(self.mem_bound):
+            M, mend, mopt = self._min_cost('mem', floor)
+            lat[M[:, 0] > self.mem_bound] = np.inf
+            upper, open_, sure = {}, [], set()     # open_: lat[u] is only a lower bound
+            for u in np.flatnonzero(np.isfinite(lat)):
+                fast, small = sp.walk(u, end, opt), sp.walk(u, mend, mopt)
+                if self._within(fast):
+                    plans[u], upper[u] = (lambda s=fast: s), lat[u]
+                    sure.add(u)
+                    continue
+                open_.append(u)
+                upper[u] = self.lat_bound
+                if self._within(small):
+                    upper[u] = sp.totals(small)[1]
+                    sure.add(u)
+            if open_:
+                if latency_first:              # nothing slower than a sure plan can win
+                    bound = min([upper[u] for u in sure] + [self.lat_bound])
+                    contenders = open_
+                else:                          # nothing with more cores than a sure plan can win
+                    level = min([sp.cores[u] for u in sure], default=np.inf)
+                    contenders = [u for u in open_ if sp.cores[u] <= level]
+                    bound = max([upper[u] for u in contenders], default=0.0)
+                self.passes += 1               # (slack: the fronts add latencies in another order)
+                fronts = sp.pareto(floor, min(bound * (1 + TIE), self.lat_bound), self.mem_bound, C, M)
+                for u in open_:
+                    best = fronts.best(u) if u in contenders else None
+                    lat[u] = np.inf if best is None else best[0]
+                    plans[u] = lambda x=(best or (0, -1))[1]: fronts.walk(x)
+        ok = np.isfinite(lat)
+        if not ok.any():
+            return None
+        cores = np.where(ok, sp.cores, np.iinfo(np.int64).max)
+        u = int((np.lexsort((cores, lat)) if latency_first else np.lexsort((lat, cores)))[0])
+        return plans[u]()
+
+    def explain_infeasible(self):
+        """Raise the PlanError that names the bound and the best value achievable under the others."""
+        sp = self.space
+        max_lat, min_fps, memory_mb = self.args
+        at = f' at --min-fps {min_fps:g}' if min_fps is not None else ''
+        alone = [(lat, mem) for r, lat, mem in self.alone if r >= self.floor * (1 - TIE)]
+        C = self._min_cost('lat', self.floor)[0]
+        fastest = min([C[sp.full, 0]] + [lat for lat, _ in alone])
+        if fastest > self.lat_bound:
+            raise PlanError(f'no plan meets --max-latency-ms {max_lat:g}{at}: the fastest has {fastest:.2f} ms')
+        M = self._min_cost('mem', self.floor)[0]
+        smallest = min([M[sp.full, 0]] + [mem for _, mem in alone])
+        if smallest > self.mem_bound:
+            raise PlanError(f'no plan fits --memory-mb {memory_mb:g}{at}: the smallest needs '
+                            f'{smallest / MIB:.2f} MiB')
+        if np.isfinite(self.lat_bound) and np.isfinite(self.mem_bound):
+            fronts = sp.pareto(self.floor, np.inf, self.mem_bound, np.zeros_like(C), M)
+            best = min([(fronts.best(sp.full) or (np.inf,))[0]]
+                       + [lat for lat, mem in alone if mem <= self.mem_bound])
+            raise PlanError(f'no plan meets both --max-latency-ms {max_lat:g} and --memory-mb {memory_mb:g}'
+                            f'{at}: within the memory the fastest has {best:.2f} ms')
+        if alone:   # only a one-group plan (run alone, so faster than in this table) meets the bounds
+            raise PlanError('no plan of several core groups meets the bounds')
+        raise AssertionError('no plan at the floor, yet no bound binds')
+
+
+def build_plan(space, stages, topology, search, notes=None):
+    """A Plan from a stage list [(first segment, last segment, option)]: CPUs handed out in each cluster's
+    order, replicas on several clusters named 'a+b'; predictions filled in."""
+    cost = space.cost
+    taken = {c.name: 0 for c in space.clusters}
+    out = []
+    for i, j, o in stages:
+        k, per_cluster = space.option(o)
+        names, cpus = [], []
+        for ci, r in per_cluster.items():
+            c = space.clusters[ci]
+            names.append(c.name)
+            cpus += c.cpus[taken[c.name]:taken[c.name] + k * r]
+            taken[c.name] += k * r
+        lat = float(space.arrays(i)[1][o, j - i])
+        out.append(Stage(first=cost.segments[i][0], last=cost.segments[j][1], cluster='+'.join(names),
+                         cpus=tuple(cpus), threads=k, replicas=sum(per_cluster.values()), predicted_ms=lat))
+    rate, lat, mem = space.totals(stages)
+    notes = dict(notes or {}, cores_used=sum(taken.values()), memory_mib=round(float(mem) / MIB, 3),
+                 cost_source=cost.source)
+    plan = Plan(stages=tuple(out), model_hash=cost.model_hash, topology_fingerprint=topology.fingerprint(),
+                predicted_fps=float(rate * 1000.0), predicted_latency_ms=float(lat), search=search,
+                name=f'{search} plan', notes=notes)
+    return validate(plan, topology, n_layers=cost.segments[-1][1] + 1,
+                    cut_points=[a for a, _ in cost.segments])
+
+
+def pipeit_paper(cost, topology):
+    """The Pipe-it paper's DSE (enumerated pipeline configurations + greedy layer allocation), run on the
+    times under load (its pipelines keep every core busy); the plan's figures as :func:`predict` gives them."""
+    _cost_check(cost, topology)
+    space, stages, notes = paper_heuristic.search(cost.under_load(), topology)
+    return with_predictions(build_plan(space, stages, topology, 'pipeit-paper', notes), cost, topology)
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+def stage_segments(cost, stage, where='stage'):
+    """(first, last) segment of a stage; PlanError when its layers do not start and end at segment ends."""
+    try:
+        fs, ls = cost.segment_of_layer(stage.first), cost.segment_of_layer(stage.last)
+    except Exception as exc:  # noqa: BLE001 - PipeitError from the table: say which stage
+        raise PlanError(f'{where}: {exc}') from None
+    if cost.segments[fs][0] != stage.first or cost.segments[ls][1] != stage.last:
+        raise PlanError(f'{where}: layers {stage.first}-{stage.last} do not start and end at segment '
+                        f'boundaries of the cost table')
+    return fs, ls
+
+
+def replica_clusters(stage, topology=None, where='stage'):
+    """The cluster of each replica of a stage; a stage over several clusters needs the topology."""
+    names = stage.cluster.split('+')
+    if len(names) == 1:
+        return names * stage.replicas
+    if topology is None:
+        raise PlanError(f'{where} spans clusters {stage.cluster}: predicting it needs the topology')
+    out = []
+    for group in stage.replica_cpus():
+        owner = [n for n in names if set(group) <= set(topology.cluster(n).cpus)]
+        if not owner:
+            raise PlanError(f'{where}: CPUs {list(group)} are not inside one of {stage.cluster}')
+        out.append(owner[0])
+    return out
+
+
+def predict(plan, cost, topology=None):
+    """(fps, latency_ms) of ``plan`` under ``cost``: the same model as the search, for any plan (baselines too).
+
+    An unpinned stage over several clusters (the ``ort_all_cores`` baseline: onnxruntime places its threads
+    itself, across clusters) is outside what per-cluster configurations can predict: (None, None). An unpinned
+    stage inside one cluster is predicted as if pinned. ``topology`` is needed for stages spanning clusters.
+    """
+    periods, latency = [], 0.0
+    cost = cost.for_groups(sum(s.replicas for s in plan.stages))
+    for n, s in enumerate(plan.stages):
+        where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
+        if not s.pinned and '+' in s.cluster:
+            return None, None
+        fs, ls = stage_segments(cost, s, where)
+        times = []
+        for c in replica_clusters(s, topology, where):
+            if (c, s.threads) not in cost.configs:
+                raise PlanError(f'{where}: the cost table has no configuration {c}:{s.threads}')
+            times.append(cost.stage_ms(fs, ls, c, s.threads))
+        periods.append(1.0 / sum(1.0 / max(t, 1e-9) for t in times))
+        latency += max(times)
+    return 1000.0 / max(periods), latency
+
+
+def with_predictions(plan, cost, topology=None):
+    """``plan`` with predicted fps/latency and per-stage predicted_ms (slowest replica) filled in."""
+    fps, lat = predict(plan, cost, topology)
+    if fps is None:
+        return plan
+    cost = cost.for_groups(sum(s.replicas for s in plan.stages))
+    stages = []
+    for n, s in enumerate(plan.stages):
+        fs, ls = stage_segments(cost, s, f'stage {n}')
+        ms = max(cost.stage_ms(fs, ls, c, s.threads) for c in replica_clusters(s, topology))
+        stages.append(replace(s, predicted_ms=ms))
+    return replace(plan, stages=tuple(stages), predicted_fps=fps, predicted_latency_ms=lat)
