@@ -236,9 +236,9 @@ def format_markdown(table):
 
 def plot(table, path):
     """Grouped bars: each candidate's frames/s ÷ the best baseline, per network and for the geomean."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - only plots need it, and it is slow to import
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - as above
 
     groups = [r.net for r in table.rows] + ['geomean']
     width = 0.8 / len(COLUMNS)

@@ -17,9 +17,9 @@ def _gantt_candidate(result):
 def plot(result, path, candidate=None):
     """Write a PNG with the Gantt chart of ``candidate`` (default: the first plan that is no baseline) and the
     frames/s of every candidate, each bar labelled with its ratio to ort_all_cores."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - only plots need it, and it is slow to import
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - as above
 
     candidate = candidate or _gantt_candidate(result)
     fig, (ax_g, ax_b) = plt.subplots(2, 1, figsize=(10, 7), gridspec_kw={'height_ratios': [3, 2]})

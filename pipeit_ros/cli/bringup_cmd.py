@@ -9,6 +9,10 @@ import signal
 import tempfile
 import time
 
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
 from pipeit_ros.app import layout
 from pipeit_ros.app.supervise import Supervisor
 from pipeit_ros.cli import error
@@ -71,10 +75,6 @@ def run(args):
 
 
 def _supervise(args, specs, workdir, topology):
-    import rclpy  # noqa: PLC0415 - the ROS edge: only this command pays for it
-    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
-    from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
-
 
     echo = None if args.quiet else note
     # Children run inside our emulation; a node that measures (the planner profiling) must not start a second
