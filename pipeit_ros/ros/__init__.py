@@ -1,1 +1,1 @@
-"""The ROS 2 skin: planner and container processes, stage nodes, camera source. Only this package imports rclpy."""
+"""The ROS 2 skin: planner, container and camera nodes. rclpy is imported here, in testing/ and in cli/ only."""
