@@ -97,7 +97,7 @@ def load(path, input_shape=None):
         input_shape = meta.read_sidecar(path).get('input_shape') or None
     name, batch_fixed, shape = graph_load.check_interface(path, model, input_shape)
     graph_load.check_runtime(path)
-    own = [d for d in next(i for i in model.graph.input if i.name == name).type.tensor_type.shape.dim]
+    own = next(i for i in model.graph.input if i.name == name).type.tensor_type.shape.dim
     if not all(graph_load.is_static(d) for d in own[1:]):
         digest = hashlib.sha256(f'{digest}|{"x".join(map(str, shape))}'.encode()).hexdigest()[:16]
     graph_load.make_static(path, model, shape)
