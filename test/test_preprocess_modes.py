@@ -130,7 +130,8 @@ def test_defaults_are_assumed_with_a_log_line(tmp_path):
     lines = []
     cfg, sources = resolve(graph_mod.load(net(tmp_path / 'plain.onnx')), log=lines.append)
     assert cfg == PreprocessConfig(input_shape=(1, 3, 8, 8))
-    assert set(sources.values()) == {'default'}
+    assert set(sources.values()) == {'default', 'input shape', 'input type'}
+    assert (sources['layout'], sources['dtype']) == ('input shape', 'input type')
     assert len(lines) == 1 and 'defaults assumed' in lines[0] and 'plain.pipeit.yaml' in lines[0]
 
 
@@ -139,7 +140,7 @@ def test_ultralytics_metadata_gives_letterbox_rgb_zero_to_one(tmp_path):
     cfg, sources = resolve(graph_mod.load(net(tmp_path / 'y.onnx', md)))
     assert (cfg.resize, cfg.pad_value, cfg.colour, cfg.scale, cfg.mean, cfg.std) == \
         ('letterbox', 114.0, 'rgb', 1 / 255, (0.0,) * 3, (1.0,) * 3)
-    assert sources['resize'] == 'metadata' and sources['layout'] == 'default'
+    assert sources['resize'] == 'metadata' and sources['layout'] == 'input shape'
 
 
 def test_onnx_image_metadata_gives_colour_and_range(tmp_path):

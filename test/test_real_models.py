@@ -170,3 +170,33 @@ def test_detector_outputs_through_model_io(graphs):
     assert pre['resize'] == 'letterbox' and pre['input_shape'] == [1, 3, 320, 320]
     assert out['task'] == 'detection' and out['detection_format'] == 'yolov8' and len(out['labels']) == 18
     assert any('task detection (from the model metadata' in line for line in lines)
+
+
+def text_line(words, flip):
+    line = np.full((48, 320, 3), 255, np.uint8)
+    cv2.putText(line, words, (5, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2)
+    return np.ascontiguousarray(cv2.rotate(line, cv2.ROTATE_180) if flip else line)
+
+
+def test_text_direction_classifier_with_its_sidecar(tmp_path):
+    """PaddleOCR's pre-processing (BGR, (x / 255 - 0.5) / 0.5, height 48) given in a sidecar beside the model:
+    the planner's record comes from it, and drawn text lines upright and upside down are told apart."""
+    path = tmp_path / 'cls.onnx'
+    path.write_bytes(open(fetch('text_direction'), 'rb').read())
+    (tmp_path / 'cls.pipeit.yaml').write_text('input_shape: 1x3x48x192\nresize_mode: letterbox\npad_value: 127.5\n'
+                                              'colour: bgr\nmean: [0.5]\nstd: [0.5]\nlabels_file: labels.txt\n')
+    (tmp_path / 'labels.txt').write_text('0\n180\n')
+    g = graph_mod.load(str(path))                       # the shape from the sidecar
+    assert g.input_shape == (1, 3, 48, 192)
+    lines = []
+    pre, out = model_io(PlannerConfig(), g, lines.append)
+    assert (pre['resize'], pre['colour'], pre['mean'], pre['std']) == ('letterbox', 'bgr', [0.5] * 3, [0.5] * 3)
+    assert 'sidecar: resize, pad_value, colour, mean, std; default: scale;' in lines[0]
+    assert out['labels'] == ['0', '180'] and out['activation'] == 'none'
+    p = Preprocessor(PreprocessConfig.from_dict(pre))
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    for words in ('Hello pipeline 2026', 'split the network', 'ROS 2 stages'):
+        for flip in (False, True):
+            x = p('rgb8', 48, 320, 320 * 3, text_line(words, flip).tobytes())
+            top = results.top_k(session.run(None, {g.input_name: x})[0], 1, out['labels'], out['activation'])
+            assert top[0]['label'] == ('180' if flip else '0'), (words, flip, top)

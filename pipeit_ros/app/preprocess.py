@@ -153,13 +153,12 @@ def resolve(graph, explicit=None, sidecar=None, log=None):
                 break
         else:
             sources[key] = 'default'
-    values['layout'] = values.get('layout') or meta.input_layout(graph.input_shape)
-    if sources['layout'] == 'default' and values['layout'] == 'nhwc':
-        sources['layout'] = 'input shape'
-    values['dtype'] = values.get('dtype') or ('uint8' if graph.input_dtype == np.uint8 else 'float32')
-    if values['dtype'] == 'uint8' and sources['dtype'] == 'default':
-        sources['dtype'] = 'input type'
-        values.update({k: v for k, v in (('scale', 1.0), ('mean', 0.0), ('std', 1.0)) if sources[k] == 'default'})
+    if sources['layout'] == 'default':          # not a guess: the input's shape says it
+        values['layout'], sources['layout'] = meta.input_layout(graph.input_shape), 'input shape'
+    if sources['dtype'] == 'default':           # nor this: the input's type
+        values['dtype'], sources['dtype'] = ('uint8' if graph.input_dtype == np.uint8 else 'float32'), 'input type'
+        if values['dtype'] == 'uint8':
+            values.update({k: v for k, v in (('scale', 1.0), ('mean', 0.0), ('std', 1.0)) if sources[k] == 'default'})
     try:
         config = PreprocessConfig(input_shape=tuple(graph.input_shape), **values)
     except PipeitError as exc:
