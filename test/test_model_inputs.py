@@ -160,3 +160,38 @@ def test_bringup_and_launch_pass_the_input_shape_to_the_planner(tmp_path):
     specs = layout.build_layout(params, 'emulated-2x1', model=path, input_shape=(1, 3, 48, 192))
     planner = next(s for s in specs if s.role == 'planner')
     assert planner.parameters['input_shape'] == '1x3x48x192' and planner.parameters['model_path'] == path
+
+
+@pytest.mark.ros
+def test_planner_parameters_for_shape_preprocessing_and_task_are_checked_and_replan(tmp_path):
+    """ros2 param set input_shape / resize_mode / task: bad values are refused with the reason and the old plan
+    stays; a good one re-plans and the plan message carries the new pre-processing and output spec."""
+    from planner_helpers import RosGraph, plan_listener
+    from test_planner_ros import parameter_client, start_planner
+    path = conv_net(tmp_path / 'dyn.onnx', ['n', 3, 'h', 'w'], ['n', 2])
+    ros = RosGraph(domain_id())
+    try:
+        start_planner(ros, model_path=path, topology='emulated-2x1', stages='0-1@c0', input_shape='1x3x32x48')
+        listener = plan_listener(ros)
+        ros.wait(lambda: len(listener.plans) == 1, 30, 'the first plan')
+        assert listener.plans[0].preprocess['input_shape'] == [1, 3, 32, 48]
+        _, set_parameters = parameter_client(ros)
+        for values, reason in ((dict(input_shape='1x3x32'), '4 positive numbers'),
+                               (dict(input_shape='1x4x32x48'), 'disagrees in C 3 (given 4)'),
+                               (dict(resize_mode='fit'), 'resize_mode must be one of'),
+                               (dict(mean='a,b'), 'mean must be numbers'),
+                               (dict(task='detection'), 'task detection needs a YOLO head')):
+            result = set_parameters(**values)
+            assert not result.successful and reason in result.reason, (values, result.reason)
+        ok = set_parameters(input_shape='1x3x64x64')
+        assert ok.successful, ok.reason
+        ros.wait(lambda: len(listener.plans) == 2, 30, 'the re-plan')
+        ok = set_parameters(resize_mode='letterbox')
+        assert ok.successful, ok.reason
+        ros.wait(lambda: len(listener.plans) == 3, 30, 'the second re-plan')
+        m = listener.plans[-1]
+        assert m.preprocess['input_shape'] == [1, 3, 64, 64] and m.preprocess['resize'] == 'letterbox'
+        assert m.output['task'] == 'classification' and m.output['activation'] == 'softmax'
+        assert m.model_hash != listener.plans[0].model_hash          # another input size, another profile key
+    finally:
+        ros.close()
