@@ -16,6 +16,8 @@ from pipeit_ros.app import layout
 
 ARGUMENTS = {
     'model': ('', 'ONNX model file or zoo network name (empty: the parameter file\'s, else mobilenet_v2)'),
+    'input_shape': ('', 'model input NxCxHxW, e.g. 1x3x480x640, for a model with dynamic dims (empty: the '
+                        'parameter file\'s, else the model\'s own)'),
     'topology': ('', "'auto', a topology YAML or a shipped name (empty: the parameter file's, else auto)"),
     'image_topic': ('', 'image topic the first stage subscribes to (empty: the parameter file\'s image_raw)'),
     'params_file': ('', 'ROS 2 parameter file (empty: this package\'s config/pipeline.yaml)'),
@@ -34,7 +36,8 @@ def _nodes(context):
                                 single_container=arg['single_container'].lower() in ('true', '1', 'yes'),
                                 with_camera=arg['camera'] or None, model=arg['model'] or None,
                                 image_topic=arg['image_topic'] or None, namespace=arg['namespace'],
-                                large_data={'true': True, 'false': False}.get(arg['large_data'].lower()))
+                                large_data={'true': True, 'false': False}.get(arg['large_data'].lower()),
+                                input_shape=arg['input_shape'] or None)
     return [Node(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace or None,
                  parameters=[s.parameters], remappings=list(s.remappings.items()), additional_env=s.env,
                  prefix=layout.taskset_prefix(s.cpus), output='screen', emulate_tty=True)

@@ -64,7 +64,7 @@ CASES = {
     'symbolic-height': (lambda: _model([_relu()],
                                        inputs=[helper.make_tensor_value_info('input', TensorProto.FLOAT,
                                                                              ['N', 3, 'H', 8])]),
-                        'must be fixed'),
+                        'dynamic H=H; give its shape with --input-shape'),
     'batch-4': (lambda: _model([_relu()], inputs=[helper.make_tensor_value_info('input', TensorProto.FLOAT,
                                                                                 [4, 3, 8, 8])]), 'batch 4'),
     'opset-10': (lambda: _model([_relu()], opset=10), 'opset 10'),

@@ -160,7 +160,8 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     """launch/launch_ros are not installable here: stand-ins that record their arguments check that every
     argument has a description and that each ProcessSpec becomes one Node with its parameters and CPUs."""
     given = {'model': 'tiny', 'topology': 'emulated-2x1', 'image_topic': '', 'params_file': CONFIG,
-             'single_container': 'false', 'camera': 'pattern', 'namespace': '', 'large_data': 'auto'}
+             'single_container': 'false', 'camera': 'pattern', 'namespace': '', 'large_data': 'auto',
+             'input_shape': ''}
 
     class LaunchConfiguration:
         def __init__(self, name):

@@ -32,7 +32,7 @@ def test_round_trip_and_contract_fields(plan, topo):
     text = encode(plan, topo)
     data = json.loads(text)
     assert set(data) == {'schema_version', 'generation', 'reason', 'model_path', 'model_hash', 'topology',
-                         'plan', 'predicted_stage_ms', 'preprocess'}
+                         'plan', 'predicted_stage_ms', 'preprocess', 'output'}
     assert data['schema_version'] == planmsg.SCHEMA_VERSION
     assert data['preprocess'] == {'mean': list(planmsg.IMAGENET_MEAN), 'std': list(planmsg.IMAGENET_STD),
                                   'rgb': True, 'input_shape': [1, 3, 32, 32]}

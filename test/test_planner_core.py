@@ -34,7 +34,7 @@ def cfg(zoo_model):
     ('memory_mb', True, 'memory_mb must be an integer'),
     ('adapt', 'yes', 'adapt must be true or false'),
     ('adapt_window_s', 0.1, 'adapt_window_s must be in'),
-    ('colour', 'red', "unknown planner parameter 'colour'"),
+    ('color', 'red', "unknown planner parameter 'color'"),
 ], ids=['enum-ok', 'enum-bad', 'source', 'search-bad', 'int-for-float', 'negative', 'float-for-int', 'bool-for-int',
         'str-for-bool', 'window-small', 'unknown'])
 def test_check_value(name, value, reason):

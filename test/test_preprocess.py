@@ -45,7 +45,8 @@ def test_each_encoding_matches_numpy_reference(encoding, channels, rgb, pad):
     pixels = rng.integers(0, 256, (h, w, CHANNELS[encoding]), dtype=np.uint8)
     data, step = padded(pixels, pad)
     order = 1 if rgb else -1          # mean/std are given in the model's channel order
-    cfg = PreprocessConfig(input_shape=(1, channels, h, w), mean=MEAN[::order], std=STD[::order], rgb=rgb)
+    cfg = PreprocessConfig(input_shape=(1, channels, h, w), mean=MEAN[::order], std=STD[::order],
+                           colour='rgb' if rgb else 'bgr')
     out = Preprocessor(cfg)(encoding, h, w, step, data)
     assert out.shape == (1, channels, h, w) and out.dtype == np.float32 and out.flags['C_CONTIGUOUS']
     ref = reference(pixels, encoding, channels, rgb)
@@ -125,7 +126,7 @@ def test_config_rejects_bad_values(kwargs, match):
 def test_config_from_plan_message_with_overrides():
     plan_pre = {'mean': [0.5, 0.5, 0.5], 'std': [0.25, 0.25, 0.25], 'rgb': False, 'input_shape': [1, 3, 32, 32]}
     cfg = PreprocessConfig.from_dict(plan_pre, mean=[0.1], std=None)
-    assert cfg.input_shape == (1, 3, 32, 32) and cfg.rgb is False
+    assert cfg.input_shape == (1, 3, 32, 32) and cfg.colour == 'bgr'
     assert cfg.mean == (0.1, 0.1, 0.1) and cfg.std == (0.25, 0.25, 0.25)
 
 
@@ -148,8 +149,8 @@ def test_camera_sized_frame_matches_resize_then_numpy(encoding, channels, rgb, i
     pixels = rng.integers(0, 256, (480, 640, CHANNELS[encoding]), dtype=np.uint8)
     data, step = padded(pixels, 8)
     order = 1 if rgb else -1
-    cfg = PreprocessConfig(input_shape=(1, channels, 224, 224), mean=MEAN[::order], std=STD[::order], rgb=rgb,
-                           interpolation=interpolation)
+    cfg = PreprocessConfig(input_shape=(1, channels, 224, 224), mean=MEAN[::order], std=STD[::order],
+                           colour='rgb' if rgb else 'bgr', interpolation=interpolation)
     out = Preprocessor(cfg)(encoding, 480, 640, step, data)
     assert out.shape == (1, channels, 224, 224) and out.dtype == np.float32 and out.flags['C_CONTIGUOUS']
     ref = numpy_path(pixels, encoding, (224, 224), channels, rgb, interpolation)

@@ -113,3 +113,54 @@ def test_bringup_counts_vision_msgs_results(vision_env, zoo_model, tmp_path):
     summary = last_json(text)
     assert summary['frames'] > 0 and summary['latency_p50_ms'] > 0, text
     assert 'results on /pipeit/classification as vision_msgs/msg/Classification' in text
+
+
+CHILD_DETECTIONS = r'''
+import json, os
+from pipeit_ros.app.preprocess import PreprocessConfig
+from pipeit_ros.app.results import OutputSpec
+from pipeit_ros.app.wire.plan_msg import encode_plan_message
+from pipeit_ros.hw.topology import resolve
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.plan import parse_spec
+from pipeit_ros.ros import messages
+from pipeit_ros.testing import harness
+
+STAMP = 1_700_000_000_000_000_000
+assert messages.Detection2DArray is not None, 'vision_msgs has no Detection2DArray here'
+g, topo = graph_mod.load(os.environ['PIPEIT_MODEL']), resolve('emulated-2x1')
+plan = parse_spec('0-%d@c0' % (len(g.layers) - 1), topo, n_layers=len(g.layers))
+text = encode_plan_message(plan, generation=1, reason='start', model_path=g.path, model_hash=g.model_hash,
+                           topology=topo, preprocess=PreprocessConfig(g.input_shape, resize='letterbox').to_dict(),
+                           output=OutputSpec(task='detection', detection_format='yolov8').to_dict())
+with harness.RosGraph(domain_id=int(os.environ['PIPEIT_DOMAIN'])) as rg:
+    col, src, planner = rg.collector(outputs=False), rg.source(), rg.planner()
+    planner.publish(text)
+    rg.container({'cluster': '*', 'topology': 'emulated-2x1', 'policy': 'block', 'image_qos': 'reliable'})
+    assert harness.wait(lambda: col.running(1), 20), 'never running'
+    assert src.wait_for_subscriber(10)
+    src.send(harness.image_msg(harness.synthetic_frame(0, 640, 480), 'rgb8', STAMP, frame_id='vision_cam'))
+    assert harness.wait(lambda: col.detections, 30), 'no detections'
+    types = dict(col.get_topic_names_and_types())
+    print(json.dumps({'type': types.get('/pipeit/detections'), 'results': col.detections}))
+'''
+
+
+def test_vision_msgs_detection2d_array_carries_the_boxes(vision_env, tmp_path):
+    from test_output_ros import BOXES, fixed_head_net
+    model = fixed_head_net(tmp_path / 'det.onnx')
+    env = {**vision_env, 'PIPEIT_MODEL': model, 'PIPEIT_DOMAIN': str(domain_id()),
+           **harness.dds_env(harness.TRANSPORT)}
+    child = subprocess.run([sys.executable, '-c', CHILD_DETECTIONS], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]
+    got = json.loads(child.stdout.strip().splitlines()[-1])
+    assert got['type'] == ['vision_msgs/msg/Detection2DArray']
+    res = got['results'][0]
+    assert res['header'] == {'stamp': {'sec': STAMP // 10**9, 'nanosec': STAMP % 10**9}, 'frame_id': 'vision_cam'}
+    # 640x480 letterboxed into 64x64: scale 0.1, 8 rows of border on top
+    want = [(c, s, [(cx - w / 2) / 0.1, (cy - h / 2 - 8) / 0.1, w / 0.1, h / 0.1]) for cx, cy, w, h, c, s in BOXES]
+    assert [(d['class_id'], round(d['score'], 6)) for d in res['detections']] == \
+        [(c, round(s, 6)) for c, s, _ in want]
+    for d, (_, _, box) in zip(res['detections'], want):
+        np.testing.assert_allclose(d['bbox'], box, atol=1e-3)

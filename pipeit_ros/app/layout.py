@@ -143,13 +143,13 @@ def dds_profile_env(environ=None):
 
 
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
-                 image_topic=None, namespace='', large_data=None):
+                 image_topic=None, namespace='', large_data=None, input_shape=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
     ``single_container``), and a camera when ``with_camera`` names a source ('pattern', a video, a folder).
 
     ``params``: :func:`load_params_file`'s dict. ``topology``: a Topology, a spec ('auto', a YAML path, a
-    shipped name) or None for the planner section's ``topology`` (default 'auto'). ``model`` and
-    ``image_topic`` override the parameter file.
+    shipped name) or None for the planner section's ``topology`` (default 'auto'). ``model``, ``input_shape``
+    (text such as '1x3x480x640') and ``image_topic`` override the parameter file.
     """
 
     planner = section(params, PLANNER)
@@ -163,6 +163,8 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         planner['topology'] = _topology_spec(topology)
     if model:
         planner['model_path'] = os.path.abspath(model) if os.path.isfile(model) else model
+    if input_shape:
+        planner['input_shape'] = input_shape if isinstance(input_shape, str) else 'x'.join(map(str, input_shape))
     specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
                          parameters=planner_parameters(planner), env=dict(dds_env), namespace=namespace)]
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, fields, replace
 import os
 import threading
 
-from pipeit_ros.app import adapt
+from pipeit_ros.app import adapt, preprocess, results
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.model import graph as graph_mod
-from pipeit_ros.model import zoo
+from pipeit_ros.model import meta, zoo
 from pipeit_ros.plan import check_against, parse_spec, with_model
 from pipeit_ros.planning import dse
 from pipeit_ros.planning import facade as planning
@@ -34,6 +34,19 @@ class PlannerConfig:
     memory_mb: int = 0
     search: str = 'exact'
     stages: str = ''
+    input_shape: str = ''
+    resize_mode: str = ''
+    pad_value: float = -1.0
+    colour: str = ''
+    pixel_scale: float = 0.0
+    mean: str = ''
+    std: str = ''
+    task: str = 'auto'
+    output_activation: str = 'auto'
+    score_threshold: float = 0.25
+    nms_threshold: float = 0.45
+    max_detections: int = 100
+    labels_file: str = ''
     adapt: bool = False
     adapt_threshold: float = 0.25
     adapt_window_s: float = 3.0
@@ -88,6 +101,28 @@ PARAMS = (
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),
     ParamSpec('stages', 'force this plan (compact spec, e.g. 0-5@c0,6-11@c1) instead of the DSE; '
               'empty: plan with the DSE'),
+    ParamSpec('input_shape', 'model input NxCxHxW (e.g. 1x3x480x640) for a model with dynamic dims; '
+              "empty: the sidecar's, else the model's own"),
+    ParamSpec('resize_mode', 'frame to input: stretch, letterbox or center_crop; empty: sidecar, model '
+              'metadata, else stretch', ('',) + preprocess.RESIZE_MODES),
+    ParamSpec('pad_value', 'letterbox border pixel value (0-255); -1: sidecar, metadata, else 114',
+              low=-1.0, high=255.0),
+    ParamSpec('colour', "the model's channel order: rgb, bgr or grey; empty: sidecar, metadata, else rgb",
+              ('',) + preprocess.COLOURS),
+    ParamSpec('pixel_scale', 'input = (pixel * pixel_scale - mean) / std; 0: sidecar, metadata, else 1/255',
+              low=0.0, high=1e6),
+    ParamSpec('mean', "per-channel mean, e.g. '0.5' or '0.485,0.456,0.406'; empty: sidecar, metadata, "
+              'else ImageNet'),
+    ParamSpec('std', "per-channel std, e.g. '0.5' or '0.229,0.224,0.225'; empty: sidecar, metadata, "
+              'else ImageNet'),
+    ParamSpec('task', 'what the first output is; auto: from the model metadata or its shape', results.TASKS),
+    ParamSpec('output_activation', 'what class scores still need; auto: none when the model ends in '
+              'Softmax or Sigmoid, else softmax', results.ACTIVATIONS),
+    ParamSpec('score_threshold', 'detection: lowest score kept', low=0.0, high=1.0),
+    ParamSpec('nms_threshold', 'detection: IoU above which NMS drops the weaker box of a class', low=0.0,
+              high=1.0),
+    ParamSpec('max_detections', 'detection: most boxes per frame', low=1, high=100_000),
+    ParamSpec('labels_file', "class labels, one per line; empty: the sidecar's, else the model metadata"),
     ParamSpec('adapt', 're-plan from measured stage times (/diagnostics) when they drift', replans=False),
     ParamSpec('adapt_threshold', 'relative drift of the slowest stage from its prediction that counts',
               low=0.01, high=10.0, replans=False),
@@ -109,10 +144,15 @@ def check_value(name, value):
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         return f'{name} must be {_TYPE_NAMES[expected]}, got {value!r}'
     if spec.choices and value not in spec.choices:
-        return f'{name} must be one of {", ".join(spec.choices)}, got {value!r}'
+        return f'{name} must be one of {choices_text(spec.choices)}, got {value!r}'
     if spec.low is not None and not spec.low <= value <= spec.high:
         return f'{name} must be in [{spec.low:g}, {spec.high:g}], got {value!r}'
     return None
+
+
+def choices_text(choices):
+    """'a, b' with an empty choice shown as '' (the 'not given' of the string parameters)."""
+    return ', '.join(c or "''" for c in choices)
 
 
 def check_config(cfg, inputs):
@@ -136,7 +176,8 @@ def check_config(cfg, inputs):
     if not cfg.stages:
         planning.check_search(cfg.search, cfg.objective, cfg.max_latency_ms or None, cfg.min_fps or None,
                               cfg.memory_mb or None, option=str)
-    graph = inputs.graph(cfg.model_path)
+    graph = inputs.graph(cfg.model_path, cfg.input_shape)
+    model_io(cfg, graph)
     topology = inputs.topology(cfg.topology)
     if cfg.stages:
         forced_plan(cfg.stages, graph, topology)
@@ -171,6 +212,8 @@ class PlanResult:
     cost: object
     cost_key: tuple
     predicted_stage_ms: list
+    preprocess: dict = None     # PreprocessConfig.to_dict() for the plan message
+    output: dict = None         # OutputSpec.to_dict() for the plan message
 
 
 class PlanInputs:
@@ -184,14 +227,14 @@ class PlanInputs:
         self._topologies = {}
         self._costs = {}
 
-    def graph(self, model_path):
+    def graph(self, model_path, input_shape=''):
 
         path = resolve_model_path(model_path)
         st = os.stat(path)
-        key = (path, st.st_mtime_ns, st.st_size)
+        key = (path, st.st_mtime_ns, st.st_size, input_shape)
         with self._lock:
             if key not in self._graphs:
-                self._graphs[key] = graph_mod.load(path)
+                self._graphs[key] = graph_mod.load(path, input_shape or None)
             return self._graphs[key]
 
     def topology(self, spec):
@@ -229,7 +272,8 @@ class PlanInputs:
 def make_plan(cfg, inputs):
     """The plan for ``cfg``: the forced ``stages`` or the DSE's on the (memoised) cost table."""
 
-    graph = inputs.graph(cfg.model_path)
+    graph = inputs.graph(cfg.model_path, cfg.input_shape)
+    pre, out = model_io(cfg, graph, inputs.log)
     topology = inputs.topology(cfg.topology)
     # a forced plan is predicted when that is cheap (a given file) or needed (adaptation compares against it)
     need_cost = not cfg.stages or cfg.adapt or bool(cfg.profile_path or cfg.predictor_path)
@@ -238,7 +282,44 @@ def make_plan(cfg, inputs):
         plan = forced_plan(cfg.stages, graph, topology)
     else:
         plan = run_dse(cfg, cost, topology, graph)
-    return _result(plan, graph, topology, cost, inputs.cost_key(cfg, graph, topology), adapt)
+    return _result(plan, graph, topology, cost, inputs.cost_key(cfg, graph, topology), pre, out)
+
+
+def model_io(cfg, graph, log=None):
+    """(pre-processing dict, output spec dict) of ``graph`` for the plan message: parameters first, then the
+    model's sidecar, its metadata, the defaults (``log`` says which, and what task was inferred)."""
+    sidecar = meta.read_sidecar(graph.path)
+    explicit = {'resize_mode': cfg.resize_mode, 'colour': cfg.colour,
+                'pad_value': cfg.pad_value if cfg.pad_value >= 0 else None, 'pixel_scale': cfg.pixel_scale or None,
+                'mean': _floats('mean', cfg.mean), 'std': _floats('std', cfg.std)}
+    pre, _ = preprocess.resolve(graph, explicit, sidecar, log)
+    given = {name: getattr(cfg, name) for name in _OUTPUT_PARAMS
+             if getattr(cfg, name) != PARAM_SPECS[name].default}
+    chosen = {name: given.get(name, sidecar.get(name, PARAM_SPECS[name].default)) for name in _OUTPUT_PARAMS}
+    labels_file = cfg.labels_file or sidecar.get('labels_file') or ''
+    labels = results.load_labels(labels_file) if labels_file else None
+    try:
+        out = results.output_spec(graph, chosen['task'], chosen['output_activation'], labels, log,
+                                  score_threshold=float(chosen['score_threshold']),
+                                  nms_threshold=float(chosen['nms_threshold']),
+                                  max_detections=int(chosen['max_detections']))
+    except (TypeError, ValueError) as exc:
+        raise PipeitError(f'{meta.sidecar_path(graph.path)}: {exc}') from None
+    return pre.to_dict(), out.to_dict()
+
+
+_OUTPUT_PARAMS = ('task', 'output_activation', 'score_threshold', 'nms_threshold', 'max_detections')
+
+
+def _floats(name, text):
+    """'0.5' / '0.485, 0.456, 0.406' -> a list of floats; '' -> None."""
+    if not text.strip():
+        return None
+    try:
+        return [float(v) for v in text.replace(',', ' ').split()]
+    except ValueError:
+        raise PipeitError(f"{name} must be numbers separated by commas, e.g. '0.485,0.456,0.406', "
+                          f'got {text!r}') from None
 
 
 def run_dse(cfg, cost, topology, graph):
@@ -261,10 +342,11 @@ def adapt_plan(current, cfg, drift, inputs):
         plan = adapt.rebalance(current.plan, scaled, current.topology)
     else:
         plan = run_dse(cfg, scaled, current.topology, current.graph)
-    return _result(plan, current.graph, current.topology, scaled, current.cost_key, adapt)
+    return _result(plan, current.graph, current.topology, scaled, current.cost_key, current.preprocess,
+                   current.output)
 
 
-def _result(plan, graph, topology, cost, key, adapt):
+def _result(plan, graph, topology, cost, key, pre, out):
 
     if cost is None:
         predicted = [s.predicted_ms or 0.0 for s in plan.stages]
@@ -272,4 +354,4 @@ def _result(plan, graph, topology, cost, key, adapt):
         plan = dse.with_predictions(plan, cost, topology)
         predicted = adapt.predicted_stage_ms(cost, plan)
     return PlanResult(plan=plan, graph=graph, topology=topology, cost=cost, cost_key=key,
-                      predicted_stage_ms=predicted)
+                      predicted_stage_ms=predicted, preprocess=pre, output=out)

@@ -8,11 +8,17 @@ to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX
 from pipeit_ros.bench import benchmark as bench
 from pipeit_ros.bench.plot import plot
 from pipeit_ros.cli import paper_cmd
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model
+from pipeit_ros.cli.common import (
+    add_json_flag,
+    add_model_argument,
+    add_topology_flag,
+    load_model,
+    note,
+    print_json,
+)
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
-from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
 from pipeit_ros.plan import Plan, check_against, parse_spec, with_model
 from pipeit_ros.planning import facade as planning
@@ -20,8 +26,7 @@ from pipeit_ros.planning.baselines import NAMES, baselines
 
 
 def add_arguments(parser):
-    parser.add_argument('model', metavar='MODEL', nargs='?',
-                        help='ONNX file or zoo network name (default: mobilenet_v2 from the zoo)')
+    add_model_argument(parser, nargs='?', help='ONNX file or zoo network name (default: mobilenet_v2 from the zoo)')
     add_topology_flag(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--plan', metavar='FILE', help='plan JSON (from `pipeit plan --out`)')
@@ -81,10 +86,7 @@ def run(args):
         raise PipeitError('--seconds must be > 0, --rounds and --queue-size >= 1, --warmup >= 0 '
                           f'(got {args.seconds:g}, {args.rounds}, {args.queue_size}, {args.warmup})')
     topology = topo.resolve(args.topology)
-    if args.model is None:
-        graph = graph_mod.load(zoo.default_model_path())
-    else:
-        graph = graph_mod.load(resolve_model(args.model))
+    graph = load_model(args, default=zoo.default_model_path())
     candidates = {}
     plan = _plan(args, graph, topology)
     if plan is not None:

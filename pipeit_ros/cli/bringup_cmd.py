@@ -16,7 +16,7 @@ from rclpy.signals import SignalHandlerOptions
 from pipeit_ros.app import layout
 from pipeit_ros.app.supervise import Supervisor
 from pipeit_ros.cli import error
-from pipeit_ros.cli.common import add_json_flag, note, print_json
+from pipeit_ros.cli.common import add_input_shape_flag, add_json_flag, note, print_json
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.hw.emulation import ACTIVE_ENV, emulated
@@ -31,6 +31,7 @@ def add_arguments(parser):
     parser.add_argument('--topology', default=None, metavar='FILE|NAME|auto',
                         help='topology YAML, shipped name or auto (default: the planner\'s parameter, else auto)')
     parser.add_argument('--model', metavar='FILE|NAME', help='ONNX model or zoo network name (e.g. tiny)')
+    add_input_shape_flag(parser)
     parser.add_argument('--image-topic', metavar='TOPIC', help='image topic the first container subscribes to')
     parser.add_argument('--single-container', action='store_true',
                         help='one container process for all clusters instead of one per cluster')
@@ -62,7 +63,7 @@ def run(args):
     topology = topology_mod.resolve(spec)
     specs = layout.build_layout(params, topology, args.single_container, args.with_camera, model=args.model,
                                 image_topic=args.image_topic, namespace=args.namespace,
-                                large_data=args.large_data)
+                                large_data=args.large_data, input_shape=args.input_shape)
     note(topology.describe())
     for s in specs:
         note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')

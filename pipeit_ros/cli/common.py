@@ -1,14 +1,42 @@
 """Small helpers shared by the subcommands."""
+import argparse
 import json
 import os
 import sys
 
 from pipeit_ros.errors import ModelError, PipeitError
+from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
+from pipeit_ros.model.load import INPUT_SHAPE_FLAG, parse_input_shape
 
 
 def add_json_flag(parser):
     parser.add_argument('--json', action='store_true', help='machine-readable output on stdout')
+
+
+def add_model_argument(parser, help, **kwargs):
+    """The MODEL positional and ``--input-shape`` (for models whose input dims are dynamic)."""
+    parser.add_argument('model', metavar='MODEL', help=help, **kwargs)
+    add_input_shape_flag(parser)
+
+
+def add_input_shape_flag(parser):
+    parser.add_argument(INPUT_SHAPE_FLAG, dest='input_shape', type=_input_shape, metavar='NxCxHxW',
+                        help='input shape for a model with dynamic dims, e.g. 1x3x480x640 (default: the '
+                             "model's own; a dynamic batch becomes 1)")
+
+
+def _input_shape(text):
+    try:
+        return parse_input_shape(text)
+    except ModelError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def load_model(args, default=None):
+    """The LayerGraph of ``args.model`` (a file or zoo name; ``default`` when none) at ``args.input_shape``."""
+    spec = args.model if args.model is not None else default
+    return graph_mod.load(resolve_model(spec), getattr(args, 'input_shape', None))
 
 
 def add_topology_flag(parser):

@@ -5,18 +5,17 @@ standalone pool, eltwise, concat or other node (see pipeit_ros.model.graph). A c
 one tensor crosses, so residual and inception blocks are never cut inside; the `cut` column shows the size
 of that tensor before each layer a stage may start at. A symbolic batch dimension is fixed to 1.
 """
-from pipeit_ros.cli.common import add_json_flag, note, print_json, resolve_model
-from pipeit_ros.model import graph
+from pipeit_ros.cli.common import add_json_flag, add_model_argument, load_model, note, print_json
 
 
 def add_arguments(parser):
-    parser.add_argument('model', metavar='MODEL', help='ONNX file (opset >= 11, one 4-D float image input) or zoo name')
+    add_model_argument(parser, help='ONNX file (opset >= 11, one 4-D float image input) or zoo name')
     add_json_flag(parser)
 
 
 def run(args):
 
-    g = graph.load(resolve_model(args.model))
+    g = load_model(args)
     if g.batch_fixed:
         note(f'{args.model}: symbolic batch dimension fixed to 1')
     if args.json:

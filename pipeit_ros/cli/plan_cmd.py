@@ -7,14 +7,21 @@ runs the paper's heuristic for comparison. A topology that is not this machine (
 paper from the host's predictor scaled for that board. --json / --out give the plan that `pipeit bench --plan`
 runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cli.common import (
+    add_json_flag,
+    add_model_argument,
+    add_topology_flag,
+    load_model,
+    note,
+    print_json,
+    save_output,
+)
 from pipeit_ros.hw import topology as topo
-from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.planning import facade as planning
 
 
 def add_arguments(parser):
-    parser.add_argument('model', metavar='MODEL', help='ONNX file or zoo network name (e.g. mobilenet_v2)')
+    add_model_argument(parser, help='ONNX file or zoo network name (e.g. mobilenet_v2)')
     add_topology_flag(parser)
     given = parser.add_mutually_exclusive_group()
     given.add_argument('--predictor', metavar='FILE', help='trained predictor (pipeit train --out) for stage times')
@@ -58,7 +65,7 @@ def describe(plan, graph, topology):
 def run(args):
 
     topology = topo.resolve(args.topology, check_cpus=False)
-    graph = graph_mod.load(resolve_model(args.model))
+    graph = load_model(args)
     plan = planning.auto_plan(graph, topology, source=args.source, predictor_path=args.predictor,
                               profile_path=args.profile, objective=args.objective,
                               max_latency_ms=args.max_latency_ms, min_fps=args.min_fps, memory_mb=args.memory_mb,

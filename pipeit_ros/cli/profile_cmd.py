@@ -5,15 +5,22 @@ them. The per-run overhead of each configuration is measured apart (a trivial mo
 segment times. The result is cached by model hash + topology fingerprint + onnxruntime version; a rerun
 says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cli.common import (
+    add_json_flag,
+    add_model_argument,
+    add_topology_flag,
+    load_model,
+    note,
+    print_json,
+    save_output,
+)
 from pipeit_ros.cost import profiler
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
-from pipeit_ros.model import graph as graph_mod
 
 
 def add_arguments(parser):
-    parser.add_argument('model', metavar='MODEL', help='ONNX file or zoo network name (e.g. mobilenet_v2)')
+    add_model_argument(parser, help='ONNX file or zoo network name (e.g. mobilenet_v2)')
     add_topology_flag(parser)
     parser.add_argument('--out', metavar='FILE', help='also write the cost table (JSON) to FILE')
     parser.add_argument('--reps', type=int, metavar='N',
@@ -32,7 +39,7 @@ def run(args):
     if args.budget is not None and args.budget <= 0:
         raise PipeitError(f'--budget must be > 0 seconds, got {args.budget:g}')
     topology = topo.resolve(args.topology)
-    graph = graph_mod.load(resolve_model(args.model))
+    graph = load_model(args)
     options = {} if args.budget is None else {'budget_s': args.budget}
     table = profiler.profile(graph, topology, reps=args.reps, progress=not args.no_progress, log=note,
                              use_cache=not args.no_cache, **options)

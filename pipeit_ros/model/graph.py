@@ -24,6 +24,7 @@ never count. So a residual or inception block is never cut inside.
 import collections
 import dataclasses
 from dataclasses import dataclass
+import hashlib
 import math
 import operator
 import threading
@@ -33,6 +34,7 @@ import onnx.utils
 
 from pipeit_ros.errors import PlanError
 from pipeit_ros.model import load as graph_load
+from pipeit_ros.model import meta
 
 CONV_OPS = {'Conv'}
 FC_OPS = {'Gemm', 'MatMul'}
@@ -82,12 +84,24 @@ class CutPoint:
         return {'index': self.index, 'tensor': self.tensor, 'shape': list(self.shape), 'bytes': self.bytes}
 
 
-def load(path):
-    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`); raises ModelError."""
+def load(path, input_shape=None):
+    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`) with its input fixed to
+    ``input_shape`` (else the sidecar's, :func:`pipeit_ros.model.meta.read_sidecar`) where the model leaves
+    dims dynamic; raises ModelError.
+
+    The model hash is the file's, plus the shape where ``input_shape`` fixed a dim other than the batch
+    (profiles of one file at two input sizes must not share a cache entry).
+    """
     model, digest = graph_load.read_model(path)
-    _, batch_fixed = graph_load.check_interface(path, model)
+    if input_shape is None:
+        input_shape = meta.read_sidecar(path).get('input_shape') or None
+    name, batch_fixed, shape = graph_load.check_interface(path, model, input_shape)
     graph_load.check_runtime(path)
-    graph_load.make_static(path, model)
+    own = next(i for i in model.graph.input if i.name == name).type.tensor_type.shape.dim
+    if not all(graph_load.is_static(d) for d in own[1:]):
+        digest = hashlib.sha256(f'{digest}|{"x".join(map(str, shape))}'.encode()).hexdigest()[:16]
+    graph_load.make_static(path, model, shape)
+    graph_load.check_run(path, model)
     return LayerGraph(path, model, digest, batch_fixed)
 
 
@@ -103,6 +117,8 @@ class LayerGraph:
         self.output_names = [o.name for o in graph.output]
         self.output_shapes = [self._tensors[o][0] for o in self.output_names]
         self.opset = graph_load.default_opset(model)
+        self.metadata = meta.metadata(model)
+        self.input_dtype = helper.tensor_dtype_to_np_dtype(self._tensors[self.input_name][1])
         self._const = {t.name for t in graph.initializer}
         nodes = list(graph.node)
         self._layer_nodes = [[nodes[i] for i in group] for group in _group(nodes, self._const, set(self.output_names))]

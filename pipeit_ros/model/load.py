@@ -5,10 +5,17 @@ Preparation: initializer copies leave ``graph.input``, nodes get unique names, a
 ``Constant`` nodes, ``Shape`` of static tensors and nodes computed only from constants are folded into
 initializers (so the shape arithmetic of exported ``Reshape`` s does not hold extra tensors across every
 cut), and every used tensor gets a static shape (onnx shape inference; onnxruntime as a fallback).
+
+Dynamic input dims: a dim counts as dynamic unless it is a positive number (a symbol, ``?``, -1 and 0 all
+are; H and W may share one name, as Paddle exports do, so dims are fixed by position, not by name). A dynamic
+batch becomes 1; any other dynamic dim needs the shape from the user (``--input-shape 1x3x480x640``, planner
+parameter ``input_shape``). Output dims still dynamic after onnx shape inference come from one onnxruntime run.
+A model that loads but does not run in onnxruntime is refused with onnxruntime's reason (:func:`check_run`).
 """
 import hashlib
 import math
 import os
+import re
 
 import numpy as np
 import onnx
@@ -23,6 +30,9 @@ MIN_OPSET = 11
 _NO_FOLD = {'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli'}
 # Initializers larger than this travel to shape inference as typed inputs, not as data.
 _INFER_DATA_LIMIT = 4096
+
+
+INPUT_SHAPE_FLAG = '--input-shape'
 
 
 def fail(path, reason):
@@ -65,8 +75,39 @@ def read_model(path):
     return model, digest
 
 
-def check_interface(path, model):
-    """(input name, batch_fixed): one 4-D float32 image input with fixed C, H, W; opset >= 11."""
+def parse_input_shape(text):
+    """'1x3x480x640' (or '1,3,480,640', or a list of 4 ints) -> (1, 3, 480, 640); ModelError saying why not.
+
+    >>> parse_input_shape('1x3x480x640')
+    (1, 3, 480, 640)
+    """
+    parts = [str(p) for p in text] if isinstance(text, (list, tuple)) else \
+        [p for p in re.split(r'[x,\s]+', str(text).strip().lower()) if p]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) < 1:
+        raise ModelError(f'input shape {text!r} is not 4 positive numbers N x C x H x W, e.g. 1x3x480x640')
+    if dims[0] != 1:
+        raise ModelError(f'input shape {text!r} has batch {dims[0]}; Pipe-it streams single frames (batch 1)')
+    return dims
+
+
+def is_static(dim):
+    """A dim with a positive number; a symbol, '?', -1 (Paddle's any) and 0 are dynamic."""
+    return dim.HasField('dim_value') and dim.dim_value > 0
+
+
+def dim_text(dim):
+    return str(dim.dim_value) if dim.HasField('dim_value') else (dim.dim_param or '?')
+
+
+def check_interface(path, model, input_shape=None):
+    """(input name, batch_fixed, shape): one 4-D float32 image input; opset >= 11; ``batch_fixed`` True when
+    the model's batch is dynamic and so is set to 1 here; ``shape`` the input's dims
+    with every dynamic one fixed (batch 1, the others from ``input_shape``, which must agree with the dims
+    the model fixes). A model with dynamic C, H or W and no ``input_shape`` is refused naming those dims."""
     opset = default_opset(model)
     if opset is None or opset < MIN_OPSET:
         raise fail(path, f'opset {opset} is older than {MIN_OPSET}; convert it with onnx.version_converter')
@@ -83,15 +124,26 @@ def check_interface(path, model):
             if inp.type.HasField('tensor_type') else 'not a tensor'
         raise fail(path, f'input {inp.name!r} is {kind}, not a float32 image tensor')
     dims = list(tensor.shape.dim) if tensor.HasField('shape') else []
-    text = 'x'.join(str(d.dim_value) if d.HasField('dim_value') else (d.dim_param or '?') for d in dims)
+    text = 'x'.join(dim_text(d) for d in dims)
     if len(dims) != 4:
         raise fail(path, f'input {inp.name!r} has shape [{text or "unknown"}], not a 4-D N x C x H x W image')
-    if dims[0].HasField('dim_value') and dims[0].dim_value != 1:
+    batch_fixed = not is_static(dims[0])
+    if input_shape is not None:
+        given = parse_input_shape(input_shape)
+        clash = [f'{axis} {d.dim_value} (given {g})' for axis, d, g in zip('NCHW', dims, given)
+                 if is_static(d) and d.dim_value != g]
+        if clash:
+            raise fail(path, f'input {inp.name!r} is [{text}]; {INPUT_SHAPE_FLAG} {"x".join(map(str, given))} '
+                             f'disagrees in {", ".join(clash)}')
+        return inp.name, batch_fixed, given
+    if not batch_fixed and dims[0].dim_value != 1:
         raise fail(path, f'input {inp.name!r} has batch {dims[0].dim_value}; Pipe-it streams single frames, '
-                         're-export it with batch 1 or a symbolic batch')
-    if not all(d.HasField('dim_value') and d.dim_value > 0 for d in dims[1:]):
-        raise fail(path, f'input {inp.name!r} has shape [{text}]; C, H and W must be fixed numbers')
-    return inp.name, not dims[0].HasField('dim_value')
+                         're-export it with batch 1 or a dynamic batch')
+    dynamic = [f'{axis}={dim_text(d)}' for axis, d in zip('CHW', dims[1:]) if not is_static(d)]
+    if dynamic:
+        raise fail(path, f'input {inp.name!r} is [{text}] with dynamic {", ".join(dynamic)}; give its shape '
+                         f'with {INPUT_SHAPE_FLAG} NxCxHxW (e.g. 1x3x480x640; planner parameter input_shape)')
+    return inp.name, batch_fixed, (1,) + tuple(d.dim_value for d in dims[1:])
 
 
 def default_opset(model):
@@ -110,22 +162,39 @@ def check_runtime(path):
         raise fail(path, f'onnxruntime cannot load it ({first_line(exc)})') from None
 
 
-def make_static(path, model):
-    """Mutate ``model`` in place into the batch-1, folded, fully shaped form (see the module docstring)."""
+def check_run(path, model):
+    """Run the prepared (static) ``model`` once on zeros: a model onnxruntime loads but cannot run (an op
+    it lacks for these types, NHWC data where NCHW is expected, ...) is refused with onnxruntime's reason."""
+    inp = model.graph.input[0]
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=['CPUExecutionProvider'])
+        session.run(None, {inp.name: np.zeros([d.dim_value for d in inp.type.tensor_type.shape.dim], np.float32)})
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+        raise fail(path, f'onnxruntime cannot run it ({first_line(exc)})') from None
+
+
+def make_static(path, model, shape):
+    """Mutate ``model`` in place into the ``shape``-input, folded, fully shaped form (module docstring)."""
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     keep = [i for i in graph.input if i.name not in inits]  # old exporters list the weights as inputs too
     del graph.input[:]
     graph.input.extend(keep)
     model.ir_version = max(model.ir_version, 4)
-    dim = graph.input[0].type.tensor_type.shape.dim[0]
-    dim.Clear()
-    dim.dim_value = 1
+    for dim, value in zip(graph.input[0].type.tensor_type.shape.dim, shape):   # by position: names may repeat
+        dim.Clear()
+        dim.dim_value = int(value)
     _name_nodes(graph)
-    for out in graph.output:  # an exporter's symbolic output batch would clash with the fixed input
+    for out in graph.output:  # exporters' symbolic or -1 output dims would clash with the fixed input
         tensor = out.type.tensor_type
-        if tensor.HasField('shape') and not all(d.HasField('dim_value') for d in tensor.shape.dim):
+        if tensor.HasField('shape') and not all(is_static(d) for d in tensor.shape.dim):
             tensor.ClearField('shape')
+    keep = [vi for vi in graph.value_info if all(is_static(d) for d in vi.type.tensor_type.shape.dim)]
+    del graph.value_info[:]
+    graph.value_info.extend(keep)
     _infer(path, model)
     if _fold(model):
         _infer(path, model)
@@ -155,7 +224,7 @@ def static_shapes(graph):
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         tensor = vi.type.tensor_type
         if vi.type.HasField('tensor_type') and tensor.HasField('shape') and \
-                all(d.HasField('dim_value') for d in tensor.shape.dim):
+                all(is_static(d) for d in tensor.shape.dim):
             table[vi.name] = (tuple(d.dim_value for d in tensor.shape.dim), tensor.elem_type)
     for t in graph.initializer:
         table[t.name] = (tuple(t.dims), t.data_type)

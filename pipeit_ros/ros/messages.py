@@ -31,6 +31,10 @@ try:                                    # not installable from PyPI here; used w
     from vision_msgs.msg import Classification, ObjectHypothesis
 except ImportError:
     Classification = ObjectHypothesis = None
+try:                                    # a vision_msgs with the detection messages (scripts/build-vision-msgs)
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:
+    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
 
 PLAN_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -72,10 +76,10 @@ def copy_header(dst, src):
     return dst
 
 
-def tensor_msg(header, arr, *, seq, generation, t_recv_ns):
+def tensor_msg(header, arr, *, seq, generation, t_recv_ns, src_hw=(0, 0)):
     msg = Image()
     copy_header(msg.header, header)
-    return tensormsg.pack_tensor(msg, arr, seq=seq, generation=generation, t_recv_ns=t_recv_ns)
+    return tensormsg.pack_tensor(msg, arr, seq=seq, generation=generation, t_recv_ns=t_recv_ns, src_hw=src_hw)
 
 
 def eos_msg(generation):
@@ -122,6 +126,50 @@ def classification_dict(msg):
                        'frame_id': msg.header.frame_id},
             'top_k': [{'class_id': int(h.class_id) if h.class_id.isdigit() else h.class_id, 'score': h.score}
                       for h in msg.results]}
+
+
+def detections_msg(header, seq, detections, generation, latency_ms):
+    """``pipeit/detections``: vision_msgs/Detection2DArray (header = the source image's; per detection one
+    ObjectHypothesisWithPose, class_id the class index as text, and the box centre and size in source-image
+    pixels) where vision_msgs has it, else std_msgs/String holding pipeit_ros.app.results.detections_dict."""
+    if Detection2DArray is not None:
+        msg = Detection2DArray()
+        copy_header(msg.header, header)
+        out = []
+        for d in detections:
+            det = Detection2D()
+            copy_header(det.header, header)
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id = str(d['class_id'])
+            hyp.hypothesis.score = float(d['score'])
+            det.results = [hyp]
+            x, y, w, h = d['bbox']
+            det.bbox.center.position.x, det.bbox.center.position.y = x + w / 2, y + h / 2
+            det.bbox.size_x, det.bbox.size_y = w, h
+            out.append(det)
+        msg.detections = out
+        return msg
+    d = results.detections_dict(header.stamp.sec, header.stamp.nanosec, header.frame_id, seq, detections,
+                                generation=generation, latency_ms=latency_ms)
+    return String(data=json.dumps(d))
+
+
+def detections_type():
+    return Detection2DArray if Detection2DArray is not None else String
+
+
+def detections_dict(msg):
+    """Either kind of ``pipeit/detections`` message as the JSON branch's object (bbox = [x, y, w, h])."""
+    if isinstance(msg, String):
+        return json.loads(msg.data)
+    dets = []
+    for det in msg.detections:
+        hyp = det.results[0].hypothesis
+        cx, cy, w, h = det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.size_x, det.bbox.size_y
+        dets.append({'class_id': int(hyp.class_id) if hyp.class_id.isdigit() else hyp.class_id,
+                     'score': hyp.score, 'bbox': [cx - w / 2, cy - h / 2, w, h]})
+    return {'header': {'stamp': {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec},
+                       'frame_id': msg.header.frame_id}, 'detections': dets}
 
 
 def diagnostic_array(stamp, statuses):

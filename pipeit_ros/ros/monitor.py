@@ -1,7 +1,8 @@
 """The node ``pipeit bringup`` runs in its own process to show live throughput and latency.
 
-It listens to ``pipeit/classification`` (one message per frame, carrying the source image's header stamp:
-latency = receipt time - stamp, both on this machine's clock), ``pipeit/plan`` (the generation running) and
+It listens to ``pipeit/classification`` and ``pipeit/detections`` (one message per frame on the one of the two
+that the model's task uses, carrying the source image's header stamp: latency = receipt time - stamp, both on
+this machine's clock), ``pipeit/plan`` (the generation running) and
 ``/diagnostics`` (per-stage figures). Best-effort subscriptions: they match reliable and best-effort
 publishers alike, and a monitor must never slow the pipeline down.
 """
@@ -27,7 +28,10 @@ class Monitor(Node):
             kwargs['namespace'] = namespace
         super().__init__('pipeit_bringup', **kwargs)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(messages.classification_type(), topics.CLASSIFICATION, self._on_result, qos)
+        self.create_subscription(messages.classification_type(), topics.CLASSIFICATION,
+                                 lambda m: self._on_result(m, messages.classification_dict), qos)
+        self.create_subscription(messages.detections_type(), topics.DETECTIONS,
+                                 lambda m: self._on_result(m, messages.detections_dict), qos)
         self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
         self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
@@ -39,10 +43,10 @@ class Monitor(Node):
         self.plan_spec = ''
         self.stages = {}
 
-    def _on_result(self, msg):
+    def _on_result(self, msg, as_dict):
         now, wall = time.monotonic(), time.time()
         try:
-            stamp = messages.classification_dict(msg)['header']['stamp']
+            stamp = as_dict(msg)['header']['stamp']
             latency = (wall - stamp['sec'] - stamp['nanosec'] * 1e-9) * 1000.0
         except (ValueError, KeyError, TypeError):
             latency = float('nan')

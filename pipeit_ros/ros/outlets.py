@@ -25,14 +25,15 @@ class Outlets:
         self._unacked = []          # (tensor publisher, when its run ended)
 
     def results(self):
-        """(pipeit/output, pipeit/classification) publishers, made on first use."""
+        """(pipeit/output, pipeit/classification, pipeit/detections) publishers, made on first use."""
         if self._results is None:
-            kind = messages.classification_type()
+            kind, dkind = messages.classification_type(), messages.detections_type()
             self._results = (
                 self.node.create_publisher(messages.Float32MultiArray, topics.OUTPUT, messages.RESULT_QOS),
-                self.node.create_publisher(kind, topics.CLASSIFICATION, messages.RESULT_QOS))
-            self.node.get_logger().info(f'results on {self._results[1].topic_name} as '
-                                        f'{kind.__module__.split(".")[0]}/msg/{kind.__name__} and on '
+                self.node.create_publisher(kind, topics.CLASSIFICATION, messages.RESULT_QOS),
+                self.node.create_publisher(dkind, topics.DETECTIONS, messages.RESULT_QOS))
+            self.node.get_logger().info(f'results on {self._results[1].topic_name} as {_type_name(kind)}, on '
+                                        f'{self._results[2].topic_name} as {_type_name(dkind)} and on '
                                         f'{self._results[0].topic_name} as std_msgs/msg/Float32MultiArray')
         return self._results
 
@@ -54,3 +55,7 @@ class Outlets:
             if force or now - since > ACK_TIMEOUT_S or pub.wait_for_all_acked(Duration(seconds=0)):
                 self.node.destroy_publisher(pub)
                 self._unacked.remove(entry)
+
+
+def _type_name(kind):
+    return f'{kind.__module__.split(".")[0]}/msg/{kind.__name__}'

@@ -30,7 +30,7 @@ from pipeit_ros.ros.node_main import exit_code_of, run_node
 def descriptor(spec):
     d = ParameterDescriptor(description=spec.description)
     if spec.choices:
-        d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+        d.additional_constraints = 'one of: ' + planner_core.choices_text(spec.choices)
     if isinstance(spec.default, float):
         d.floating_point_range = [FloatingPointRange(from_value=spec.low, to_value=spec.high, step=0.0)]
     elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
@@ -192,8 +192,8 @@ class PlannerNode(Node):
         graph = result.graph
         text = encode_plan_message(result.plan, generation=generation, reason=reason, model_path=graph.path,
                                    model_hash=graph.model_hash, topology=result.topology,
-                                   preprocess=default_preprocess(graph.input_shape),
-                                   predicted_stage_ms=result.predicted_stage_ms)
+                                   preprocess=result.preprocess or default_preprocess(graph.input_shape),
+                                   output=result.output, predicted_stage_ms=result.predicted_stage_ms)
         self._publisher.publish(String(data=text))
         self.get_logger().info(f'plan generation {generation} ({reason}, {seconds:.2f} s): '
                                f'{result.plan.to_spec()}')

@@ -13,7 +13,7 @@ tail moving to another container first waits until its readers acknowledged the 
 RESULT_ACK_TIMEOUT_S).
 """
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import os
 import queue
 import threading
@@ -22,7 +22,7 @@ import time
 from rclpy.duration import Duration
 
 from pipeit_ros.app import handoff, results
-from pipeit_ros.app.preprocess import ImageError
+from pipeit_ros.app.preprocess import ImageError, PreprocessConfig, geometry
 from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.engine.pipeline import Pipeline
@@ -42,6 +42,7 @@ class FrameMeta:
     header: object          # the source image's std_msgs/Header (stamp, frame_id), passed on unchanged
     t_recv_ns: int          # wall clock when the camera frame reached the head container
     seq: int                # frame number given by the head container
+    src_hw: tuple = (0, 0)  # the camera frame's height and width (detections are mapped back to it)
 
 
 def make_pipeline(graph, plan, indices, **kwargs):
@@ -99,7 +100,7 @@ class RunHost:
                                       on_output=self._on_output, name=f'{owner.name}.g{self.gen}')
         ctx, ns = owner.context, owner.get_namespace()
         self.nodes = {i: StageNode(i, self, context=ctx, namespace=ns) for i in self.indices}
-        self.out_pub = self.output_pub = self.class_pub = None
+        self.out_pub = self.output_pub = self.class_pub = self.det_pub = None
         pumps = []
         if not self.is_head:            # pumped: a tensor costs one wait and one take (pipeit_ros.ros.pump)
             node = pumped_node(f'stage_{self.indices[0]}_input', context=ctx, namespace=ns)
@@ -107,7 +108,9 @@ class RunHost:
                                            self._on_tensor, messages.tensor_qos(p.policy, p.queue_size))
             pumps.append(Pump(node, [sub]))
         if self.is_tail:
-            self.output_pub, self.class_pub = owner.outlets.results()
+            self.output_pub, self.class_pub, self.det_pub = owner.outlets.results()
+            self.spec = results.OutputSpec.from_dict(msg.output)
+            self.pre_config = PreprocessConfig.from_dict(msg.preprocess)
         else:
             self.out_pub = owner.outlets.tensor(self.gen, self.indices[-1] + 1, p.policy, p.queue_size)
         self._threads = [NodeThread(node) for node in self.nodes.values()] + pumps
@@ -251,7 +254,7 @@ class RunHost:
                     continue
                 if packet.kind == 'eos':
                     return
-                self._submit(packet.array, FrameMeta(item.header, packet.t_recv_ns, packet.seq))
+                self._submit(packet.array, FrameMeta(item.header, packet.t_recv_ns, packet.seq, packet.src_hw))
 
     def _admit_image(self, msg, t_recv):
         try:
@@ -260,7 +263,7 @@ class RunHost:
             self.drops[exc.kind] += 1
             self.owner.warn_once(exc.kind, f'frame dropped and counted as drops_{exc.kind}: {exc}')
             return
-        self._submit(x, FrameMeta(msg.header, t_recv, self.owner.next_frame_number()))
+        self._submit(x, FrameMeta(msg.header, t_recv, self.owner.next_frame_number(), (msg.height, msg.width)))
 
     def _submit(self, x, meta):
         while not self._closing:
@@ -277,7 +280,7 @@ class RunHost:
         out = frame.outputs[0]
         if not self.is_tail:
             self.out_pub.publish(messages.tensor_msg(meta.header, out, seq=meta.seq, generation=self.gen,
-                                                     t_recv_ns=meta.t_recv_ns))
+                                                     t_recv_ns=meta.t_recv_ns, src_hw=meta.src_hw))
             self.published += 1
             return
         latency_ms = (time.time_ns() - meta.t_recv_ns) / 1e6
@@ -285,12 +288,23 @@ class RunHost:
         # lazy, as image_transport publishes: a result topic nobody reads costs no message (the raw tensor of a
         # detector or a segmenter is large); a reader that joins gets the next frame's, as it would anyway
         if self.output_pub.get_subscription_count():
-            self.output_pub.publish(messages.output_msg(out))
+            for arr in frame.outputs:           # one message per model output, in the model's output order
+                self.output_pub.publish(messages.output_msg(arr))
             self.sent['output'] += 1
-        if self.class_pub.get_subscription_count():
-            top = results.top_k(out[0] if out.ndim > 1 else out, self.owner.settings.top_k, self.owner.labels)
+        spec = self.spec
+        if spec.task == 'classification' and self.class_pub.get_subscription_count():
+            labels = self.owner.labels if self.owner.labels is not None else (spec.labels or None)
+            top = results.top_k(out[0] if out.ndim > 1 else out, self.owner.settings.top_k, labels,
+                                spec.activation)
             self.class_pub.publish(messages.classification_msg(meta.header, meta.seq, top, self.gen, latency_ms))
             self.sent['classification'] += 1
+        elif spec.task == 'detection' and self.det_pub.get_subscription_count():
+            if self.owner.labels is not None:
+                spec = replace(spec, labels=self.owner.labels)
+            src = meta.src_hw if all(meta.src_hw) else self.pre_config.size
+            dets = results.decode_detections(out, spec, geometry(self.pre_config, src), src)
+            self.det_pub.publish(messages.detections_msg(meta.header, meta.seq, dets, self.gen, latency_ms))
+            self.sent['detections'] += 1
         self.published += 1
 
     def _finish(self):
@@ -331,7 +345,8 @@ class RunHost:
                  keys.CPUS: ' '.join(map(str, stats.cpus))}
         if latency is not None:
             extra.update({keys.PUBLISHED_OUTPUT: self.sent['output'],
-                          keys.PUBLISHED_CLASSIFICATION: self.sent['classification']})
+                          keys.PUBLISHED_CLASSIFICATION: self.sent['classification'],
+                          keys.PUBLISHED_DETECTIONS: self.sent['detections']})
         values = results.stage_diagnostic_values(
             generation=self.gen, figures=figures, queue_depth=self._queue_depth(k),
             drops=drops, predicted_ms=predicted or None, latency=latency, extra=extra)

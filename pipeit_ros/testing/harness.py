@@ -26,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
@@ -34,6 +35,7 @@ from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.container import Container
+from pipeit_ros.ros.planner_node import PlannerNode
 from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread
 
@@ -98,8 +100,8 @@ class Source(Node):
 
 
 class Collector(Node):
-    """Keeps every ``pipeit/classification`` (as :func:`messages.classification_dict`) and ``pipeit/output``
-    (array) it receives.
+    """Keeps every ``pipeit/classification`` (as :func:`messages.classification_dict`), ``pipeit/detections``
+    (as :func:`messages.detections_dict`) and ``pipeit/output`` (array) it receives.
 
     The results come in on node ``pipeit_test_results`` taken by :attr:`pump` (start it, RosGraph does): a
     benchmark's consumer shares the CPUs with the stages, so it should cost what a lean consumer costs."""
@@ -109,11 +111,13 @@ class Collector(Node):
         self.with_outputs = outputs     # False: no pipeit/output reader, so the container publishes none
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)      # notified on every classification
-        self.classifications, self.outputs, self.statuses = [], [], []
+        self.classifications, self.outputs, self.statuses, self.detections = [], [], [], []
         self.diagnostics = {}       # status name -> latest {key: value}
         results = pumped_node('pipeit_test_results', context=context)
         subs = [results.create_subscription(messages.classification_type(), topics.CLASSIFICATION,
-                                            self._on_class, messages.RESULT_QOS)]
+                                            self._on_class, messages.RESULT_QOS),
+                results.create_subscription(messages.detections_type(), topics.DETECTIONS,
+                                            self._on_detections, messages.RESULT_QOS)]
         if outputs:
             subs.append(results.create_subscription(Float32MultiArray, topics.OUTPUT, self._on_output,
                                                     messages.RESULT_QOS))
@@ -127,6 +131,11 @@ class Collector(Node):
         with self.lock:
             self.classifications.append(d)
             self.arrived.notify_all()
+
+    def _on_detections(self, msg):
+        d = messages.detections_dict(msg)
+        with self.lock:
+            self.detections.append(d)
 
     def _on_output(self, msg):
         shape = tuple(d.size for d in msg.layout.dim)
@@ -228,7 +237,7 @@ class RosGraph:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id if domain_id is not None
                    else domain_id_for_process())
-        self._threads, self._containers = [], []
+        self._threads, self._containers, self._planners = [], [], []
 
     def _spin(self, node):
         self._threads.append(NodeThread(node).start())
@@ -245,6 +254,14 @@ class RosGraph:
     def planner(self):
         return self._spin(Planner(context=self.context))
 
+    def planner_node(self, **parameters):
+        """The real planner node (pipeit_ros.ros.planner_node) with these parameters, started."""
+        node = PlannerNode(context=self.context,
+                           parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        self._planners.append(self._spin(node))
+        node.start()
+        return node
+
     def container(self, parameters, **kwargs):
         c = Container(context=self.context, parameters=parameters, **kwargs).start()
         self._containers.append(c)
@@ -253,9 +270,11 @@ class RosGraph:
     def close(self):
         for c in self._containers:
             c.stop()
+        for p in self._planners:
+            p.stop()
         for t in self._threads:
             t.stop()
-        self._containers, self._threads = [], []
+        self._containers, self._threads, self._planners = [], [], []
         rclpy.try_shutdown(context=self.context)
 
     def __enter__(self):

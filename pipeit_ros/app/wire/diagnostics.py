@@ -16,6 +16,7 @@ LATENCY_P50_MS = 'latency_p50_ms'
 LATENCY_P99_MS = 'latency_p99_ms'
 PUBLISHED_OUTPUT = 'published_output'
 PUBLISHED_CLASSIFICATION = 'published_classification'
+PUBLISHED_DETECTIONS = 'published_detections'
 DROPS_PREFIX = 'drops_'
 
 STAGE_NAME_RE = re.compile(r'(?:^|/)stage_(\d+)$')   # a stage status' name: '<container>/stage_<i>'

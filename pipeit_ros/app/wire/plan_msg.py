@@ -43,6 +43,7 @@ class PlanMessage:
     plan: Plan
     predicted_stage_ms: list
     preprocess: dict = field(default_factory=dict)
+    output: dict = field(default_factory=dict)      # pipeit_ros.app.results.OutputSpec.to_dict(); {}: classify
     schema_version: int = SCHEMA_VERSION
 
     def load_topology(self):
@@ -58,7 +59,8 @@ class PlanMessage:
 
 
 def default_preprocess(input_shape, mean=IMAGENET_MEAN, std=IMAGENET_STD, rgb=True):
-    """Pre-processing for an image model: resize to input_shape's H x W, pixels / 255, then (x - mean) / std."""
+    """Pre-processing for an image model: resize to input_shape's H x W, pixels / 255, then (x - mean) / std.
+    (The planner sends pipeit_ros.app.preprocess.PreprocessConfig.to_dict(), a superset of these keys.)"""
     shape = [int(d) for d in input_shape]
     if len(shape) != 4 or shape[0] != 1:
         raise PlanError(f'input_shape must be (1, C, H, W), got {tuple(input_shape)}')
@@ -79,7 +81,7 @@ def _per_channel(values, channels, what):
 
 
 def encode_plan_message(plan, *, generation, reason, model_path, model_hash, topology, preprocess=None,
-                        input_shape=None, predicted_stage_ms=None):
+                        input_shape=None, predicted_stage_ms=None, output=None):
     """The JSON text of a plan message.
 
     ``topology`` is a Topology or its dict; ``preprocess`` a dict like :func:`default_preprocess` gives (built
@@ -95,7 +97,8 @@ def encode_plan_message(plan, *, generation, reason, model_path, model_hash, top
     message = PlanMessage(
         generation=int(generation), reason=str(reason), model_path=str(model_path), model_hash=str(model_hash),
         topology=topology.to_dict() if hasattr(topology, 'to_dict') else dict(topology), plan=plan,
-        predicted_stage_ms=[float(t) for t in predicted_stage_ms], preprocess=dict(preprocess))
+        predicted_stage_ms=[float(t) for t in predicted_stage_ms], preprocess=dict(preprocess),
+        output=dict(output or {}))
     _check(message)
     return message.to_json()
 
@@ -138,6 +141,10 @@ def _check(m):
         raise PlanError(f'plan message predicted_stage_ms must hold one finite time >= 0 per stage '
                         f'({len(m.plan.stages)}), got {times!r}')
     p = m.preprocess
-    if not isinstance(p, dict) or not {'mean', 'std', 'rgb', 'input_shape'} <= set(p):
-        raise PlanError(f'plan message preprocess needs mean, std, rgb and input_shape, got {p!r}')
-    default_preprocess(p['input_shape'], p['mean'], p['std'], p['rgb'])  # raises on a bad one
+    if not isinstance(p, dict) or not {'mean', 'std', 'input_shape'} <= set(p) or not {'rgb', 'colour'} & set(p):
+        raise PlanError(f'plan message preprocess needs mean, std, rgb and input_shape (colour may stand for rgb), '
+                        f'got {p!r}')
+    if p.get('layout', 'nchw') == 'nchw':   # the container checks the rest (pipeit_ros.app.preprocess)
+        default_preprocess(p['input_shape'], p['mean'], p['std'], p.get('rgb', True))
+    if not isinstance(m.output, dict):
+        raise PlanError(f'plan message output must be an object, got {m.output!r}')

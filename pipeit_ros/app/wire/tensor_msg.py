@@ -4,7 +4,9 @@ Why Image: it is a standard message with a header (the source frame's stamp and 
 uint8[] payload that rclpy fills from an ``array.array('B')`` with one memcpy. The tensor's facts ride in the
 ``encoding`` string, which no image viewer will mistake for a picture::
 
-    pipeit/tensor;v1;seq=17;gen=2;dtype=<f4;shape=1x32x56x56;t_recv=1764150000123456789
+    pipeit/tensor;v1;seq=17;gen=2;dtype=<f4;shape=1x32x56x56;t_recv=1764150000123456789;src=480x640
+
+(``src``: the camera frame's height x width, which the last stage needs to map detections back.)
 
 ``height`` = 1, ``width`` = ``step`` = the byte count, ``is_bigendian`` from the dtype. The end of a plan
 generation on a topic is an empty message with encoding ``pipeit/eos;v1;gen=2``: it travels in-band behind the
@@ -36,6 +38,7 @@ class Packet:
     seq: int = -1
     array: np.ndarray | None = None
     t_recv_ns: int = 0
+    src_hw: tuple = (0, 0)
 
 
 def _c_order(arr, dtype=None):
@@ -75,12 +78,12 @@ def _fields(encoding):
         raise PipeitError(f'malformed tensor message encoding {encoding[:80]!r}') from None
 
 
-def pack_tensor(msg, arr, *, seq, generation, t_recv_ns=0):
+def pack_tensor(msg, arr, *, seq, generation, t_recv_ns=0, src_hw=(0, 0)):
     """Fill an Image-like ``msg`` with ``arr`` (header left to the caller: copy the source frame's)."""
     arr = _c_order(arr)
     shape = 'x'.join(str(d) for d in arr.shape) or 'scalar'
     msg.encoding = (f'{TENSOR};{VERSION};seq={int(seq)};gen={int(generation)};dtype={arr.dtype.str};'
-                    f'shape={shape};t_recv={int(t_recv_ns)}')
+                    f'shape={shape};t_recv={int(t_recv_ns)};src={int(src_hw[0])}x{int(src_hw[1])}')
     msg.height = 1
     msg.width = arr.nbytes
     msg.step = arr.nbytes
@@ -113,6 +116,7 @@ def unpack(msg):
         dtype = np.dtype(f['dtype'])
         shape = () if f['shape'] == 'scalar' else tuple(int(d) for d in f['shape'].split('x'))
         seq, t_recv = int(f['seq']), int(f.get('t_recv', 0))
+        src_hw = tuple(int(d) for d in f.get('src', '0x0').split('x'))
     except (KeyError, ValueError, TypeError) as exc:
         raise PipeitError(f'malformed tensor message encoding {msg.encoding[:80]!r}: {exc}') from None
     expected = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
@@ -120,4 +124,4 @@ def unpack(msg):
         raise PipeitError(f'tensor message carries {len(msg.data)} bytes, shape {list(shape)} {dtype} '
                           f'needs {expected}')
     arr = np.frombuffer(msg.data, dtype=dtype).reshape(shape)
-    return Packet('tensor', gen, seq, arr, t_recv)
+    return Packet('tensor', gen, seq, arr, t_recv, src_hw)

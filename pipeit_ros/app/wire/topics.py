@@ -2,8 +2,9 @@
 ROS tools expect it there). Defined here only."""
 PLAN = 'pipeit/plan'                    # planner -> containers: the plan (JSON, transient local)
 STATUS = 'pipeit/status'                # containers <-> containers: re-plan hand-over states
-OUTPUT = 'pipeit/output'                # the raw output tensor of each frame
-CLASSIFICATION = 'pipeit/classification'  # top-k of each frame
+OUTPUT = 'pipeit/output'                # the raw output tensors of each frame, one message each
+CLASSIFICATION = 'pipeit/classification'  # top-k of each frame (task classification)
+DETECTIONS = 'pipeit/detections'        # boxes of each frame in source pixels (task detection)
 TENSOR = 'pipeit/tensor'                # + '/g<generation>/stage_<i>': a hop between containers
 EOS = 'pipeit/eos'
 DIAGNOSTICS = '/diagnostics'
