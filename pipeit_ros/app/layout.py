@@ -4,14 +4,12 @@ One function decides it, :func:`build_layout`; ``launch/pipeline.launch.py`` map
 ``Node`` actions and ``pipeit bringup`` onto subprocesses, so both start the same graph. Containers are per
 cluster, so the topology is resolved here, at launch: 'auto' becomes this machine's clusters.
 
-Transports: with Fast DDS' default transports camera-sized messages are slow (1.6 MB: 24 ms) and best-effort
-ones of >= 1.6 MB were all lost (docs/architecture.md, measured facts). Fast DDS' LARGE_DATA moves them in ~4 ms, but on Fast DDS 3.2
-here it sometimes never discovered a process started while its peers ran (1 in 4 test runs); shared memory
-with 8 MB messages (``DDS_ENV``) was as fast and passed every run. Either way, such participants do not talk
-to ones on the default transports at all (measured: 0 of 67 messages either way), and shared memory stays on
-one machine, so the setting must match the robot's camera driver. Hence ``large_data``: True sets ``DDS_ENV``
-for every process of the layout, False leaves the environment as it is, None (the
-default) sets it only when the camera is ours (``with_camera``), the one case where every participant is ours.
+Transports: every process gets our Fast DDS profile (``pipeit_ros/data/fastdds_profiles.xml``, see
+:func:`dds_profile_env`): shared memory with a 32 MiB segment plus UDPv4. With Fast DDS' default transports a
+640x480 best-effort frame was lost (0 of 150 arrived); shared-memory-only builtin transports moved them, but
+such participants neither discover nor are discovered by default ones, so no ``ros2`` command and no plain
+rclpy client saw the graph. The profile keeps UDP discovery: any ROS client sees the nodes, and a default
+reader still gets our large samples over shared memory (the writer's transports decide).
 
 Parameters come from a ROS parameter file (``config/pipeline.yaml``): a section per node name
 (``pipeit_planner``, ``pipeit_camera``, ``pipeit_container`` — applied to every container — and
@@ -30,9 +28,6 @@ from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 
 PACKAGE = paths.PACKAGE
-# Shared memory only, with room for camera-sized messages: measured as fast as LARGE_DATA here, and reliable
-# where LARGE_DATA's discovery sometimes never found a process started while its peers ran (1 in 4 runs).
-DDS_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'SHM?max_msg_size=8MB&sockets_size=16MB'}
 DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
 _PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
@@ -133,8 +128,8 @@ def planner_parameters(values, where='planner parameters'):
 
 
 def dds_profile_env(environ=None):
-    """Our Fast DDS profile (a 100 ms heartbeat, see the file) for every process of the layout, unless the user
-    gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
+    """Our Fast DDS profile (shared memory sized for camera frames + UDP, a 100 ms heartbeat; see the file) for
+    every process of the layout, unless the user gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
     nodes' own, e.g. the plan topic's transient_local, would be lost)."""
     environ = os.environ if environ is None else environ
     if any(environ.get(v) for v in _PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
@@ -143,7 +138,7 @@ def dds_profile_env(environ=None):
 
 
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
-                 image_topic=None, namespace='', large_data=None):
+                 image_topic=None, namespace=''):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
     ``single_container``), and a camera when ``with_camera`` names a source ('pattern', a video, a folder).
 
@@ -153,7 +148,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     """
 
     planner = section(params, PLANNER)
-    dds_env = {**dds_profile_env(), **(DDS_ENV if (large_data or (large_data is None and with_camera)) else {})}
+    dds_env = dds_profile_env()
     if topology is None:
         topology = planner.get('topology', 'auto')
     if isinstance(topology, str):

@@ -1,7 +1,6 @@
 """Start the ROS 2 graph of a pipeline without ros2 launch: the planner, one container per cluster (or one for
-all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned
-and (with --with-camera or --large-data) Fast DDS shared memory sized for camera frames, under the topology's emulation. Prints live frames/s and
-latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
+all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned,
+under the topology's emulation, with the package's Fast DDS profile. Prints live frames/s and latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
 a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart)."""
 import argparse
 import os
@@ -31,9 +30,6 @@ def add_arguments(parser):
     parser.add_argument('--single-container', action='store_true',
                         help='one container process for all clusters instead of one per cluster')
     parser.add_argument('--namespace', default='', metavar='NS', help='ROS namespace of every node')
-    parser.add_argument('--large-data', action=argparse.BooleanOptionalAction, default=None,
-                        help='Fast DDS shared memory sized for camera frames for every node (layout.DDS_ENV; default: only '
-                             'with --with-camera, since such participants do not talk to default-transport ones)')
     parser.add_argument('--duration', type=float, metavar='S', help='stop by itself after S seconds')
     parser.add_argument('--stop-timeout', type=float, default=5.0, metavar='S',
                         help='seconds a node gets to exit after SIGINT before SIGTERM (default 5)')
@@ -57,8 +53,7 @@ def run(args):
     spec = args.topology or layout.section(params, layout.PLANNER).get('topology', 'auto')
     topology = topology_mod.resolve(spec)
     specs = layout.build_layout(params, topology, args.single_container, args.with_camera, model=args.model,
-                                image_topic=args.image_topic, namespace=args.namespace,
-                                large_data=args.large_data)
+                                image_topic=args.image_topic, namespace=args.namespace)
     note(topology.describe())
     for s in specs:
         note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')
