@@ -1,14 +1,17 @@
 """Start the ROS 2 graph of a pipeline without ros2 launch: the planner, one container per cluster (or one for
 all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned,
-under the topology's emulation, with the package's Fast DDS profile. Prints live frames/s and latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
-a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart)."""
-import argparse
+under the topology's emulation, with the package's Fast DDS profile. Prints live frames/s and latency once a
+second. Ctrl-C, SIGTERM, SIGHUP (or --duration) stop every node: SIGINT, then SIGTERM, then SIGKILL, each with
+a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart). The
+nodes end by themselves when bringup is killed (pipeit_ros.lifecycle); what a killed run left in /tmp and
+/dev/shm is cleaned at the next start."""
 import os
 import signal
-import tempfile
+import shutil
 import time
 
 from pipeit_ros.app import layout
+from pipeit_ros.app.lifecycle import clean_leftovers, work_dir
 from pipeit_ros.app.supervise import Supervisor
 from pipeit_ros.cli import error
 from pipeit_ros.cli.common import add_json_flag, note, print_json
@@ -57,12 +60,17 @@ def run(args):
     note(topology.describe())
     for s in specs:
         note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)   # before the emulation chains its own handler
+    clean_leftovers(log=note)
+    # SIGTERM and SIGHUP (a closed terminal) stop like Ctrl-C; before the emulation chains its own handler
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    workdir = work_dir('bringup')
     try:
-        with emulated(topology, log=note), tempfile.TemporaryDirectory(prefix='pipeit-bringup-') as workdir:
+        with emulated(topology, log=note):
             return _supervise(args, specs, workdir, topology)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(workdir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _supervise(args, specs, workdir, topology):
@@ -89,7 +97,7 @@ def _supervise(args, specs, workdir, topology):
     # as pybind11's RuntimeError ("Unable to convert call argument"), seen once in the tests
     stopping = []
     handlers = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             executor.spin_once(timeout_sec=0.1)

@@ -8,6 +8,8 @@ coalesce (the latest configuration wins, a parameter re-plan supersedes a pendin
 publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
 (``pipeit_ros.app.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
+import os
+import sys
 import threading
 import time
 
@@ -15,16 +17,20 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from pipeit_ros.app import adapt
 from pipeit_ros.app import planner_state as planner_core
+from pipeit_ros.app.lifecycle import clean_leftovers
 from pipeit_ros.app.wire import topics
 from pipeit_ros.app.wire.plan_msg import default_preprocess, encode_plan_message
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.node_main import exit_code_of, run_node
+
+STOP_WAIT_S = 1.0       # a stopping planner waits this long for a plan in progress, then abandons it
 
 
 def descriptor(spec):
@@ -67,12 +73,14 @@ class PlannerNode(Node):
         self._worker.start()
         self._request('plan', 'start', self.config)
 
-    def stop(self):
+    def stop(self, timeout=STOP_WAIT_S):
+        """Stop the worker; False when it is still busy with a plan after ``timeout``."""
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
         if self._worker.is_alive():
-            self._worker.join(timeout=2.0)
+            self._worker.join(timeout=timeout)
+        return not self._worker.is_alive()
 
     def idle(self):
         """True when no plan is being made or waiting (tests wait on this)."""
@@ -207,14 +215,23 @@ def _spin(node):
         executor.spin_once(timeout_sec=0.1)
 
 
+def _build():
+    clean_leftovers(log=get_logger('pipeit_planner').info)    # under ros2 launch nobody else does it
+    return PlannerNode()
+
+
 def _stop(node):
-    node.stop()
+    """False (the process must not run the interpreter's exit) while the worker is still inside a plan."""
+    if not node.stop():
+        node.get_logger().info('stopped while planning; the plan in progress is abandoned')
+        return False
     node.destroy_node()
+    return True
 
 
 def main(args=None):
     """Console script ``pipeit_planner``; exit codes as :mod:`pipeit_ros.ros.node_main` says."""
-    return run_node('pipeit_planner', PlannerNode, _spin, _stop, args)
+    return run_node('pipeit_planner', _build, _spin, _stop, args)
 
 
 if __name__ == '__main__':
