@@ -6,8 +6,8 @@ a deadline. A node that dies stops the rest and ends the command with exit code 
 nodes end by themselves when bringup is killed (pipeit_ros.lifecycle); what a killed run left in /tmp and
 /dev/shm is cleaned at the next start."""
 import os
-import signal
 import shutil
+import signal
 import time
 
 from pipeit_ros.app import layout

@@ -8,8 +8,6 @@ coalesce (the latest configuration wins, a parameter re-plan supersedes a pendin
 publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
 (``pipeit_ros.app.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
-import os
-import sys
 import threading
 import time
 
