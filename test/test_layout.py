@@ -188,6 +188,10 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     nodes = actions[-1].kwargs['function'](None)
     expected = layout.build_layout(params, 'emulated-2x1', with_camera='pattern', model='tiny')
     assert [n.kwargs['name'] for n in nodes] == [s.name for s in expected]
+    graphs = {n.kwargs['parameters'][0].pop(layout.GRAPH_PARAM, None) for n in nodes if n.kwargs['name'] != 'pipeit_camera'}
+    assert len(graphs) == 1 and None not in graphs          # one graph id for the planner and the containers
+    for s in expected:
+        s.parameters.pop(layout.GRAPH_PARAM, None)
     assert [n.kwargs['parameters'] for n in nodes] == [[s.parameters] for s in expected]
     assert [n.kwargs['prefix'] for n in nodes] == [None, 'taskset -c 0', 'taskset -c 1', None]
     assert all(n.kwargs['additional_env'] == layout.dds_profile_env() for n in nodes)

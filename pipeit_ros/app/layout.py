@@ -24,6 +24,7 @@ import yaml
 
 from pipeit_ros import paths
 from pipeit_ros.app.planner_state import PARAM_SPECS, check_value
+from pipeit_ros.app.wire.plan_msg import new_graph_id
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 
@@ -32,6 +33,7 @@ DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
 _PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
 _FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
+GRAPH_PARAM = 'graph_id'       # the planner's and the containers' parameter naming their graph
 ROS_NODE_PARAMS = {'use_sim_time', 'start_type_description_service'}   # every rclpy node has these
 
 
@@ -138,17 +140,19 @@ def dds_profile_env(environ=None):
 
 
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
-                 image_topic=None, namespace=''):
+                 image_topic=None, namespace='', graph_id=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
     ``single_container``), and a camera when ``with_camera`` names a source ('pattern', a video, a folder).
 
     ``params``: :func:`load_params_file`'s dict. ``topology``: a Topology, a spec ('auto', a YAML path, a
     shipped name) or None for the planner section's ``topology`` (default 'auto'). ``model`` and
-    ``image_topic`` override the parameter file.
+    ``image_topic`` override the parameter file. The planner and the containers get one ``graph_id`` (default a
+    new one, pipeit_ros.app.wire.plan_msg.new_graph_id): containers take plans only from their own graph's planner.
     """
 
     planner = section(params, PLANNER)
     dds_env = dds_profile_env()
+    graph_id = graph_id or new_graph_id()
     if topology is None:
         topology = planner.get('topology', 'auto')
     if isinstance(topology, str):
@@ -159,7 +163,8 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     if model:
         planner['model_path'] = os.path.abspath(model) if os.path.isfile(model) else model
     specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
-                         parameters=planner_parameters(planner), env=dict(dds_env), namespace=namespace)]
+                         parameters={**planner_parameters(planner), GRAPH_PARAM: graph_id}, env=dict(dds_env),
+                         namespace=namespace)]
 
     if single_container:
         groups = [(CONTAINER, '*', topology.cpus)]
@@ -169,6 +174,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         values = section(params, CONTAINER, name)
         values['cluster'] = cluster
         values['topology'] = planner['topology']        # the container pins itself to its cluster's CPUs
+        values[GRAPH_PARAM] = graph_id
         if image_topic:
             values['image_topic'] = image_topic
         specs.append(ProcessSpec(name=name, executable=CONTAINER, role='container', parameters=values,

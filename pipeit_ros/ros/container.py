@@ -89,6 +89,8 @@ class ContainerNode(Node):
         self._started = time.monotonic()
         self._handed_over = None    # {'generation', 'last_stamp_ns'} once an old head run ended here
         self._published_stamp = None
+        self._done_before = 0           # frames finished by runs already closed (status 'done')
+        self.graph_id = self.settings.graph_id
         self._status_pub = self.create_publisher(String, topics.STATUS, messages.STATUS_QOS)
         self.create_subscription(String, topics.STATUS, self._on_status, messages.STATUS_QOS)
         self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
@@ -138,9 +140,14 @@ class ContainerNode(Node):
     # -- status ---------------------------------------------------------------------------------------------
     def status_dict(self):
         stamp = self.image_input.first_stamp if self.image_input is not None else None
+        runs = self.runs + self.old_runs
+        waiting = sum(len(r.inbox) + max(0, r.admitted - r.published) for r in runs if not r.is_head)
+        waiting += len(self.image_input.inbox) if self.image_input is not None else 0
+        waiting += sum(max(0, r.admitted - r.published) for r in runs if r.is_head)
         return {'container': self.name, 'cluster': self.cluster, 'generation': self.msg.generation if self.msg
                 else 0, 'state': self.state, 'stages': [i for r in self.runs for i in r.indices],
-                'pid': os.getpid(),
+                'pid': os.getpid(), 'graph': self.graph_id,
+                'done': self._done_before + sum(r.published for r in runs), 'waiting': waiting,
                 'first_stamp': None if stamp is None else {'sec': stamp.sec, 'nanosec': stamp.nanosec},
                 'handoff': self._handed_over}
 
@@ -157,8 +164,11 @@ class ContainerNode(Node):
 
     def _on_status(self, msg):
         try:
-            p = handoff.PeerStatus.from_dict(json.loads(msg.data), time.monotonic())
-        except (ValueError, KeyError, TypeError) as exc:
+            d = json.loads(msg.data)
+            if self.graph_id and d.get('graph', '') != self.graph_id:
+                return                  # a container of another graph (pipeit_ros.ros.planner_node refuses it)
+            p = handoff.PeerStatus.from_dict(d, time.monotonic())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.warn_once('status', f'ignoring a malformed pipeit/status message: {exc}')
             return
         self.peers[p.key] = p
@@ -170,6 +180,11 @@ class ContainerNode(Node):
     def _on_plan(self, msg):
         try:
             plan_msg = decode_plan_message(msg.data)
+            if self.graph_id and plan_msg.graph != self.graph_id:
+                self.warn_once('foreign_plan', f'ignoring a plan of graph {plan_msg.graph or "?"!r}: this container '
+                                               f'belongs to graph {self.graph_id!r} (another pipeit graph in '
+                                               f'namespace {self.get_namespace()!r}?)')
+                return
             clusters = {c['name'] for c in plan_msg.topology['clusters']}
             if self.cluster != handoff.ALL and self.cluster not in clusters:
                 raise PipeitError(f'cluster {self.cluster!r} is not in the plan\'s topology '
@@ -264,6 +279,7 @@ class ContainerNode(Node):
                 self._handed_over = {'generation': self.msg.generation, 'last_stamp_ns': run.last_stamp_ns}
             run.close()
             self.old_runs.remove(run)
+            self._done_before += run.published
             if run.out_pub is not None:
                 self.outlets.ended(run.out_pub)
         self.outlets.close_acknowledged()

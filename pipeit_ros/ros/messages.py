@@ -124,6 +124,13 @@ def classification_dict(msg):
                       for h in msg.results]}
 
 
+def diagnostic_prefix(namespace):
+    """What a graph's DiagnosticStatus names start with: '' in the root namespace, else 'front/' (/diagnostics
+    is one topic for every graph; each reads only its own)."""
+    ns = namespace.strip('/')
+    return f'{ns}/' if ns else ''
+
+
 def diagnostic_array(stamp, statuses):
     """statuses: [(level, name, message, hardware_id, [(key, value)])] -> DiagnosticArray."""
     arr = DiagnosticArray()
