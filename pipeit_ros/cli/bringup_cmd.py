@@ -87,12 +87,14 @@ def _supervise(args, specs, workdir, topology):
     os.environ.update(specs[0].env)         # our monitor talks to them with the same transports
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    monitor = Monitor(args.namespace, context=context)
+    graph_id = next((s.parameters.get(layout.GRAPH_PARAM, "") for s in specs if s.role == "planner"), "")
+    monitor = Monitor(args.namespace, graph_id=graph_id, context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(monitor)
     dead, why = None, 'duration reached'
     start = time.monotonic()
     next_line = start + 1.0
+    reported_stalls = 0
     # Ctrl-C / SIGTERM only set a flag while rclpy runs: an exception raised inside one of its calls comes out
     # as pybind11's RuntimeError ("Unable to convert call argument"), seen once in the tests
     stopping = []
@@ -110,6 +112,9 @@ def _supervise(args, specs, workdir, topology):
             now = time.monotonic()
             if args.duration is not None and now - start >= args.duration:
                 break
+            for name, message in monitor.stall_events[reported_stalls:]:
+                note(f'container {name} {message}')
+            reported_stalls = len(monitor.stall_events)
             if now >= next_line:
                 note(f'[{now - start:5.0f} s] {monitor.line()}')
                 next_line += 1.0
@@ -132,6 +137,9 @@ def _supervise(args, specs, workdir, topology):
                  if summary['latency_p50_ms'] is not None else '')
               + f'; stopped: {summary["stopped"]}')
     if dead is not None:
+        if dead.proc.returncode == 2:   # it refused its input (parameters, another graph in the namespace): one line
+            last = next((line for line in reversed(dead.tail) if line.strip()), '')
+            return error(f'node {dead.name} {dead.describe_exit()}: {last.split("]: ", 1)[-1]}', 2)
         tail = '\n'.join(f'  {line}' for line in list(dead.tail)[-8:])
         return error(f'node {dead.name} {dead.describe_exit()}' + (f'; its last output:\n{tail}' if tail else ''), 1)
     return 0
