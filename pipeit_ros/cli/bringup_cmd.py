@@ -87,7 +87,7 @@ def _supervise(args, specs, workdir, topology):
     os.environ.update(specs[0].env)         # our monitor talks to them with the same transports
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    graph_id = next((s.parameters.get(layout.GRAPH_PARAM, "") for s in specs if s.role == "planner"), "")
+    graph_id = next((s.parameters.get(layout.GRAPH_PARAM, '') for s in specs if s.role == 'planner'), '')
     monitor = Monitor(args.namespace, graph_id=graph_id, context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(monitor)
