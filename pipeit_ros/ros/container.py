@@ -34,6 +34,7 @@ from pipeit_ros.app.container_config import (
     cluster_cpus,
     pin_process,
 )
+from pipeit_ros.app.layout import PLANNER
 from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.app.results import load_labels
 from pipeit_ros.app.wire import topics
@@ -98,6 +99,7 @@ class ContainerNode(Node):
         self.add_post_set_parameters_callback(self._parameters_set)
         self.create_timer(TICK_S, self.tick)
         self.create_timer(HEARTBEAT_S, self.publish_status)
+        self._serve_component_container()
 
     # -- set-up ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -125,6 +127,31 @@ class ContainerNode(Node):
             elif p.name == 'labels_file':
                 self.settings.labels_file = p.value
                 self.labels = self._load_labels(p.value)
+
+    def _serve_component_container(self):
+        """The services of a ROS 2 component container, where composition_interfaces is importable (the ROS 2
+        tools install it): ``ros2 component list`` shows the stage nodes this container hosts; load and unload
+        are refused, since plans place stages, not users."""
+        try:
+            from composition_interfaces.srv import ListNodes, LoadNode, UnloadNode  # noqa: PLC0415
+        except ImportError:
+            return
+        self.create_service(ListNodes, '~/_container/list_nodes', self._list_nodes)
+        self.create_service(LoadNode, '~/_container/load_node', self._refuse)
+        self.create_service(UnloadNode, '~/_container/unload_node', self._refuse)
+
+    def _list_nodes(self, request, response):
+        nodes = [(i, node) for run in list(self.runs) for i, node in sorted(run.nodes.items())]
+        response.full_node_names = [node.get_fully_qualified_name() for _, node in nodes]
+        response.unique_ids = [i + 1 for i, _ in nodes]     # stage index + 1 (0 is not a valid id)
+        return response
+
+    def _refuse(self, request, response):
+        response.success = False
+        planner = f'{self.get_namespace().rstrip("/")}/{PLANNER}'
+        response.error_message = (f'refused: {self.get_fully_qualified_name()} hosts the stages its graph\'s plan '
+                                  f'gives it; change the plan (ros2 param set {planner} ...), not the container')
+        return response
 
     # -- helpers the runs call ------------------------------------------------------------------------------
     def next_frame_number(self):
