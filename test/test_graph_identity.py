@@ -5,9 +5,8 @@ import re
 import numpy as np
 import onnx
 from onnx import numpy_helper
-import pytest
-
 from planner_helpers import RosGraph, domain_id, finish, start_cli, stop_process
+import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

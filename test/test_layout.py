@@ -222,3 +222,10 @@ def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
     assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}) == {}
     assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '0'}) == {
         'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES}
+
+
+def test_dds_note_names_the_profile_a_camera_driver_needs():
+    ours = layout.dds_note({'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES})
+    assert f'FASTDDS_DEFAULT_PROFILES_FILE={layout.DDS_PROFILES}' in ours
+    assert layout.dds_note({'FASTRTPS_DEFAULT_PROFILES_FILE': '/etc/dds.xml'}) == 'Fast DDS profile /etc/dds.xml (yours)'
+    assert 'default transports' in layout.dds_note({})

@@ -9,11 +9,11 @@ import sys
 import textwrap
 import time
 
+from planner_helpers import OutputReader, domain_id, finish, start_cli, stop_process, wait_for
 import psutil
 import pytest
 
 from pipeit_ros import lifecycle
-from planner_helpers import OutputReader, domain_id, finish, start_cli, stop_process, wait_for
 
 CHILD = textwrap.dedent('''
     import os, sys, time

@@ -14,10 +14,9 @@ import subprocess
 import sys
 import time
 
+from planner_helpers import OutputReader, domain_id
 import psutil
 import pytest
-
-from planner_helpers import OutputReader, domain_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.dirname(os.path.dirname(sys.executable))

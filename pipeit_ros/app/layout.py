@@ -139,6 +139,20 @@ def dds_profile_env(environ=None):
     return {_PROFILE_VARS[0]: DDS_PROFILES}
 
 
+def dds_note(environ=None):
+    """What a node logs at start about its Fast DDS profile: the one setting a camera driver of the user's must match
+    for camera-sized best-effort frames to arrive."""
+    environ = os.environ if environ is None else environ
+    path = next((environ[v] for v in _PROFILE_VARS if environ.get(v)), None)
+    if path == DDS_PROFILES:
+        return (f'Fast DDS profile {path}: start a camera driver of your own with FASTDDS_DEFAULT_PROFILES_FILE={path} '
+                f'too (Fast DDS\' default transports lost 640x480 best-effort frames)')
+    if path:
+        return f'Fast DDS profile {path} (yours)'
+    return ('Fast DDS default transports: camera-sized best-effort frames may be lost; see the README, '
+            '"Fast DDS transports"')
+
+
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
                  image_topic=None, namespace='', graph_id=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with

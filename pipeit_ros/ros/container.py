@@ -34,7 +34,7 @@ from pipeit_ros.app.container_config import (
     cluster_cpus,
     pin_process,
 )
-from pipeit_ros.app.layout import PLANNER
+from pipeit_ros.app.layout import PLANNER, dds_note
 from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.app.results import load_labels
 from pipeit_ros.app.wire import topics
@@ -422,6 +422,7 @@ class Container:
 def _build():
     container = Container(pin=True)
     container.node.get_logger().info(f'cluster {container.node.cluster} on CPUs {list(container.node.cpus)}')
+    container.node.get_logger().info(dds_note())
     return container
 
 
