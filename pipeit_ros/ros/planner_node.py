@@ -131,7 +131,7 @@ class PlannerNode(Node):
         self._stalled = {v.container for v in verdicts if v.stalled}
         self._diagnostics.publish(messages.diagnostic_array(
             self.get_clock().now().to_msg(),
-            [(DiagnosticStatus.ERROR if v.stalled else DiagnosticStatus.OK, f'{self._diag_prefix}pipeit/{v.container}',
+            [(messages.LEVEL['error' if v.stalled else 'ok'], f'{self._diag_prefix}pipeit/{v.container}',
               v.message, v.cluster, [('stalled', str(v.stalled).lower()),
                                      ('stall_timeout_s', f'{self.config.stall_timeout_s:g}')])
              for v in verdicts]))
