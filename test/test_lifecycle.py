@@ -1,5 +1,5 @@
 """Process lifecycle: nodes end with their parent, killed runs' leftovers are cleaned, a stalled container is
-reported, Ctrl-C while profiling ends the planner cleanly (pipeit_ros.lifecycle, pipeit_ros.stall)."""
+reported, Ctrl-C while profiling ends the planner cleanly (pipeit_ros.app.lifecycle, pipeit_ros.app.stall)."""
 import fcntl
 import os
 import re
@@ -13,11 +13,11 @@ from planner_helpers import OutputReader, domain_id, finish, start_cli, stop_pro
 import psutil
 import pytest
 
-from pipeit_ros import lifecycle
+from pipeit_ros.app import lifecycle
 
 CHILD = textwrap.dedent('''
     import os, sys, time
-    from pipeit_ros.lifecycle import ParentWatch
+    from pipeit_ros.app.lifecycle import ParentWatch
     hang = sys.argv[2] == 'hang'
     def stop():
         raise KeyboardInterrupt

@@ -109,7 +109,7 @@ def test_encode_refuses_nan_times(plan, topo):
 
 
 def test_graph_ids_order_by_start_and_name_their_launcher():
-    from pipeit_ros.planmsg import describe_graph, new_graph_id, older_graph
+    from pipeit_ros.app.wire.plan_msg import describe_graph, new_graph_id, older_graph
     first = new_graph_id(host='robot', pid=41, started=1000.0)
     second = new_graph_id(host='robot', pid=42, started=1000.5)
     assert first == 'robot:41:1000000'

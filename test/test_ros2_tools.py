@@ -188,7 +188,7 @@ def test_launch_single_container(shell):
 
 def test_launch_emulated_topology_and_sigterm_leaves_no_node(shell):
     """SIGTERM makes ros2 launch exit at once without stopping its nodes (ros2/launch issue 666): they end by
-    themselves once their parent is gone (pipeit_ros.lifecycle)."""
+    themselves once their parent is gone (pipeit_ros.app.lifecycle)."""
     proc, out = launch(shell, 'topology:=emulated-2x1')
     try:
         results_flow(shell)

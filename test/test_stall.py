@@ -1,4 +1,4 @@
-"""pipeit_ros.stall: which containers are stalled, from their status heartbeats."""
+"""pipeit_ros.app.stall: which containers are stalled, from their status heartbeats."""
 from pipeit_ros.app.stall import StallWatch
 
 

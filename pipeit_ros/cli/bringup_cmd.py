@@ -3,7 +3,7 @@ all) and optionally a camera — the layout launch/pipeline.launch.py starts —
 under the topology's emulation, with the package's Fast DDS profile. Prints live frames/s and latency once a
 second. Ctrl-C, SIGTERM, SIGHUP (or --duration) stop every node: SIGINT, then SIGTERM, then SIGKILL, each with
 a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart). The
-nodes end by themselves when bringup is killed (pipeit_ros.lifecycle); what a killed run left in /tmp and
+nodes end by themselves when bringup is killed (pipeit_ros.app.lifecycle); what a killed run left in /tmp and
 /dev/shm is cleaned at the next start."""
 import os
 import shutil

@@ -46,7 +46,7 @@ class PlanMessage:
     plan: Plan
     predicted_stage_ms: list
     preprocess: dict = field(default_factory=dict)
-    graph: str = ''             # the graph's id (pipeit_ros.layout.new_graph_id): containers of another one ignore it
+    graph: str = ''             # the graph's id (new_graph_id below): containers of another one ignore it
     schema_version: int = SCHEMA_VERSION
 
     def load_topology(self):
@@ -63,7 +63,7 @@ class PlanMessage:
 
 def new_graph_id(host=None, pid=None, started=None):
     """A graph's id, ``<host>:<pid of its launcher>:<start time, ms since the epoch>``: one per ``ros2 launch`` or
-    ``pipeit bringup`` run, given to its planner and containers (pipeit_ros.layout)."""
+    ``pipeit bringup`` run, given to its planner and containers (pipeit_ros.app.layout)."""
     host = host or socket.gethostname()
     pid = os.getpid() if pid is None else pid
     started = time.time() if started is None else started
