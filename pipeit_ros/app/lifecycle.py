@@ -25,7 +25,7 @@ import time
 
 PR_SET_PDEATHSIG = 1
 PARENT_SIGNAL = signal.SIGHUP
-ORPHAN_GRACE_S = 1.5        # a node whose parent is gone gets this long to stop cleanly (each node ends < 2 s)
+ORPHAN_GRACE_S = 1.0        # a node whose parent is gone gets this long to stop cleanly (each node ends < 2 s)
 WATCH_PERIOD_S = 0.2
 SHM_DIR = '/dev/shm'
 _SEGMENT_LOCK_RE = re.compile(r'^(fastdds|fastrtps)_[0-9a-z]{16}_el$')
