@@ -29,7 +29,6 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
-from pipeit_ros.app.layout import dds_profile_env
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
@@ -48,8 +47,10 @@ TRANSPORT = 'SHM?max_msg_size=8MB&sockets_size=16MB'
 
 
 def dds_env(transport=None):
-    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT)."""
-    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT, **dds_profile_env()}
+    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT). Not the
+    package's XML profile: a participant given both talked neither to shared-memory-only participants nor to
+    default ones (measured: 0 messages either way)."""
+    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT}
 
 
 def domain_id_for_process(base=0):
