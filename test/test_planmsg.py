@@ -32,7 +32,7 @@ def test_round_trip_and_contract_fields(plan, topo):
     text = encode(plan, topo)
     data = json.loads(text)
     assert set(data) == {'schema_version', 'generation', 'reason', 'model_path', 'model_hash', 'topology',
-                         'plan', 'predicted_stage_ms', 'preprocess', 'output'}
+                         'plan', 'predicted_stage_ms', 'preprocess', 'output', 'graph'}
     assert data['schema_version'] == planmsg.SCHEMA_VERSION
     assert data['preprocess'] == {'mean': list(planmsg.IMAGENET_MEAN), 'std': list(planmsg.IMAGENET_STD),
                                   'rgb': True, 'input_shape': [1, 3, 32, 32]}
@@ -106,3 +106,22 @@ def test_decode_refuses_non_objects(text):
 def test_encode_refuses_nan_times(plan, topo):
     with pytest.raises(PlanError, match='finite'):
         encode(plan, topo, predicted_stage_ms=[float('nan'), 1.0])
+
+
+def test_graph_ids_order_by_start_and_name_their_launcher():
+    from pipeit_ros.app.wire.plan_msg import describe_graph, new_graph_id, older_graph
+    first = new_graph_id(host='robot', pid=41, started=1000.0)
+    second = new_graph_id(host='robot', pid=42, started=1000.5)
+    assert first == 'robot:41:1000000'
+    assert older_graph(first, second) and not older_graph(second, first) and not older_graph(first, first)
+    assert not older_graph('not-an-id', first)
+    assert describe_graph(first) == 'started by pid 41 on host robot at 00:16:40 UTC'
+
+
+def test_plan_message_carries_its_graph(plan, topo):
+    text = encode(plan, topo, graph='robot:41:1000000')
+    assert planmsg.decode_plan_message(text).graph == 'robot:41:1000000'
+    data = json.loads(text)
+    data['graph'] = 7
+    with pytest.raises(PlanError, match='graph must be a string'):
+        planmsg.decode_plan_message(json.dumps(data))

@@ -71,9 +71,8 @@ def _spin_until(executor, predicate, timeout):
 def one_run(args, domain_id):
     """(seconds to the first result, seconds from the parameter set to the new plan's first result)."""
     context = rclpy.Context()
-    with harness.dds_transport():      # bringup's transport, read when the first node makes the participant
-        rclpy.init(context=context, domain_id=domain_id)
-        watch = _Watch(context)
+    rclpy.init(context=context, domain_id=domain_id)   # default transports: bringup's nodes are visible to it
+    watch = _Watch(context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(watch)
     client = AsyncParameterClient(watch, 'pipeit_planner')

@@ -28,6 +28,7 @@ class ContainerSettings:
     interpolation: str = 'linear'
     replan_timeout_s: float = 10.0
     pin: bool = True
+    graph_id: str = ''
 
     def check(self):
         if self.image_qos not in IMAGE_QOS_CHOICES:
@@ -60,6 +61,7 @@ DESCRIPTIONS = {
     'interpolation': "image resize: 'linear', 'area' or 'nearest'",
     'replan_timeout_s': 'longest wait without progress while draining a generation',
     'pin': "pin the process to the cluster's CPUs",
+    'graph_id': "the graph this container belongs to: plans and peers of another graph are ignored ('': any)",
 }
 RUNTIME_PARAMETERS = ('top_k', 'labels_file')
 

@@ -4,14 +4,12 @@ One function decides it, :func:`build_layout`; ``launch/pipeline.launch.py`` map
 ``Node`` actions and ``pipeit bringup`` onto subprocesses, so both start the same graph. Containers are per
 cluster, so the topology is resolved here, at launch: 'auto' becomes this machine's clusters.
 
-Transports: with Fast DDS' default transports camera-sized messages are slow (1.6 MB: 24 ms) and best-effort
-ones of >= 1.6 MB were all lost (docs/architecture.md, measured facts). Fast DDS' LARGE_DATA moves them in ~4 ms, but on Fast DDS 3.2
-here it sometimes never discovered a process started while its peers ran (1 in 4 test runs); shared memory
-with 8 MB messages (``DDS_ENV``) was as fast and passed every run. Either way, such participants do not talk
-to ones on the default transports at all (measured: 0 of 67 messages either way), and shared memory stays on
-one machine, so the setting must match the robot's camera driver. Hence ``large_data``: True sets ``DDS_ENV``
-for every process of the layout, False leaves the environment as it is, None (the
-default) sets it only when the camera is ours (``with_camera``), the one case where every participant is ours.
+Transports: every process gets our Fast DDS profile (``pipeit_ros/data/fastdds_profiles.xml``, see
+:func:`dds_profile_env`): shared memory with a 32 MiB segment plus UDPv4. With Fast DDS' default transports a
+640x480 best-effort frame was lost (0 of 150 arrived); shared-memory-only builtin transports moved them, but
+such participants neither discover nor are discovered by default ones, so no ``ros2`` command and no plain
+rclpy client saw the graph. The profile keeps UDP discovery: any ROS client sees the nodes, and a default
+reader still gets our large samples over shared memory (the writer's transports decide).
 
 Parameters come from a ROS parameter file (``config/pipeline.yaml``): a section per node name
 (``pipeit_planner``, ``pipeit_camera``, ``pipeit_container`` — applied to every container — and
@@ -26,17 +24,16 @@ import yaml
 
 from pipeit_ros import paths
 from pipeit_ros.app.planner_state import PARAM_SPECS, check_value
+from pipeit_ros.app.wire.plan_msg import new_graph_id
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 
 PACKAGE = paths.PACKAGE
-# Shared memory only, with room for camera-sized messages: measured as fast as LARGE_DATA here, and reliable
-# where LARGE_DATA's discovery sometimes never found a process started while its peers ran (1 in 4 runs).
-DDS_ENV = {'FASTDDS_BUILTIN_TRANSPORTS': 'SHM?max_msg_size=8MB&sockets_size=16MB'}
 DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
 _PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
 _FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
+GRAPH_PARAM = 'graph_id'       # the planner's and the containers' parameter naming their graph
 ROS_NODE_PARAMS = {'use_sim_time', 'start_type_description_service'}   # every rclpy node has these
 
 
@@ -133,8 +130,8 @@ def planner_parameters(values, where='planner parameters'):
 
 
 def dds_profile_env(environ=None):
-    """Our Fast DDS profile (a 100 ms heartbeat, see the file) for every process of the layout, unless the user
-    gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
+    """Our Fast DDS profile (shared memory sized for camera frames + UDP, a 100 ms heartbeat; see the file) for
+    every process of the layout, unless the user gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
     nodes' own, e.g. the plan topic's transient_local, would be lost)."""
     environ = os.environ if environ is None else environ
     if any(environ.get(v) for v in _PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
@@ -142,18 +139,35 @@ def dds_profile_env(environ=None):
     return {_PROFILE_VARS[0]: DDS_PROFILES}
 
 
+def dds_note(environ=None):
+    """What a node logs at start about its Fast DDS profile: the one setting a camera driver of the user's must match
+    for camera-sized best-effort frames to arrive."""
+    environ = os.environ if environ is None else environ
+    path = next((environ[v] for v in _PROFILE_VARS if environ.get(v)), None)
+    if path == DDS_PROFILES:
+        return (f'Fast DDS profile {path}: start a camera driver of your own with FASTDDS_DEFAULT_PROFILES_FILE={path} '
+                f'too (Fast DDS\' default transports lost 640x480 best-effort frames)')
+    if path:
+        return f'Fast DDS profile {path} (yours)'
+    return ('Fast DDS default transports: camera-sized best-effort frames may be lost; see the README, '
+            '"Fast DDS transports"')
+
+
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
-                 image_topic=None, namespace='', large_data=None, input_shape=None):
+                 image_topic=None, namespace='', input_shape=None, graph_id=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
     ``single_container``), and a camera when ``with_camera`` names a source ('pattern', a video, a folder).
 
     ``params``: :func:`load_params_file`'s dict. ``topology``: a Topology, a spec ('auto', a YAML path, a
     shipped name) or None for the planner section's ``topology`` (default 'auto'). ``model``, ``input_shape``
-    (text such as '1x3x480x640') and ``image_topic`` override the parameter file.
+    (text such as '1x3x480x640') and ``image_topic`` override the parameter file. The planner and the containers
+    get one ``graph_id`` (default a new one, pipeit_ros.app.wire.plan_msg.new_graph_id): containers take plans only
+    from their own graph's planner.
     """
 
     planner = section(params, PLANNER)
-    dds_env = {**dds_profile_env(), **(DDS_ENV if (large_data or (large_data is None and with_camera)) else {})}
+    dds_env = dds_profile_env()
+    graph_id = graph_id or new_graph_id()
     if topology is None:
         topology = planner.get('topology', 'auto')
     if isinstance(topology, str):
@@ -166,7 +180,8 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     if input_shape:
         planner['input_shape'] = input_shape if isinstance(input_shape, str) else 'x'.join(map(str, input_shape))
     specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
-                         parameters=planner_parameters(planner), env=dict(dds_env), namespace=namespace)]
+                         parameters={**planner_parameters(planner), GRAPH_PARAM: graph_id}, env=dict(dds_env),
+                         namespace=namespace)]
 
     if single_container:
         groups = [(CONTAINER, '*', topology.cpus)]
@@ -176,6 +191,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         values = section(params, CONTAINER, name)
         values['cluster'] = cluster
         values['topology'] = planner['topology']        # the container pins itself to its cluster's CPUs
+        values[GRAPH_PARAM] = graph_id
         if image_topic:
             values['image_topic'] = image_topic
         specs.append(ProcessSpec(name=name, executable=CONTAINER, role='container', parameters=values,

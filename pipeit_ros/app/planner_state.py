@@ -50,6 +50,7 @@ class PlannerConfig:
     adapt: bool = False
     adapt_threshold: float = 0.25
     adapt_window_s: float = 3.0
+    stall_timeout_s: float = 5.0
 
     @classmethod
     def from_params(cls, values):
@@ -128,6 +129,8 @@ PARAMS = (
               low=0.01, high=10.0, replans=False),
     ParamSpec('adapt_window_s', 'seconds a drift must last before re-planning', low=0.5, high=600.0,
               replans=False),
+    ParamSpec('stall_timeout_s', 'a container hosting stages that sends no status, or finishes no frame while '
+              'frames wait, this long is reported stalled on /diagnostics', low=0.5, high=3600.0, replans=False),
 )
 PARAM_SPECS = {p.name: p for p in PARAMS}
 _TYPE_NAMES = {str: 'a string', float: 'a number', int: 'an integer', bool: 'true or false'}

@@ -1,12 +1,13 @@
 """Start the ROS 2 graph of a pipeline without ros2 launch: the planner, one container per cluster (or one for
-all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned
-and (with --with-camera or --large-data) Fast DDS shared memory sized for camera frames, under the topology's emulation. Prints live frames/s and
-latency once a second. Ctrl-C (or --duration) stops every node: SIGINT, then SIGTERM, then SIGKILL, each with
-a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart)."""
-import argparse
+all) and optionally a camera — the layout launch/pipeline.launch.py starts — as child processes, each pinned,
+under the topology's emulation, with the package's Fast DDS profile. Prints live frames/s and latency once a
+second. Ctrl-C, SIGTERM, SIGHUP (or --duration) stop every node: SIGINT, then SIGTERM, then SIGKILL, each with
+a deadline. A node that dies stops the rest and ends the command with exit code 1 naming it (no restart). The
+nodes end by themselves when bringup is killed (pipeit_ros.app.lifecycle); what a killed run left in /tmp and
+/dev/shm is cleaned at the next start."""
 import os
+import shutil
 import signal
-import tempfile
 import time
 
 import rclpy
@@ -14,6 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from pipeit_ros.app import layout
+from pipeit_ros.app.lifecycle import clean_leftovers, work_dir
 from pipeit_ros.app.supervise import Supervisor
 from pipeit_ros.cli import error
 from pipeit_ros.cli.common import add_input_shape_flag, add_json_flag, note, print_json
@@ -36,9 +38,6 @@ def add_arguments(parser):
     parser.add_argument('--single-container', action='store_true',
                         help='one container process for all clusters instead of one per cluster')
     parser.add_argument('--namespace', default='', metavar='NS', help='ROS namespace of every node')
-    parser.add_argument('--large-data', action=argparse.BooleanOptionalAction, default=None,
-                        help='Fast DDS shared memory sized for camera frames for every node (layout.DDS_ENV; default: only '
-                             'with --with-camera, since such participants do not talk to default-transport ones)')
     parser.add_argument('--duration', type=float, metavar='S', help='stop by itself after S seconds')
     parser.add_argument('--stop-timeout', type=float, default=5.0, metavar='S',
                         help='seconds a node gets to exit after SIGINT before SIGTERM (default 5)')
@@ -63,16 +62,21 @@ def run(args):
     topology = topology_mod.resolve(spec)
     specs = layout.build_layout(params, topology, args.single_container, args.with_camera, model=args.model,
                                 image_topic=args.image_topic, namespace=args.namespace,
-                                large_data=args.large_data, input_shape=args.input_shape)
+                                input_shape=args.input_shape)
     note(topology.describe())
     for s in specs:
         note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)   # before the emulation chains its own handler
+    clean_leftovers(log=note)
+    # SIGTERM and SIGHUP (a closed terminal) stop like Ctrl-C; before the emulation chains its own handler
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    workdir = work_dir('bringup')
     try:
-        with emulated(topology, log=note), tempfile.TemporaryDirectory(prefix='pipeit-bringup-') as workdir:
+        with emulated(topology, log=note):
             return _supervise(args, specs, workdir, topology)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(workdir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _supervise(args, specs, workdir, topology):
@@ -85,17 +89,19 @@ def _supervise(args, specs, workdir, topology):
     os.environ.update(specs[0].env)         # our monitor talks to them with the same transports
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    monitor = Monitor(args.namespace, context=context)
+    graph_id = next((s.parameters.get(layout.GRAPH_PARAM, '') for s in specs if s.role == 'planner'), '')
+    monitor = Monitor(args.namespace, graph_id=graph_id, context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(monitor)
     dead, why = None, 'duration reached'
     start = time.monotonic()
     next_line = start + 1.0
+    reported_stalls = 0
     # Ctrl-C / SIGTERM only set a flag while rclpy runs: an exception raised inside one of its calls comes out
     # as pybind11's RuntimeError ("Unable to convert call argument"), seen once in the tests
     stopping = []
     handlers = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             executor.spin_once(timeout_sec=0.1)
@@ -108,6 +114,9 @@ def _supervise(args, specs, workdir, topology):
             now = time.monotonic()
             if args.duration is not None and now - start >= args.duration:
                 break
+            for name, message in monitor.stall_events[reported_stalls:]:
+                note(f'container {name} {message}')
+            reported_stalls = len(monitor.stall_events)
             if now >= next_line:
                 note(f'[{now - start:5.0f} s] {monitor.line()}')
                 next_line += 1.0
@@ -130,6 +139,9 @@ def _supervise(args, specs, workdir, topology):
                  if summary['latency_p50_ms'] is not None else '')
               + f'; stopped: {summary["stopped"]}')
     if dead is not None:
+        if dead.proc.returncode == 2:   # it refused its input (parameters, another graph in the namespace): one line
+            last = next((line for line in reversed(dead.tail) if line.strip()), '')
+            return error(f'node {dead.name} {dead.describe_exit()}: {last.split("]: ", 1)[-1]}', 2)
         tail = '\n'.join(f'  {line}' for line in list(dead.tail)[-8:])
         return error(f'node {dead.name} {dead.describe_exit()}' + (f'; its last output:\n{tail}' if tail else ''), 1)
     return 0

@@ -34,6 +34,7 @@ from pipeit_ros.app.container_config import (
     cluster_cpus,
     pin_process,
 )
+from pipeit_ros.app.layout import PLANNER, dds_note
 from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.app.results import load_labels
 from pipeit_ros.app.wire import topics
@@ -89,6 +90,8 @@ class ContainerNode(Node):
         self._started = time.monotonic()
         self._handed_over = None    # {'generation', 'last_stamp_ns'} once an old head run ended here
         self._published_stamp = None
+        self._done_before = 0           # frames finished by runs already closed (status 'done')
+        self.graph_id = self.settings.graph_id
         self._status_pub = self.create_publisher(String, topics.STATUS, messages.STATUS_QOS)
         self.create_subscription(String, topics.STATUS, self._on_status, messages.STATUS_QOS)
         self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
@@ -96,6 +99,7 @@ class ContainerNode(Node):
         self.add_post_set_parameters_callback(self._parameters_set)
         self.create_timer(TICK_S, self.tick)
         self.create_timer(HEARTBEAT_S, self.publish_status)
+        self._serve_component_container()
 
     # -- set-up ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -124,6 +128,31 @@ class ContainerNode(Node):
                 self.settings.labels_file = p.value
                 self.labels = self._load_labels(p.value)
 
+    def _serve_component_container(self):
+        """The services of a ROS 2 component container, where composition_interfaces is importable (the ROS 2
+        tools install it): ``ros2 component list`` shows the stage nodes this container hosts; load and unload
+        are refused, since plans place stages, not users."""
+        try:
+            from composition_interfaces.srv import ListNodes, LoadNode, UnloadNode  # noqa: PLC0415
+        except ImportError:
+            return
+        self.create_service(ListNodes, '~/_container/list_nodes', self._list_nodes)
+        self.create_service(LoadNode, '~/_container/load_node', self._refuse)
+        self.create_service(UnloadNode, '~/_container/unload_node', self._refuse)
+
+    def _list_nodes(self, request, response):
+        nodes = [(i, node) for run in list(self.runs) for i, node in sorted(run.nodes.items())]
+        response.full_node_names = [node.get_fully_qualified_name() for _, node in nodes]
+        response.unique_ids = [i + 1 for i, _ in nodes]     # stage index + 1 (0 is not a valid id)
+        return response
+
+    def _refuse(self, request, response):
+        response.success = False
+        planner = f'{self.get_namespace().rstrip("/")}/{PLANNER}'
+        response.error_message = (f'refused: {self.get_fully_qualified_name()} hosts the stages its graph\'s plan '
+                                  f'gives it; change the plan (ros2 param set {planner} ...), not the container')
+        return response
+
     # -- helpers the runs call ------------------------------------------------------------------------------
     def next_frame_number(self):
         return next(self._frames)
@@ -138,9 +167,14 @@ class ContainerNode(Node):
     # -- status ---------------------------------------------------------------------------------------------
     def status_dict(self):
         stamp = self.image_input.first_stamp if self.image_input is not None else None
+        runs = self.runs + self.old_runs
+        waiting = sum(len(r.inbox) + max(0, r.admitted - r.published) for r in runs if not r.is_head)
+        waiting += len(self.image_input.inbox) if self.image_input is not None else 0
+        waiting += sum(max(0, r.admitted - r.published) for r in runs if r.is_head)
         return {'container': self.name, 'cluster': self.cluster, 'generation': self.msg.generation if self.msg
                 else 0, 'state': self.state, 'stages': [i for r in self.runs for i in r.indices],
-                'pid': os.getpid(),
+                'pid': os.getpid(), 'graph': self.graph_id,
+                'done': self._done_before + sum(r.published for r in runs), 'waiting': waiting,
                 'first_stamp': None if stamp is None else {'sec': stamp.sec, 'nanosec': stamp.nanosec},
                 'handoff': self._handed_over}
 
@@ -157,8 +191,11 @@ class ContainerNode(Node):
 
     def _on_status(self, msg):
         try:
-            p = handoff.PeerStatus.from_dict(json.loads(msg.data), time.monotonic())
-        except (ValueError, KeyError, TypeError) as exc:
+            d = json.loads(msg.data)
+            if self.graph_id and d.get('graph', '') != self.graph_id:
+                return                  # a container of another graph (pipeit_ros.ros.planner_node refuses it)
+            p = handoff.PeerStatus.from_dict(d, time.monotonic())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.warn_once('status', f'ignoring a malformed pipeit/status message: {exc}')
             return
         self.peers[p.key] = p
@@ -170,6 +207,11 @@ class ContainerNode(Node):
     def _on_plan(self, msg):
         try:
             plan_msg = decode_plan_message(msg.data)
+            if self.graph_id and plan_msg.graph != self.graph_id:
+                self.warn_once('foreign_plan', f'ignoring a plan of graph {plan_msg.graph or "?"!r}: this container '
+                                               f'belongs to graph {self.graph_id!r} (another pipeit graph in '
+                                               f'namespace {self.get_namespace()!r}?)')
+                return
             clusters = {c['name'] for c in plan_msg.topology['clusters']}
             if self.cluster != handoff.ALL and self.cluster not in clusters:
                 raise PipeitError(f'cluster {self.cluster!r} is not in the plan\'s topology '
@@ -264,6 +306,7 @@ class ContainerNode(Node):
                 self._handed_over = {'generation': self.msg.generation, 'last_stamp_ns': run.last_stamp_ns}
             run.close()
             self.old_runs.remove(run)
+            self._done_before += run.published
             if run.out_pub is not None:
                 self.outlets.ended(run.out_pub)
         self.outlets.close_acknowledged()
@@ -379,6 +422,7 @@ class Container:
 def _build():
     container = Container(pin=True)
     container.node.get_logger().info(f'cluster {container.node.cluster} on CPUs {list(container.node.cpus)}')
+    container.node.get_logger().info(dds_note())
     return container
 
 

@@ -172,6 +172,13 @@ def detections_dict(msg):
                        'frame_id': msg.header.frame_id}, 'detections': dets}
 
 
+def diagnostic_prefix(namespace):
+    """What a graph's DiagnosticStatus names start with: '' in the root namespace, else 'front/' (/diagnostics
+    is one topic for every graph; each reads only its own)."""
+    ns = namespace.strip('/')
+    return f'{ns}/' if ns else ''
+
+
 def diagnostic_array(stamp, statuses):
     """statuses: [(level, name, message, hardware_id, [(key, value)])] -> DiagnosticArray."""
     arr = DiagnosticArray()

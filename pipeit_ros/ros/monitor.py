@@ -2,8 +2,9 @@
 
 It listens to ``pipeit/classification`` and ``pipeit/detections`` (one message per frame on the one of the two
 that the model's task uses, carrying the source image's header stamp: latency = receipt time - stamp, both on
-this machine's clock), ``pipeit/plan`` (the generation running) and
-``/diagnostics`` (per-stage figures). Best-effort subscriptions: they match reliable and best-effort
+this machine's clock), ``pipeit/plan`` (the generation running) and ``/diagnostics`` (per-stage figures, and
+the planner's verdict on each container: stalled or not), all of its own graph only (namespace, graph id).
+Best-effort subscriptions: they match reliable and best-effort
 publishers alike, and a monitor must never slow the pipeline down.
 """
 from collections import deque
@@ -23,10 +24,14 @@ WINDOW_S = 2.0
 
 
 class Monitor(Node):
-    def __init__(self, namespace='', **kwargs):
+    def __init__(self, namespace='', graph_id='', **kwargs):
         if namespace:
             kwargs['namespace'] = namespace
         super().__init__('pipeit_bringup', **kwargs)
+        self.graph_id = graph_id
+        self._prefix = messages.diagnostic_prefix(self.get_namespace())
+        self.stalled = {}               # container -> message, while the planner reports it stalled
+        self.stall_events = []          # (container, message) each time one became stalled
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.create_subscription(messages.classification_type(), topics.CLASSIFICATION,
                                  lambda m: self._on_result(m, messages.classification_dict), qos)
@@ -61,6 +66,8 @@ class Monitor(Node):
     def _on_plan(self, msg):
         try:
             data = json.loads(msg.data)
+            if self.graph_id and data.get('graph', '') != self.graph_id:
+                return                  # another graph's planner (it exits: pipeit_ros.ros.planner_node)
             generation = int(data['generation'])
             stages = data['plan']['stages']
         except (ValueError, KeyError, TypeError):
@@ -71,8 +78,19 @@ class Monitor(Node):
 
     def _on_diagnostics(self, msg):
         for status in msg.status:
-            if '/stage_' in status.name or status.name.startswith('stage_'):
-                self.stages[status.name] = {kv.key: kv.value for kv in status.values}
+            if not status.name.startswith(self._prefix + 'pipeit/'):
+                continue                # another graph's
+            values = {kv.key: kv.value for kv in status.values}
+            if '/stage_' in status.name:
+                self.stages[status.name] = values
+            elif 'stalled' in values:   # the planner's verdict on one container
+                container = status.name.rsplit('/', 1)[-1]
+                if values['stalled'] == 'true':
+                    if container not in self.stalled:
+                        self.stall_events.append((container, status.message))
+                    self.stalled[container] = status.message
+                else:
+                    self.stalled.pop(container, None)
 
     def line(self):
         """One status line: frames/s and latency over the last seconds, the plan generation."""
@@ -84,7 +102,8 @@ class Monitor(Node):
         latency = (f'latency p50 {np.percentile(lat, 50):.1f} ms p99 {np.percentile(lat, 99):.1f} ms'
                    if lat.size else 'latency -')
         gen = f'plan gen {self.generations[-1]} {self.plan_spec}' if self.generations else 'no plan yet'
-        return f'{fps:6.1f} frames/s  {latency}  {self.frames} results  {gen}'
+        stalled = ''.join(f'  {name} {why}' for name, why in sorted(self.stalled.items()))
+        return f'{fps:6.1f} frames/s  {latency}  {self.frames} results  {gen}{stalled}'
 
     def summary(self):
         lat = np.array([ms for ms in self.latencies if ms == ms])
@@ -96,4 +115,5 @@ class Monitor(Node):
             'latency_p99_ms': float(np.percentile(lat, 99)) if lat.size else None,
             'generations': list(self.generations),
             'plan': self.plan_spec,
+            'stalled': [{'container': name, 'message': why} for name, why in self.stall_events],
         }

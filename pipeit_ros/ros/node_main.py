@@ -5,8 +5,12 @@
   (wrong type, bad topic or namespace): one line ``<process>: error: <reason>`` on stderr;
 - 1: an internal error, logged with its traceback.
 
-A node that fails after start-up sets ``exit_code`` (e.g. the planner's first plan could not be made).
+A node that fails after start-up sets ``exit_code`` (e.g. the planner's first plan could not be made). A ``stop``
+that returns False leaves a thread inside native code (the planner's worker profiling in onnxruntime): the
+process then ends with ``os._exit``, since the interpreter's exit would destroy native threads still running
+(SIGABRT, "terminate called without an active exception").
 """
+import os
 import sys
 import traceback
 
@@ -32,7 +36,7 @@ def run_node(name, build, spin, stop=None, args=None):
 
     ``obj.exit_code`` (when set and non-zero) overrides a clean end."""
     init_with_own_signals(args)
-    obj, code = None, OK
+    obj, code, stopped = None, OK, True
     log = get_logger(name)
     try:
         obj = build()
@@ -49,7 +53,12 @@ def run_node(name, build, spin, stop=None, args=None):
     finally:
         try:
             if obj is not None and stop is not None:
-                stop(obj)
+                stopped = stop(obj) is not False
         finally:
             rclpy.try_shutdown()
-    return code or (getattr(obj, 'exit_code', None) or OK)
+    code = code or (getattr(obj, 'exit_code', None) or OK)
+    if not stopped:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

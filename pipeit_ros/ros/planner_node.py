@@ -8,6 +8,7 @@ coalesce (the latest configuration wins, a parameter re-plan supersedes a pendin
 publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
 (``pipeit_ros.app.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
+import json
 import threading
 import time
 
@@ -15,16 +16,28 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from pipeit_ros.app import adapt
 from pipeit_ros.app import planner_state as planner_core
+from pipeit_ros.app.lifecycle import clean_leftovers
+from pipeit_ros.app.stall import StallWatch
 from pipeit_ros.app.wire import topics
-from pipeit_ros.app.wire.plan_msg import default_preprocess, encode_plan_message
+from pipeit_ros.app.wire.plan_msg import (
+    decode_plan_message,
+    default_preprocess,
+    describe_graph,
+    encode_plan_message,
+    older_graph,
+)
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.ros import messages
-from pipeit_ros.ros.node_main import exit_code_of, run_node
+from pipeit_ros.ros.node_main import CONFIG, exit_code_of, run_node
+
+STOP_WAIT_S = 1.0       # a stopping planner waits this long for a plan in progress, then abandons it
+WATCH_PERIOD_S = 1.0    # container verdicts on /diagnostics
 
 
 def descriptor(spec):
@@ -43,6 +56,9 @@ class PlannerNode(Node):
         super().__init__('pipeit_planner', **kwargs)
         for spec in planner_core.PARAMS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        self.graph_id = self.declare_parameter('graph_id', '', ParameterDescriptor(
+            description='this graph\'s id (set by the launch file / bringup): containers take plans only from '
+                        'their own graph\'s planner', read_only=True)).value
         self.config = planner_core.PlannerConfig.from_params(
             {p.name: self.get_parameter(p.name).value for p in planner_core.PARAMS})
         self.inputs = planner_core.PlanInputs(log=self.get_logger().info)
@@ -56,7 +72,14 @@ class PlannerNode(Node):
         self._stopping = False
         self._detector = adapt.DriftDetector(self.config.adapt_threshold, self.config.adapt_window_s)
         self._publisher = self.create_publisher(String, topics.PLAN, messages.PLAN_QOS)
+        self._diag_prefix = messages.diagnostic_prefix(self.get_namespace())
+        self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10)
+        self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
+        self._stall = StallWatch(self.config.stall_timeout_s)
+        self._stalled = set()
+        self.create_subscription(String, topics.STATUS, self._on_status, messages.STATUS_QOS)
+        self.create_timer(WATCH_PERIOD_S, self._watch_containers)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._parameters_set)
         self._worker = threading.Thread(target=self._work, name='pipeit_planner_worker', daemon=True)
@@ -67,12 +90,60 @@ class PlannerNode(Node):
         self._worker.start()
         self._request('plan', 'start', self.config)
 
-    def stop(self):
+    # -- one graph per namespace ----------------------------------------------------------------------------
+    def _on_plan(self, msg):
+        """A plan of another graph on our topic: another graph runs in our namespace. The newer one refuses to
+        run (exit 2, naming the older); plans come only from live planners, unlike discovery's endpoints of a
+        killed one, which linger for the lease duration."""
+        try:
+            other = decode_plan_message(msg.data).graph
+        except PipeitError:
+            return
+        if not other or not self.graph_id or other == self.graph_id or not older_graph(other, self.graph_id):
+            return
+        message = (f'another pipeit graph runs in namespace {self.get_namespace()!r}: graph {other!r} '
+                   f'({describe_graph(other)}) publishes {self._publisher.topic_name}; stop it, or start this '
+                   f'graph in another namespace')
+        self.get_logger().fatal(message)
+        self.exit_code = CONFIG
+        self.context.try_shutdown()
+
+    # -- stalled containers ---------------------------------------------------------------------------------
+    def _on_status(self, msg):
+        try:
+            d = json.loads(msg.data)
+            if d.get('graph', '') != self.graph_id:
+                return
+            self._stall.update(d, time.monotonic())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+
+    def _watch_containers(self):
+        self._stall.timeout_s = self.config.stall_timeout_s
+        verdicts = self._stall.verdicts(time.monotonic())
+        if not verdicts:
+            return
+        for v in verdicts:
+            if v.stalled and v.container not in self._stalled:
+                self.get_logger().warning(f'container {v.container} {v.message}')
+            elif not v.stalled and v.container in self._stalled:
+                self.get_logger().info(f'container {v.container} runs again')
+        self._stalled = {v.container for v in verdicts if v.stalled}
+        self._diagnostics.publish(messages.diagnostic_array(
+            self.get_clock().now().to_msg(),
+            [(messages.LEVEL['error' if v.stalled else 'ok'], f'{self._diag_prefix}pipeit/{v.container}',
+              v.message, v.cluster, [('stalled', str(v.stalled).lower()),
+                                     ('stall_timeout_s', f'{self.config.stall_timeout_s:g}')])
+             for v in verdicts]))
+
+    def stop(self, timeout=STOP_WAIT_S):
+        """Stop the worker; False when it is still busy with a plan after ``timeout``."""
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
         if self._worker.is_alive():
-            self._worker.join(timeout=2.0)
+            self._worker.join(timeout=timeout)
+        return not self._worker.is_alive()
 
     def idle(self):
         """True when no plan is being made or waiting (tests wait on this)."""
@@ -113,6 +184,8 @@ class PlannerNode(Node):
             return
         now = time.monotonic()
         for status in msg.status:
+            if not status.name.startswith(self._diag_prefix + 'pipeit/stage_'):
+                continue                # another graph's stage
             report = adapt.parse_stage_status(status.name, {kv.key: kv.value for kv in status.values},
                                               status.hardware_id)
             if report is None:
@@ -193,7 +266,8 @@ class PlannerNode(Node):
         text = encode_plan_message(result.plan, generation=generation, reason=reason, model_path=graph.path,
                                    model_hash=graph.model_hash, topology=result.topology,
                                    preprocess=result.preprocess or default_preprocess(graph.input_shape),
-                                   output=result.output, predicted_stage_ms=result.predicted_stage_ms)
+                                   output=result.output, predicted_stage_ms=result.predicted_stage_ms,
+                                   graph=self.graph_id)
         self._publisher.publish(String(data=text))
         self.get_logger().info(f'plan generation {generation} ({reason}, {seconds:.2f} s): '
                                f'{result.plan.to_spec()}')
@@ -207,14 +281,23 @@ def _spin(node):
         executor.spin_once(timeout_sec=0.1)
 
 
+def _build():
+    clean_leftovers(log=get_logger('pipeit_planner').info)    # under ros2 launch nobody else does it
+    return PlannerNode()
+
+
 def _stop(node):
-    node.stop()
+    """False (the process must not run the interpreter's exit) while the worker is still inside a plan."""
+    if not node.stop():
+        node.get_logger().info('stopped while planning; the plan in progress is abandoned')
+        return False
     node.destroy_node()
+    return True
 
 
 def main(args=None):
     """Console script ``pipeit_planner``; exit codes as :mod:`pipeit_ros.ros.node_main` says."""
-    return run_node('pipeit_planner', PlannerNode, _spin, _stop, args)
+    return run_node('pipeit_planner', _build, _spin, _stop, args)
 
 
 if __name__ == '__main__':

@@ -88,7 +88,8 @@ class StageNode(Node):
 
     def publish_diagnostics(self):
         level, message, values = self.run.stage_report(self.index, self.window)
-        status = (messages.LEVEL[level], f'pipeit/stage_{self.index}', message, self.run.cluster, values)
+        name = f'{messages.diagnostic_prefix(self.get_namespace())}pipeit/stage_{self.index}'
+        status = (messages.LEVEL[level], name, message, self.run.cluster, values)
         self._diagnostics.publish(messages.diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
 

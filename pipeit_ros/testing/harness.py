@@ -30,7 +30,6 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
-from pipeit_ros.app.layout import DDS_ENV, dds_profile_env
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
@@ -39,17 +38,21 @@ from pipeit_ros.ros.planner_node import PlannerNode
 from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread
 
-# Fast DDS transports for every process of a test or bench graph. Shared memory with segments large enough for
-# camera frames and tensors in one piece. Not LARGE_DATA (docs/architecture.md, measured facts): with Fast DDS 3.2.3 here, a process
+# Fast DDS transports for every process of a test or bench graph started here (the layout's processes use the
+# package's XML profile instead, pipeit_ros.app.layout.dds_profile_env). Shared memory with segments large enough
+# for camera frames and tensors in one piece; set per participant through the environment, which an XML profile
+# (read once per process) cannot be. Not LARGE_DATA (docs/architecture.md, measured facts): with Fast DDS 3.2.3 here, a process
 # that starts while peers of a previous one still run (a restarted container, the next test, rosbench's second
 # layout) was not discovered at all in about 1 run of 4 to 25, while SHM was in 85 of 85 (see the report).
 # Shared memory is host-local: graph tools on another machine need another transport.
-TRANSPORT = DDS_ENV['FASTDDS_BUILTIN_TRANSPORTS']     # the one bringup and launch use
+TRANSPORT = 'SHM?max_msg_size=8MB&sockets_size=16MB'
 
 
 def dds_env(transport=None):
-    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT)."""
-    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT, **dds_profile_env()}
+    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT). Not the
+    package's XML profile: a participant given both talked neither to shared-memory-only participants nor to
+    default ones (measured: 0 messages either way)."""
+    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT}
 
 
 def domain_id_for_process(base=0):

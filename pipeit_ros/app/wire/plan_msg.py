@@ -16,7 +16,10 @@ True
 from dataclasses import asdict, dataclass, field
 import json
 import math
+import os
 import re
+import socket
+import time
 
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw.topology import Topology
@@ -44,6 +47,7 @@ class PlanMessage:
     predicted_stage_ms: list
     preprocess: dict = field(default_factory=dict)
     output: dict = field(default_factory=dict)      # pipeit_ros.app.results.OutputSpec.to_dict(); {}: classify
+    graph: str = ''             # the graph's id (new_graph_id below): containers of another one ignore it
     schema_version: int = SCHEMA_VERSION
 
     def load_topology(self):
@@ -56,6 +60,37 @@ class PlanMessage:
 
     def to_json(self):
         return json.dumps(self.to_dict(), allow_nan=False)
+
+
+def new_graph_id(host=None, pid=None, started=None):
+    """A graph's id, ``<host>:<pid of its launcher>:<start time, ms since the epoch>``: one per ``ros2 launch`` or
+    ``pipeit bringup`` run, given to its planner and containers (pipeit_ros.app.layout)."""
+    host = host or socket.gethostname()
+    pid = os.getpid() if pid is None else pid
+    started = time.time() if started is None else started
+    return f'{host}:{int(pid)}:{int(started * 1000)}'
+
+
+def _graph_parts(graph):
+    host, pid, started = graph.rsplit(':', 2)
+    return host, int(pid), int(started) / 1000.0
+
+
+def older_graph(a, b):
+    """True when graph ``a`` started before graph ``b`` (ids of :func:`new_graph_id`; False if unreadable)."""
+    try:
+        return (_graph_parts(a)[2], a) < (_graph_parts(b)[2], b)
+    except ValueError:
+        return False
+
+
+def describe_graph(graph):
+    """'started by pid 123 on host vm at 11:50:02 UTC' for a :func:`new_graph_id` id."""
+    try:
+        host, pid, started = _graph_parts(graph)
+    except ValueError:
+        return 'started elsewhere'
+    return f'started by pid {pid} on host {host} at {time.strftime("%H:%M:%S", time.gmtime(started))} UTC'
 
 
 def default_preprocess(input_shape, mean=IMAGENET_MEAN, std=IMAGENET_STD, rgb=True):
@@ -81,7 +116,7 @@ def _per_channel(values, channels, what):
 
 
 def encode_plan_message(plan, *, generation, reason, model_path, model_hash, topology, preprocess=None,
-                        input_shape=None, predicted_stage_ms=None, output=None):
+                        input_shape=None, predicted_stage_ms=None, output=None, graph=''):
     """The JSON text of a plan message.
 
     ``topology`` is a Topology or its dict; ``preprocess`` a dict like :func:`default_preprocess` gives (built
@@ -98,7 +133,7 @@ def encode_plan_message(plan, *, generation, reason, model_path, model_hash, top
         generation=int(generation), reason=str(reason), model_path=str(model_path), model_hash=str(model_hash),
         topology=topology.to_dict() if hasattr(topology, 'to_dict') else dict(topology), plan=plan,
         predicted_stage_ms=[float(t) for t in predicted_stage_ms], preprocess=dict(preprocess),
-        output=dict(output or {}))
+        output=dict(output or {}), graph=str(graph))
     _check(message)
     return message.to_json()
 
@@ -130,6 +165,8 @@ def decode_plan_message(text):
 def _check(m):
     if isinstance(m.generation, bool) or not isinstance(m.generation, int) or m.generation < 1:
         raise PlanError(f'plan message generation must be an integer >= 1, got {m.generation!r}')
+    if not isinstance(m.graph, str):
+        raise PlanError(f'plan message graph must be a string, got {m.graph!r}')
     if not isinstance(m.reason, str) or not _REASON_RE.match(m.reason):
         raise PlanError(f'plan message reason must be start, adapt or param:<name>, got {m.reason!r}')
     if not isinstance(m.topology, dict) or not isinstance(m.topology.get('clusters'), list):
