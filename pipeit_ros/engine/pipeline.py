@@ -18,6 +18,7 @@ import numpy as np
 from pipeit_ros.engine.parts import Channel, FrameResult, StageStats, Worker, check_plan, switch_acquire, switch_release
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError, PlanError, StageError
+from pipeit_ros.hw import memory as procmem
 from pipeit_ros.hw.cpus import pin_current_thread
 
 __all__ = ['POLICIES', 'FrameResult', 'Pipeline', 'StageStats', 'check_plan']
@@ -109,6 +110,7 @@ class Pipeline:
             err = self._error
             self.stop()
             raise err
+        procmem.trim()   # building a session frees big temporaries in its thread's malloc arena: give them back
         return self
 
     def stop(self, timeout=5.0):
@@ -153,7 +155,8 @@ class Pipeline:
             w.native_id = threading.get_native_id()
             if s.pinned:
                 pin_current_thread(w.cpus[:1])
-            session = make_session(model, w.cpus, threads=s.threads, pinned=s.pinned)
+            session = make_session(model, w.cpus, threads=s.threads, pinned=s.pinned,
+                                   weights=self.graph.weights)
         except Exception as exc:  # noqa: BLE001 - reported to the caller of start() as a StageError
             self._fail(stage_name, exc)
             ready.set()

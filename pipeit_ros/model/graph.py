@@ -82,21 +82,36 @@ class CutPoint:
         return {'index': self.index, 'tensor': self.tensor, 'shape': list(self.shape), 'bytes': self.bytes}
 
 
-def load(path):
-    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`); raises ModelError."""
+def load(path, store=True):
+    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`); raises ModelError.
+
+    With ``store`` (the default) the prepared model lives in the cache with its weights in one external-data
+    file that every session maps (``graph.weights``), and a model prepared before is read from there. Without
+    it (the predictor's throw-away probes) the weights stay inside ``graph.model``.
+    """
+    if store:
+        digest = graph_load.file_hash(path)
+        prepared = graph_load.load_prepared(digest)
+        if prepared is not None:
+            model, batch_fixed, weights = prepared
+            return LayerGraph(path, model, digest, batch_fixed, weights)
     model, digest = graph_load.read_model(path)
     _, batch_fixed = graph_load.check_interface(path, model)
     graph_load.check_runtime(path)
     graph_load.make_static(path, model)
-    return LayerGraph(path, model, digest, batch_fixed)
+    if not store:
+        return LayerGraph(path, model, digest, batch_fixed)
+    model, batch_fixed, weights = graph_load.store_prepared(model, digest, batch_fixed)
+    return LayerGraph(path, model, digest, batch_fixed, weights)
 
 
 class LayerGraph:
     """Layers, cut points and sub-model extraction of one prepared model (built by :func:`load`)."""
 
-    def __init__(self, path, model, model_hash, batch_fixed):
+    def __init__(self, path, model, model_hash, batch_fixed, weights=None):
         graph = model.graph
         self.path, self.model, self.model_hash, self.batch_fixed = path, model, model_hash, batch_fixed
+        self.weights = weights   # graph_load.ExternalWeights, or None: the weights are inside ``model``
         self.input_name = graph.input[0].name
         self._tensors = graph_load.static_shapes(graph)
         self.input_shape = self._tensors[self.input_name][0]
