@@ -13,6 +13,7 @@ session of every process maps that one file (``engine.sessions.shared_initialize
 containers on one machine share the weight pages. A later load of the same file reads only the small
 prepared model.
 """
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -65,19 +66,26 @@ def first_line(exc):
     return line if len(line) <= 240 else line[:237] + '...'
 
 
-def file_hash(path):
-    """16 hex digits of the sha256 of ``path``, read in chunks (a big model is never held whole for this)."""
-    digest = hashlib.sha256()
+@contextlib.contextmanager
+def _reading(path):
+    """Open ``path`` for reading; the reasons it cannot be read become one-line ModelErrors."""
     try:
         with open(path, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 22), b''):
-                digest.update(chunk)
+            yield f
     except FileNotFoundError:
         raise fail(path, 'no such file') from None
     except IsADirectoryError:
         raise fail(path, 'is a directory, not an ONNX file') from None
     except OSError as exc:
         raise fail(path, f'cannot read it ({exc.strerror or exc})') from None
+
+
+def file_hash(path):
+    """16 hex digits of the sha256 of ``path``, read in chunks (a big model is never held whole for this)."""
+    digest = hashlib.sha256()
+    with _reading(path) as f:
+        for chunk in iter(lambda: f.read(1 << 22), b''):
+            digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -134,15 +142,8 @@ def external_weights(model, folder):
 
 def read_model(path):
     """Parse and check ``path``; returns (model, 16 hex digits of the sha256 of the file)."""
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise fail(path, 'no such file') from None
-    except IsADirectoryError:
-        raise fail(path, 'is a directory, not an ONNX file') from None
-    except OSError as exc:
-        raise fail(path, f'cannot read it ({exc.strerror or exc})') from None
+    with _reading(path) as f:
+        data = f.read()
     if not data:
         raise fail(path, 'empty file, not an ONNX model')
     digest = hashlib.sha256(data).hexdigest()[:16]
