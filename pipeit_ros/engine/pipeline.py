@@ -25,6 +25,7 @@ __all__ = ['POLICIES', 'FrameResult', 'Pipeline', 'StageStats', 'check_plan']
 
 POLL_S = 0.1            # longest a thread sleeps before it looks at the stop flag
 POLICIES = ('block', 'drop_oldest')
+_BUILD_LOCK = threading.Lock()
 
 
 class Pipeline:
@@ -155,8 +156,10 @@ class Pipeline:
             w.native_id = threading.get_native_id()
             if s.pinned:
                 pin_current_thread(w.cpus[:1])
-            session = make_session(model, w.cpus, threads=s.threads, pinned=s.pinned,
-                                   weights=self.graph.weights)
+            with _BUILD_LOCK:   # one session built at a time: their build-time copies never add up
+                session = make_session(model, w.cpus, threads=s.threads, pinned=s.pinned,
+                                       weights=self.graph.weights)
+                procmem.trim()
         except Exception as exc:  # noqa: BLE001 - reported to the caller of start() as a StageError
             self._fail(stage_name, exc)
             ready.set()
