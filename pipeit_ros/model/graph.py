@@ -32,6 +32,7 @@ from onnx import helper
 import onnx.utils
 
 from pipeit_ros.errors import PlanError
+from pipeit_ros.hw import memory
 from pipeit_ros.model import load as graph_load
 
 CONV_OPS = {'Conv'}
@@ -102,6 +103,7 @@ def load(path, store=True):
     if not store:
         return LayerGraph(path, model, digest, batch_fixed)
     model, batch_fixed, weights = graph_load.store_prepared(model, digest, batch_fixed)
+    memory.trim()   # the whole model read and parsed is gone: give its pages back (AlexNet: 31 MiB)
     return LayerGraph(path, model, digest, batch_fixed, weights)
 
 
