@@ -221,8 +221,10 @@ class LayerGraph:
     def extract_bytes(self, first, last):
         """Serialized :meth:`extract`, memoised in a bounded LRU (engine and profiler ask many times).
 
-        Built from serialized pieces (protobuf concatenates repeated fields), so AlexNet's 234 MB of
-        classifier weights are copied twice, not four times as ModelProto copies and serialization would.
+        A stored model's sub-models only reference their weights in ``weights`` (a few KiB each; sessions get
+        the weights from :func:`pipeit_ros.engine.sessions.shared_initializers`). Built from serialized pieces
+        (protobuf concatenates repeated fields), so the weights a model loaded with ``store=False`` carries are
+        copied twice, not four times as ModelProto copies and serialization would.
         """
         with self._lock:
             return self._extract_bytes(first, last)
