@@ -84,7 +84,7 @@ def every_plan(cost, topo, replicas=True):
             times = [table.stage_ms(i, j, names[c], k) for c, rc in enumerate(r) for _ in range(rc)]
             rates.append(sum(1.0 / t for t in times))
             lat += max(times)
-            mem += sum(r) * (sum(cost.weight_bytes[i:j + 1]) + max(cost.act_bytes[i:j + 1]))
+            mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared
             cores += k * sum(r)
         out.append((1000.0 * min(rates), lat, mem, cores, stages))
     return out

@@ -4,13 +4,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 import onnxruntime as ort
 
+from pipeit_ros.engine.sessions import session_options
+
 RTOL, ATOL = 1e-4, 1e-5
 
 
-def session(model):
+def session(model, weights=None):
+    """A one-thread session; ``weights`` (graph.weights) for a sub-model of a prepared graph."""
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options = session_options((0,), threads=1, pinned=False, weights=weights)
     return ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
 
 
@@ -23,7 +25,7 @@ def chain(g, x, ranges=None):
     """Outputs of running the ranges (default: every segment) one after another, tensors handed on by name."""
     feed = {g.input_name: x}
     for first, last in ranges or g.segments():
-        s = session(g.extract_bytes(first, last))
+        s = session(g.extract_bytes(first, last), g.weights)
         assert [i.name for i in s.get_inputs()] == g.boundary(first)
         out = s.run(None, feed)
         feed = {o.name: v for o, v in zip(s.get_outputs(), out)}

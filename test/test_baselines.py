@@ -54,7 +54,7 @@ def test_baselines_are_valid_and_shaped_as_named(tiny, topo_id):
 def test_every_baseline_runs_on_the_engine(tiny, name):
     plan = baselines(tiny, TOPOLOGIES['2x1'])[name]
     x = np.random.default_rng(0).standard_normal(tiny.input_shape).astype(np.float32)
-    reference = make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), (0,)).run(None, {'input': x})
+    reference = make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), (0,), weights=tiny.weights).run(None, {'input': x})
     with Pipeline(tiny, plan, topology=TOPOLOGIES['2x1']) as pipe:
         results = pipe.run([x] * 6)
     assert [r.seq for r in results] == list(range(6))

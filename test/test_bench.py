@@ -35,6 +35,7 @@ def test_every_candidate_is_measured(result):
         assert 0 < c.p50_ms <= c.p99_ms, name
         if name != 'bare':
             assert c.stages and all(0 < s['utilisation'] <= 1.05 and s['frames'] > 0 for s in c.stages), name
+            assert c.memory_error is None and 0 < c.pss_mb <= c.memory_mb <= c.peak_rss_mb, (name, c)
     assert len(result.candidates['plan'].stages) == 2
     assert result.candidates['ort_all_cores'].ratio_ort == pytest.approx(1.0)
     best = result.best_baseline

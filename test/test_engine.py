@@ -28,7 +28,7 @@ def tiny(zoo_model):
 @pytest.fixture(scope='module')
 def full(tiny):
     """The whole model in one plain 1-thread session: the reference for every pipelined result."""
-    session = make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), CPUS[:1])
+    session = make_session(tiny.extract_bytes(0, len(tiny.layers) - 1), CPUS[:1], weights=tiny.weights)
     return lambda x: session.run(None, {tiny.input_name: x})
 
 
@@ -244,7 +244,7 @@ def test_a_container_hosts_a_sub_chain(tiny, full):
     last = len(tiny.layers) - 1
     plan = Plan(stages=(Stage(0, 3, 'any', CPUS[:1], pinned=False), Stage(4, last, 'any', CPUS[:1], pinned=False)))
     x = frames(tiny, 1)[0]
-    head = make_session(tiny.extract_bytes(0, 3), CPUS[:1]).run(None, {tiny.input_name: x})
+    head = make_session(tiny.extract_bytes(0, 3), CPUS[:1], weights=tiny.weights).run(None, {tiny.input_name: x})
     with Pipeline(tiny, plan, stages=[1]) as pipe:
         assert pipe.input_names == tiny.boundary(4) and pipe.output_names == tiny.output_names
         [r] = pipe.run([head[0]])

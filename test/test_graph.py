@@ -1,5 +1,6 @@
 """pipeit_ros.model.graph: layer grouping, descriptors, cut points and extraction on small models built here."""
 import json
+import os
 
 from graph_checks import DagBuilder, assert_chain_matches, crossing, random_topological_order, save
 from hypothesis import HealthCheck, given, settings
@@ -39,7 +40,8 @@ def test_tiny_layers_cuts_and_descriptors(tiny):
     assert (fc.in_shape, fc.out_shape, fc.filters, fc.macs) == ((32, 1, 1), (10, 1, 1), 10, 320)
     assert g.cut_points[0].shape == (1, 16, 16, 16) and g.cut_points[0].bytes == 16 * 16 * 16 * 4
     assert g.total_macs == sum(layer.macs for layer in g.layers)
-    assert g.total_weight_bytes == sum(numpy_helper.to_array(t).nbytes for t in g.model.graph.initializer)
+    weights_dir = os.path.dirname(g.weights.path)    # the prepared model's weights lie in its external-data file
+    assert g.total_weight_bytes == sum(numpy_helper.to_array(t, weights_dir).nbytes for t in g.model.graph.initializer)
     assert not g.batch_fixed and g.input_shape == (1, 3, 32, 32) and len(g.model_hash) == 16
 
 

@@ -103,9 +103,9 @@ def test_time_under_load_runs_the_model_on_the_other_cpus(tiny_graph):
         pytest.skip('needs two CPUs')
     cfg = measure.CoreConfig('a', 1, (cpus[0],))
     model = tiny_graph.model.SerializeToString()
-    session = measure.make_session(model, cfg.cpus)
+    session = measure.make_session(model, cfg.cpus, weights=tiny_graph.weights)
     feeds = measure.feeds_for(session, np.random.default_rng(0))
-    alone, loaded = measure.time_under_load(model, cfg, feeds, cpus[1:2], budget_s=0.2)
+    alone, loaded = measure.time_under_load(model, cfg, feeds, cpus[1:2], budget_s=0.2, weights=tiny_graph.weights)
     assert alone.ndim == 1 and len(alone) >= 4 and len(loaded) == len(alone)
     assert np.all(alone > 0) and np.all(loaded > 0)
     assert not any(t.name.startswith('pipeit-load') for t in threading.enumerate())   # load threads ended
@@ -123,7 +123,7 @@ def test_trace_layer_times_map_every_kernel_to_a_layer(tiny_graph):
     cfg = measure.core_configs(small_topology())[0]
     lookup = measure.layer_lookup(tiny_graph.model, tiny_graph.layers)
     times, wall = measure.trace_layer_times(tiny_graph.model.SerializeToString(), cfg, lookup,
-                                            len(tiny_graph.layers), runs=3, warmup=1)
+                                            len(tiny_graph.layers), runs=3, warmup=1, weights=tiny_graph.weights)
     assert times.shape == (len(tiny_graph.layers),)
     conv = [layer.index for layer in tiny_graph.layers if layer.op_type == 'conv']
     assert np.all(times[conv] > 0)

@@ -12,6 +12,7 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 
 from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
+from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire.plan_msg import encode_plan_message
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.hw.cpus import parse_cpu_list
@@ -105,6 +106,8 @@ def test_single_container_results_in_order_with_source_stamps(tiny, topo):
         for key in ('generation', 'fps', 'busy_pct', 'queue_depth', 'predicted_ms', 'measured_ms', 'drops_queue'):
             assert key in d0, key
         assert float(d1['latency_p50_ms']) <= float(d1['latency_p99_ms'])
+        for d in (d0, d1):      # the container process's memory: PSS never above RSS, both above nothing
+            assert int(d[keys.PROCESS_PID]) > 0 and 0 < float(d[keys.PROCESS_PSS_MB]) <= float(d[keys.PROCESS_RSS_MB])
         assert harness.wait(lambda: col.diagnostics['pipeit/stage_1'].get('published_output') == str(n), 5)
         assert col.diagnostics['pipeit/stage_1']['published_classification'] == str(n)
 

@@ -98,7 +98,7 @@ PARAMS = (
     ParamSpec('objective', 'what the DSE optimises', planning.OBJECTIVES),
     ParamSpec('max_latency_ms', 'latency bound for the DSE in ms; 0: none', low=0.0, high=1e6),
     ParamSpec('min_fps', 'throughput floor for the DSE in frames/s; 0: none', low=0.0, high=1e6),
-    ParamSpec('memory_mb', 'memory budget (weights + activations) in MB; 0: none', low=0, high=1_000_000),
+    ParamSpec('memory_mb', 'memory budget in MiB of the plan run in one process (docs/memory.md); 0: none', low=0, high=1_000_000),
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),
     ParamSpec('stages', 'force this plan (compact spec, e.g. 0-5@c0,6-11@c1) instead of the DSE; '
               'empty: plan with the DSE'),

@@ -10,8 +10,9 @@ How it measures (also printed by ``pipeit bench`` and stored in :attr:`BenchResu
   rounds (min and max kept too);
 - latency = first stage start -> in-order output, per frame (the wait in the input queue is left out: it
   depends on the producer); p50/p99 over all frames of all rounds;
-- RSS: VmHWM and RSS are process-wide, so a candidate's memory is the growth of the process RSS while it was
-  built and warmed up (its sessions, weights, arenas, first activations);
+- memory: each candidate runs first in a fresh process of its own (:mod:`pipeit_ros.bench.memory`), one after
+  another, before any is built here: its PSS after a few frames (and peak RSS) does not depend on the order;
+  shown next to the plan's predicted memory;
 - stage utilisation = busy time / (round wall time x replicas), summed over rounds.
 ``--bare`` adds a plain onnxruntime loop of the whole model (no engine, no queues) on the CPUs of the first
 replica of the reference candidate's first stage: the engine's own overhead is the difference. This module does
@@ -29,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from pipeit_ros.bench import memory as bench_memory
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError
@@ -47,7 +49,11 @@ class CandidateResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     frames: int = 0
-    rss_mb: float = 0.0
+    memory_mb: float | None = None     # measured in a fresh process, weights counted whole (bench_memory)
+    pss_mb: float | None = None        # its plain PSS
+    peak_rss_mb: float | None = None
+    predicted_mb: float | None = None  # the plan's notes['memory_mib']
+    memory_error: str | None = None
     stages: list = field(default_factory=list)     # StageStats dicts (summed over rounds) + 'utilisation'
     ratio_ort: float | None = None
     ratio_best: float | None = None
@@ -96,15 +102,6 @@ def machine_info():
             'onnxruntime': ort.__version__, 'python': platform.python_version(), 'kernel': platform.release()}
 
 
-def _rss_mb():
-    """Resident set size of this process now (Linux /proc; 0 elsewhere)."""
-    try:
-        with open('/proc/self/statm', encoding='ascii') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def input_array(graph, seed=0):
     return np.random.default_rng(seed).standard_normal(graph.input_shape).astype(np.float32)
 
@@ -112,10 +109,10 @@ def input_array(graph, seed=0):
 class LoopWorker:
     """A pinned thread owning one session, running it in a plain loop on request (no engine, no queues)."""
 
-    def __init__(self, model, cpus, threads, feed, out_names=None, pinned=True, name='loop'):
+    def __init__(self, model, cpus, threads, feed, out_names=None, pinned=True, name='loop', weights=None):
         self._cmd, self._res = queue.SimpleQueue(), queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True,
-                                        args=(model, tuple(cpus), threads, pinned, feed, out_names))
+                                        args=(model, tuple(cpus), threads, pinned, feed, out_names, weights))
         self._thread.start()
         self._take()
 
@@ -125,11 +122,11 @@ class LoopWorker:
             raise r
         return r
 
-    def _main(self, model, cpus, threads, pinned, feed, out_names):
+    def _main(self, model, cpus, threads, pinned, feed, out_names, weights):
         try:
             if pinned:
                 pin_current_thread(cpus[:1])
-            run = make_session(model, cpus, threads=threads, pinned=pinned).run
+            run = make_session(model, cpus, threads=threads, pinned=pinned, weights=weights).run
         except Exception as exc:  # noqa: BLE001 - handed to the caller
             self._res.put(exc)
             return
@@ -209,7 +206,7 @@ class _EngineCandidate:
 class _BareCandidate:
     def __init__(self, graph, cpus, threads, x, warmup):
         self.worker = LoopWorker(graph.extract_bytes(0, len(graph.layers) - 1), cpus, threads,
-                                 {graph.input_name: x}, name='bare')
+                                 {graph.input_name: x}, name='bare', weights=graph.weights)
         self.worker.loop(0.0, warmup)
 
     def round(self, seconds, timeline):
@@ -255,7 +252,8 @@ def stage_alone(graph, plan, seconds=1.0, warmup=5, x=None):
     for i, s in enumerate(plan.stages):
         names = graph.boundary(s.first)
         w = LoopWorker(graph.extract_bytes(s.first, s.last), s.replica_cpus()[0], s.threads,
-                       dict(zip(names, feed_arrays)), pinned=s.pinned, name=f'alone.stage_{i}')
+                       dict(zip(names, feed_arrays)), pinned=s.pinned, name=f'alone.stage_{i}',
+                       weights=graph.weights)
         try:
             w.loop(0.0, warmup)
             times, feed_arrays = w.loop(per_stage, 3)
@@ -279,18 +277,23 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
     runners = {}
     reference = next((n for n in candidates if n not in BASELINE_NAMES), None) or \
         ('best_cluster' if 'best_cluster' in candidates else next(iter(candidates)))
+    for name, plan in candidates.items():
+        if log:
+            log(f'measuring the memory of {name} in a fresh process')
+        mem = bench_memory.measure(graph, plan)
+        res = results[name]
+        res.predicted_mb = plan.notes.get('memory_mib')
+        res.memory_mb, res.pss_mb = mem.get('memory_mb'), mem.get('pss_mb')
+        res.peak_rss_mb, res.memory_error = mem.get('peak_rss_mb'), mem.get('error')
     try:
         for name, plan in candidates.items():
-            rss0 = _rss_mb()
             runners[name] = _EngineCandidate(graph, plan, x, warmup, queue_size)
-            results[name].rss_mb = _rss_mb() - rss0
         if bare:
             s = candidates[reference].stages[0]
             cpus = s.replica_cpus()[0]
-            rss0 = _rss_mb()
             runners['bare'] = _BareCandidate(graph, cpus, s.threads, x, warmup)
             results['bare'] = CandidateResult('bare', f'plain ORT loop on cpus {list(cpus)} ({s.threads} threads, '
-                                                      f'cores of {reference})', rss_mb=_rss_mb() - rss0)
+                                                      f'cores of {reference})')
         names = list(runners)
         lats = {n: [] for n in names}
         bar = tqdm(total=rounds * len(names), desc='bench', unit='run', file=sys.stderr, disable=not progress,
@@ -335,7 +338,8 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
               'order': 'all candidates alive; each round runs every candidate once, order rotated per round',
               'fps': 'median over rounds of steady-state (n-1)/(last-first output) inside the round window',
               'latency': 'p50/p99 over all frames of first-stage start -> in-order output (input queue excluded)',
-              'rss': 'process RSS growth while the candidate was built and warmed up',
+              'memory': 'PSS of a fresh process running only the candidate, after a few frames, its weight '
+                        'pages counted whole (MiB); predicted: the plan\'s memory model',
               'utilisation': 'stage busy time / (round wall time x replicas)', 'queue_size': queue_size,
               'bare_reference': reference if bare else None}
     return BenchResult(candidates=results, seconds=seconds, rounds=rounds, warmup=warmup, method=method,
@@ -350,12 +354,12 @@ def format_table(result):
         return f'{v:6.2f}x' if v is not None else '      -'
     width = max(len(n) for n in result.candidates)
     lines = [f'{"candidate":<{width}}  {"frames/s":>9} {"x ort":>7} {"x best":>7} {"p50 ms":>8} {"p99 ms":>8} '
-             f'{"RSS MB":>7}  stage utilisation / spec']
+             f'{"MiB pred/PSS":>12}  stage utilisation / spec']
     for name, c in result.candidates.items():
         util = ' '.join(f'{s["utilisation"] * 100:3.0f}%' for s in c.stages)
         spec = c.spec if len(c.spec) <= 48 else c.spec[:45] + '...'
         lines.append(f'{name:<{width}}  {c.fps:9.1f} {ratio(c.ratio_ort)} {ratio(c.ratio_best)} {c.p50_ms:8.2f} '
-                     f'{c.p99_ms:8.2f} {c.rss_mb:7.1f}  {util + "  " if util else ""}{spec}')
+                     f'{c.p99_ms:8.2f} {_mib(c.predicted_mb):>5}/{_mib(c.memory_mb):<6}  {util + "  " if util else ""}{spec}')
     for name, c in result.candidates.items():
         predicted = (c.plan or {}).get('predicted_fps')
         if predicted and c.fps:
@@ -382,6 +386,10 @@ def format_table(result):
     return '\n'.join(lines)
 
 
+def _mib(value):
+    return '-' if value is None else f'{value:.0f}'
+
+
 def _predicted_stages(plan):
     ms = [s.get('predicted_ms') for s in (plan or {}).get('stages', [])]
     return f' (predicted {", ".join(f"{m:.3f}" for m in ms)} ms)' if ms and None not in ms else ''
@@ -399,4 +407,4 @@ def format_method(result):
         f'method: {m["rounds"]} rounds x {m["seconds_per_round"]:.2f} s per candidate, {m["warmup_frames"]} warm-up '
         f'frames; {m["order"]}',
         f'  frames/s: {m["fps"]}; latency: {m["latency"]}',
-        f'  RSS: {m["rss"]}; utilisation: {m["utilisation"]}'])
+        f'  memory: {m["memory"]}; utilisation: {m["utilisation"]}'])

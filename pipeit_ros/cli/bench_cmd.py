@@ -2,7 +2,7 @@
 per cluster and per core), all on the same engine, alternating between them in rounds to cancel machine drift.
 
 The plan comes from --plan FILE, --stages SPEC or --auto (the design-space exploration); without one only the
-baselines run. Prints frames/s, latency p50/p99, RSS growth and per-stage utilisation per candidate, with ratios
+baselines run. Prints frames/s, latency p50/p99, predicted and measured memory (a fresh process per candidate) and per-stage utilisation per candidate, with ratios
 to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX file or a zoo network name.
 """
 from pipeit_ros.bench import benchmark as bench
@@ -16,11 +16,13 @@ from pipeit_ros.cli.common import (
     note,
     print_json,
 )
+from pipeit_ros.cost import profiler
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
 from pipeit_ros.model import zoo
 from pipeit_ros.plan import Plan, check_against, parse_spec, with_model
+from pipeit_ros.planning import dse
 from pipeit_ros.planning import facade as planning
 from pipeit_ros.planning.baselines import NAMES, baselines
 
@@ -95,9 +97,11 @@ def run(args):
     unknown = sorted(set(wanted) - set(NAMES))
     if unknown:
         raise PipeitError(f'--only: unknown baseline(s) {", ".join(unknown)} (known: {", ".join(NAMES)})')
+    cost = profiler.cached_profile(graph, topology)[0]   # the baselines' predictions, when a profile exists
     for name, p in baselines(graph, topology).items():
         if name in wanted and name not in candidates:
-            candidates[name] = check_against(p, graph, topology)
+            p = check_against(p, graph, topology)
+            candidates[name] = dse.with_predictions(p, cost, topology) if cost is not None else p
     alone = [n for n in candidates if n not in NAMES] if args.stage_alone else []
     if args.stage_alone and not alone:
         raise PipeitError('--stage-alone needs a plan (--plan, --stages or --auto)')

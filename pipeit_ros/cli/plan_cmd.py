@@ -34,7 +34,8 @@ def add_arguments(parser):
     parser.add_argument('--max-latency-ms', type=float, metavar='X', help='latency bound for the throughput plan')
     parser.add_argument('--min-fps', type=float, metavar='F', help='frames/s the plan must sustain')
     parser.add_argument('--memory-mb', type=float, metavar='M',
-                        help='memory bound in MiB: weights + activations, summed over replicas')
+                        help='memory bound in MiB of the plan run in one process: base + weights once + each '
+                             'replica\'s session memory (docs/memory.md)')
     parser.add_argument('--search', choices=planning.SEARCHES, default='exact',
                         help='exact optimum (default) or the Pipe-it paper\'s heuristic')
     parser.add_argument('--no-replicas', action='store_true', help='one copy of each stage (no data parallelism)')
@@ -52,7 +53,7 @@ def describe(plan, graph, topology):
     lines = [head, plan.describe(graph)]
     extra = [f'{n["cores_used"]} of {len(topology.cpus)} cores'] if 'cores_used' in n else []
     if 'memory_mib' in n:
-        extra.append(f'{n["memory_mib"]:.1f} MiB weights + activations')
+        extra.append(f'{n["memory_mib"]:.1f} MiB predicted memory')
     if 'search_ms' in n:
         extra.append(f'searched in {n["search_ms"]:.0f} ms')
     if extra:

@@ -41,7 +41,8 @@ def net_samples(graph, name, topology, *, runs=10, log=print, use_cache=True):
     lookup = measure.layer_lookup(graph.model, graph.layers)
     blob = graph.model.SerializeToString()
     with measure.emulation(topology, log):
-        times = [measure.trace_layer_times(blob, c, lookup, len(graph.layers), runs=runs, stat='min')[0]
+        times = [measure.trace_layer_times(blob, c, lookup, len(graph.layers), runs=runs, stat='min',
+                                           weights=graph.weights)[0]
                  for c in configs]
     n = len(graph.layers)
     samples = Samples(configs, list(graph.layers), [name] * n, np.array(times), [name], [list(range(n))],

@@ -62,7 +62,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from pipeit_ros import cache
 from pipeit_ros.cost import profiler, synth
 from pipeit_ros.cost import timing as measure
-from pipeit_ros.cost.table import CostTable
+from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
 from pipeit_ros.errors import PipeitError
 
 OP_TYPES = ('conv', 'dwconv', 'gconv', 'fc', 'pool', 'gpool', 'eltwise', 'concat', 'other')
@@ -300,8 +300,9 @@ def table_from_layers(graph, topology, layer_ms, overhead_ms, segment_coef, hand
                      in_bytes=in_b,
                      weight_bytes=weights, act_bytes=acts, handover_fixed_ms=float(in_proc['fixed_ms']),
                      handover_ms_per_mb=float(in_proc['ms_per_mb']), source=source, model_hash=graph.model_hash,
-                     topology_fingerprint=topology.fingerprint(),
-                     meta=dict(meta or {}, handover_cross_process=handover.get('cross_process_copy')))
+                     topology_fingerprint=topology.fingerprint(), base_bytes=DEFAULT_BASE_BYTES,
+                     meta=dict(meta or {}, handover_cross_process=handover.get('cross_process_copy'),
+                               memory_source='estimate'))
 
 
 def default_path(topology, quick=False):

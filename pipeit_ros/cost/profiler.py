@@ -28,11 +28,17 @@ Hand-over between stages (:func:`measure_handover`, cached per topology): the in
 (fixed + per MB) goes into the table; the cross-process copy path (memoryview -> array, docs/architecture.md, measured facts) is kept
 in ``meta['handover_cross_process']``.
 
+Memory (see :mod:`pipeit_ros.cost.table`): each segment's session is built, then run once, with the process's
+anonymous memory read (after ``malloc_trim``) around each: ``session_bytes`` and ``arena_bytes`` per
+configuration. ``base_bytes`` is the PSS of a fresh process that has imported the engine
+(:func:`process_base_bytes`).
+
 Results are cached under ``cache.entry_path('profiles', model hash, topology fingerprint, options)`` (the
 ORT version is part of every key); a rerun says that it reused the file.
 """
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -41,9 +47,10 @@ from tqdm import tqdm
 
 from pipeit_ros import cache
 from pipeit_ros.cost import timing as measure
-from pipeit_ros.cost.table import CostTable
-from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
+from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import memory as procmem
 
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
 DEFAULT_WARMUP = 3
@@ -51,7 +58,7 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v6-cuts-fit-to-whole'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v7-memory'  # bump when the measure changes, so old cached profiles are not reused
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -109,14 +116,18 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                         bar.update(step)
                         done[0] += step
                 res = measure.run_pinned(cfg.cpus, _measure_config, blobs, pairs, whole, cfg, feeds, rng, timing,
-                                         tick)
+                                         tick, graph.weights)
                 feeds = res['feeds']
                 others = [c for c in topology.cpus if c not in cfg.cpus]
-                res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S)
+                res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S,
+                                                         weights=graph.weights)
                                  if others else None)
                 bar.update(max(per_config - done[0], 0))
                 results.append(res)
-    table = _assemble(graph, topology, segments, configs, results, feeds, handover,
+    base = process_base_bytes(graph)
+    log(f'profile: a fresh engine process holds {base / procmem.MIB:.1f} MiB (PSS) with the model loaded, '
+        'before any session')
+    table = _assemble(graph, topology, segments, configs, results, feeds, handover, base,
                       dict(timing, budget_s=None if reps else budget_s, reps=reps,
                            wall_s=round(time.perf_counter() - started, 2)))
     table.save(path)
@@ -133,23 +144,46 @@ def chain_feeds(sessions, first_feeds):
     """Inputs of every segment, produced by running the segments in a chain from the model input."""
     feeds = [first_feeds]
     for s, session in enumerate(sessions[:-1]):
-        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds[-1])))
-        wanted = [i.name for i in sessions[s + 1].get_inputs()]
-        missing = [n for n in wanted if n not in outputs]
-        if missing:
-            raise PipeitError(f'segment {s + 1} needs {missing}, which segment {s} does not produce')
-        feeds.append({n: outputs[n] for n in wanted})
+        feeds.append(next_feeds(s, session, session.run(None, feeds[-1]), sessions[s + 1]))
     return feeds
 
 
-def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick):
+def next_feeds(s, session, results, following):
+    """The inputs of segment s + 1 (session ``following``) from ``results`` of segment s."""
+    outputs = dict(zip([o.name for o in session.get_outputs()], results))
+    wanted = [i.name for i in following.get_inputs()]
+    missing = [n for n in wanted if n not in outputs]
+    if missing:
+        raise PipeitError(f'segment {s + 1} needs {missing}, which segment {s} does not produce')
+    return {n: outputs[n] for n in wanted}
+
+
+def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick, weights):
     """In a pinned thread: build the sessions of ``cfg`` and time identity, segments, whole model and pairs."""
-    sessions = [make_session(b, cfg.cpus) for b in blobs]
-    pair_sessions = [make_session(b, cfg.cpus) for b in pairs]
-    whole_session = make_session(whole, cfg.cpus)
+    def mapped():
+        return procmem.mapped_bytes(weights.path) if weights is not None else 0
+
+    sessions, built, ran, held = [], [], [], []
+    if weights is not None:
+        shared_initializers(weights)
+        drop_resident(weights)   # pages this process touched before would not count as this segment's
+    for b in blobs:
+        before, before_mapped = procmem.anonymous_now(), mapped()
+        sessions.append(make_session(b, cfg.cpus, weights=weights))
+        built.append(max(procmem.anonymous_now() - before, 0))   # < 0: an older block was given back
+        held.append(mapped() - before_mapped)
+    chain = feeds is None      # the first configuration makes every segment's input on the way
+    feeds = [measure.feeds_for(sessions[0], rng)] if chain else feeds
+    for s, session in enumerate(sessions):
+        before, before_mapped = procmem.anonymous_now(), mapped()
+        results = session.run(None, feeds[s])
+        ran.append(max(procmem.anonymous_now() - before, 0))
+        held[s] += mapped() - before_mapped
+        if chain and s + 1 < len(sessions):
+            feeds.append(next_feeds(s, session, results, sessions[s + 1]))
+    pair_sessions = [make_session(b, cfg.cpus, weights=weights) for b in pairs]
+    whole_session = make_session(whole, cfg.cpus, weights=weights)
     identity = make_session(measure.identity_model(), cfg.cpus)
-    if feeds is None:
-        feeds = chain_feeds(sessions, measure.feeds_for(sessions[0], rng))
     one = {'x': np.zeros(1, np.float32)}
     calls = [lambda: identity.run(None, one)]
     calls += [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
@@ -158,10 +192,10 @@ def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick):
         pair_feeds = {i.name: feeds[s][i.name] for i in session.get_inputs()}
         calls.append(lambda session=session, f=pair_feeds: session.run(None, f))
     times = measure.time_calls(calls, tick=tick, burst=BURST, **timing)
-    return {'times': times, 'feeds': feeds}
+    return {'times': times, 'feeds': feeds, 'session_bytes': built, 'arena_bytes': ran, 'held_bytes': held}
 
 
-def _assemble(graph, topology, segments, configs, results, feeds, handover, options):
+def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
     n = len(segments)
     overhead, seg_ms, cut_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], [], []
     loaded_ms, load_factor = [], []
@@ -192,7 +226,7 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, opti
     act_bytes = [int(max([in_bytes[s]] + [layers[i].output_bytes for i in range(a, b + 1)]))
                  for s, (a, b) in enumerate(segments)]
     in_proc = handover['in_process']
-    meta = dict(options, reps_done=reps, whole_ms=whole_ms, sum_segments_raw_ms=raw_sum,
+    meta = dict(options, memory_source='profile', reps_done=reps, whole_ms=whole_ms, sum_segments_raw_ms=raw_sum,
                 overhead_regression_ms=regression, handover=handover,
                 handover_cross_process=handover['cross_process_copy'], ort_version=cache.ort_version(),
                 measured_at=time.strftime('%Y-%m-%dT%H:%M:%S'), emulated=topology.has_emulation(),
@@ -204,7 +238,10 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, opti
                      in_bytes=in_bytes, weight_bytes=weight_bytes,
                      act_bytes=act_bytes, handover_fixed_ms=in_proc['fixed_ms'],
                      handover_ms_per_mb=in_proc['ms_per_mb'], source='profile', model_hash=graph.model_hash,
-                     topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta)
+                     topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta,
+                     session_bytes=np.array([r['session_bytes'] for r in results], dtype=float),
+                     arena_bytes=np.array([r['arena_bytes'] for r in results], dtype=float), base_bytes=base_bytes,
+                     held_bytes=[int(b) for b in np.max([r['held_bytes'] for r in results], axis=0)])
 
 
 def split_cuts(alone, pairs):
@@ -279,3 +316,18 @@ def describe(table):
                  f'own cost (sum over all cuts above) and a hand-over of {table.handover_fixed_ms:.3f} ms + '
                  f'{table.handover_ms_per_mb:.3f} ms/MB')
     return lines
+
+
+BASE_PROBE = ('import sys; import pipeit_ros.engine.pipeline; from pipeit_ros.model import graph; '
+              'from pipeit_ros.hw import memory; graph.load(sys.argv[1]); memory.trim(); print(memory.usage().pss)')
+
+
+def process_base_bytes(graph):
+    """PSS of a fresh Python process that has imported the engine and loaded ``graph`` (its weights stay in
+    the mapped file, untouched): what an engine process holds before its first session."""
+    try:
+        out = subprocess.run([sys.executable, '-c', BASE_PROBE, graph.path], capture_output=True, text=True,
+                             timeout=120, check=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path)})
+        return float(out.stdout.split()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        return float(DEFAULT_BASE_BYTES)

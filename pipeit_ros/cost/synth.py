@@ -239,7 +239,7 @@ def load_probe(spec, directory, index):
     """(LayerGraph, bytes) of a probe, read back through graph.load (the descriptors real nets get)."""
     path = os.path.join(directory, f'probe{index}.onnx')
     onnx.save(build_probe(spec, seed=index), path)
-    g = graph_mod.load(path)
+    g = graph_mod.load(path, store=False)   # a throw-away probe: not kept in the cache
     return g, g.model.SerializeToString()
 
 

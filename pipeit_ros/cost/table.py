@@ -20,6 +20,16 @@ two AlexNet replicas ran at 0.72x the rate that their times alone predicted, two
 on it while every other CPU of the topology runs the model too). :meth:`CostTable.for_groups` gives the table
 a plan of that many core groups (stages x replicas) is predicted with: as measured alone for one group,
 scaled by the load factors for more.
+
+Memory (docs/memory.md), in bytes, what a plan's process uses: ``base_bytes`` (a fresh engine process:
+Python, numpy, onnx, onnxruntime) + ``weight_bytes`` of every segment once (one memory-mapped file shared by
+every session and process; ``held_bytes``: the part of them that stays there, measured, since onnxruntime
+reads weights it transforms into a copy of its own) + per stage replica its onnxruntime session's own memory on that configuration:
+``session_bytes`` of each of its segments (graph, weights onnxruntime transforms into its own layout, e.g.
+NCHWc convolution weights) + the largest ``arena_bytes`` among them (activation buffers, reused across a
+session's nodes). The profiler measures both per configuration and segment (anonymous memory grown while the
+segment's session is built, then on its first run); a table without them (the predictor's) has
+``arena_bytes`` = the largest activation, ``session_bytes`` = 0 and ``held_bytes`` = all the weights.
 """
 from dataclasses import asdict, dataclass, field, replace
 import json
@@ -27,6 +37,8 @@ import json
 import numpy as np
 
 from pipeit_ros.errors import PipeitError
+
+DEFAULT_BASE_BYTES = 36 * 2**20   # PSS of a fresh engine process here (docs/memory.md); the profiler measures it
 
 
 @dataclass
@@ -47,6 +59,10 @@ class CostTable:
     meta: dict = field(default_factory=dict)
     cut_ms: np.ndarray | None = None   # (n_configs, n_segments): cost of a stage boundary before segment s
     load_factor: np.ndarray | None = None  # (n_configs,): time while the other cores work / time alone
+    session_bytes: np.ndarray | None = None  # (n_configs, n_segments): a segment's session, built (memory)
+    arena_bytes: np.ndarray | None = None    # (n_configs, n_segments): its activation buffers, first run
+    base_bytes: float = 0.0          # one engine process before any session
+    held_bytes: list | None = None   # weights of each segment that stay in the shared mapping (default: all)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -59,6 +75,12 @@ class CostTable:
         self.cut_ms[:, 0] = 0.0
         if self.load_factor is not None:
             self.load_factor = np.asarray(self.load_factor, dtype=float).reshape(len(self.configs))
+        self.session_bytes = (np.zeros(shape) if self.session_bytes is None
+                              else np.asarray(self.session_bytes, dtype=float).reshape(shape))
+        self.arena_bytes = (np.tile(np.asarray(self.act_bytes, dtype=float), (shape[0], 1))
+                            if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
+        self.base_bytes = float(self.base_bytes)
+        self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
 
@@ -110,6 +132,11 @@ class CostTable:
         after = np.concatenate([self.cut_ms[:, 1:], np.zeros((len(self.configs), 1))], axis=1)
         return self.seg_ms + (self.cut_ms + after) / 2
 
+    def private_bytes(self, first_seg, last_seg):
+        """Per configuration: memory of one session of segments first_seg..last_seg beyond the shared weights."""
+        span = slice(first_seg, last_seg + 1)
+        return self.session_bytes[:, span].sum(1) + self.arena_bytes[:, span].max(1)
+
     def handover_ms(self, nbytes):
         return self.handover_fixed_ms + self.handover_ms_per_mb * nbytes / 1e6
 
@@ -122,7 +149,7 @@ class CostTable:
     # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self):
         d = asdict(self)
-        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms', 'load_factor'):
+        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms', 'load_factor', 'session_bytes', 'arena_bytes'):
             d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
         d.pop('_index', None)
         d.pop('_prefix', None)

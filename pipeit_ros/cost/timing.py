@@ -120,12 +120,12 @@ def time_calls(calls, *, warmup=2, min_reps=5, max_reps=100, budget_s=2.0, rtol=
 MAX_LOAD_SESSIONS = 8      # load CPUs beyond this share sessions (weights in memory once per session)
 
 
-def time_under_load(model, cfg, feeds, load_cpus, *, budget_s=3.0, min_reps=4, max_reps=100):
+def time_under_load(model, cfg, feeds, load_cpus, *, budget_s=3.0, min_reps=4, max_reps=100, weights=None):
     """(times alone, times under load) in ms of ``model`` on ``cfg`` (pinned as a stage), alternating: under
     load each of ``load_cpus`` runs the model in a loop on a pinned one-thread session (the slowdown a stage
     sees when the other cores work: shared cache, memory bandwidth); alone they pause. Alternating run by run
     keeps this VM's slow spells (20-40 % for seconds) out of the ratio."""
-    sessions = [make_session(model, [cpu]) for cpu in load_cpus[:MAX_LOAD_SESSIONS]]
+    sessions = [make_session(model, [cpu], weights=weights) for cpu in load_cpus[:MAX_LOAD_SESSIONS]]
     go, stop = threading.Event(), threading.Event()
     lock, running, errors = threading.Lock(), [0], []
 
@@ -151,7 +151,7 @@ def time_under_load(model, cfg, feeds, load_cpus, *, budget_s=3.0, min_reps=4, m
             time.sleep(0.0005)
 
     def body():
-        session = make_session(model, cfg.cpus)
+        session = make_session(model, cfg.cpus, weights=weights)
         alone, loaded = [], []
         for _ in range(2):
             session.run(None, feeds)
@@ -245,7 +245,8 @@ def _candidates(name):
     yield name.removesuffix('_nchwc').removesuffix('_fused')
 
 
-def trace_layer_times(model_bytes, cfg, lookup, n_layers, *, runs=10, warmup=2, rng=None, stat='median'):
+def trace_layer_times(model_bytes, cfg, lookup, n_layers, *, runs=10, warmup=2, rng=None, stat='median',
+                      weights=None):
     """Per-layer kernel time (ms, shape (n_layers,)) and run wall time from ORT's profiler.
 
     ``stat``: 'median' over runs, or 'min' — the time undisturbed by other processes, which the predictor's
@@ -262,7 +263,7 @@ def trace_layer_times(model_bytes, cfg, lookup, n_layers, *, runs=10, warmup=2, 
     rng = rng or np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix='pipeit-trace-') as tmp:
         def body():
-            so = session_options(cfg.cpus)
+            so = session_options(cfg.cpus, weights=weights)
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tmp, 'trace')
             session = ort.InferenceSession(model_bytes, sess_options=so, providers=['CPUExecutionProvider'])

@@ -18,12 +18,14 @@ import numpy as np
 from pipeit_ros.engine.parts import Channel, FrameResult, StageStats, Worker, check_plan, switch_acquire, switch_release
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError, PlanError, StageError
+from pipeit_ros.hw import memory as procmem
 from pipeit_ros.hw.cpus import pin_current_thread
 
 __all__ = ['POLICIES', 'FrameResult', 'Pipeline', 'StageStats', 'check_plan']
 
 POLL_S = 0.1            # longest a thread sleeps before it looks at the stop flag
 POLICIES = ('block', 'drop_oldest')
+_BUILD_LOCK = threading.Lock()
 
 
 class Pipeline:
@@ -109,6 +111,7 @@ class Pipeline:
             err = self._error
             self.stop()
             raise err
+        procmem.trim()   # building a session frees big temporaries in its thread's malloc arena: give them back
         return self
 
     def stop(self, timeout=5.0):
@@ -153,7 +156,10 @@ class Pipeline:
             w.native_id = threading.get_native_id()
             if s.pinned:
                 pin_current_thread(w.cpus[:1])
-            session = make_session(model, w.cpus, threads=s.threads, pinned=s.pinned)
+            with _BUILD_LOCK:   # one session built at a time: their build-time copies never add up
+                session = make_session(model, w.cpus, threads=s.threads, pinned=s.pinned,
+                                       weights=self.graph.weights)
+                procmem.trim()
         except Exception as exc:  # noqa: BLE001 - reported to the caller of start() as a StageError
             self._fail(stage_name, exc)
             ready.set()

@@ -33,6 +33,7 @@ from onnx import helper
 import onnx.utils
 
 from pipeit_ros.errors import PlanError
+from pipeit_ros.hw import memory
 from pipeit_ros.model import load as graph_load
 from pipeit_ros.model import meta
 
@@ -84,17 +85,37 @@ class CutPoint:
         return {'index': self.index, 'tensor': self.tensor, 'shape': list(self.shape), 'bytes': self.bytes}
 
 
-def load(path, input_shape=None):
+def load(path, input_shape=None, store=True):
     """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`) with its input fixed to
     ``input_shape`` (else the sidecar's, :func:`pipeit_ros.model.meta.read_sidecar`) where the model leaves
     dims dynamic; raises ModelError.
 
     The model hash is the file's, plus the shape where ``input_shape`` fixed a dim other than the batch
     (profiles of one file at two input sizes must not share a cache entry).
+
+    With ``store`` (the default) the prepared model lives in the cache with its weights in one external-data
+    file that every session maps (``graph.weights``), and a model prepared before (same file, same given
+    shape) is read from there. Without it (the predictor's throw-away probes) the weights stay inside
+    ``graph.model``.
     """
-    model, digest = graph_load.read_model(path)
+    graph = _load(path, input_shape, store)
+    graph.input_shape_given = input_shape
+    return graph
+
+
+def _load(path, input_shape, store):
     if input_shape is None:
         input_shape = meta.read_sidecar(path).get('input_shape') or None
+    if store:
+        key = graph_load.file_hash(path)
+        if input_shape is not None:
+            given = input_shape if isinstance(input_shape, str) else 'x'.join(map(str, input_shape))
+            key = hashlib.sha256(f'{key}|given {given}'.encode()).hexdigest()[:16]
+        prepared = graph_load.load_prepared(key)
+        if prepared is not None:
+            model, batch_fixed, weights, digest = prepared
+            return LayerGraph(path, model, digest, batch_fixed, weights)
+    model, digest = graph_load.read_model(path)
     name, batch_fixed, shape = graph_load.check_interface(path, model, input_shape)
     graph_load.check_runtime(path)
     own = next(i for i in model.graph.input if i.name == name).type.tensor_type.shape.dim
@@ -102,15 +123,21 @@ def load(path, input_shape=None):
         digest = hashlib.sha256(f'{digest}|{"x".join(map(str, shape))}'.encode()).hexdigest()[:16]
     graph_load.make_static(path, model, shape)
     graph_load.check_run(path, model)
-    return LayerGraph(path, model, digest, batch_fixed)
+    if not store:
+        return LayerGraph(path, model, digest, batch_fixed)
+    model, batch_fixed, weights, _ = graph_load.store_prepared(model, key, batch_fixed, digest)
+    memory.trim()   # the whole model read and parsed is gone: give its pages back (AlexNet: 31 MiB)
+    return LayerGraph(path, model, digest, batch_fixed, weights)
 
 
 class LayerGraph:
     """Layers, cut points and sub-model extraction of one prepared model (built by :func:`load`)."""
 
-    def __init__(self, path, model, model_hash, batch_fixed):
+    def __init__(self, path, model, model_hash, batch_fixed, weights=None):
         graph = model.graph
         self.path, self.model, self.model_hash, self.batch_fixed = path, model, model_hash, batch_fixed
+        self.weights = weights   # graph_load.ExternalWeights, or None: the weights are inside ``model``
+        self.input_shape_given = None   # the input shape load() was given: to load it again in another process
         self.input_name = graph.input[0].name
         self._tensors = graph_load.static_shapes(graph)
         self.input_shape = self._tensors[self.input_name][0]
@@ -220,8 +247,10 @@ class LayerGraph:
     def extract_bytes(self, first, last):
         """Serialized :meth:`extract`, memoised in a bounded LRU (engine and profiler ask many times).
 
-        Built from serialized pieces (protobuf concatenates repeated fields), so AlexNet's 234 MB of
-        classifier weights are copied twice, not four times as ModelProto copies and serialization would.
+        A stored model's sub-models only reference their weights in ``weights`` (a few KiB each; sessions get
+        the weights from :func:`pipeit_ros.engine.sessions.shared_initializers`). Built from serialized pieces
+        (protobuf concatenates repeated fields), so the weights a model loaded with ``store=False`` carries are
+        copied twice, not four times as ModelProto copies and serialization would.
         """
         with self._lock:
             return self._extract_bytes(first, last)

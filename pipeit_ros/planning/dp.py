@@ -4,7 +4,9 @@ A plan is built stage by stage from the first segment. A stage is segments ``i..
 ``o = (k threads, r_c replicas in each cluster c)``, which takes ``k * r_c`` cores of cluster ``c``; ``k`` is the
 same for every replica because :class:`~pipeit_ros.plan.Stage` has one thread count. A stage's rate is the sum
 over its replicas of 1 / replica time (replicas share one queue), its latency the slowest replica's time, its
-memory ``replicas x (weights + largest activation)``; times include the hand-over of the stage's input.
+memory its weights once (one mapped file, shared by the replicas) + each replica's session memory
+(:meth:`~pipeit_ros.cost.CostTable.private_bytes`), and the stage that starts at segment 0 also carries the
+process's base memory, so every plan counts it once; times include the hand-over of the stage's input.
 
 Every table is indexed ``[u, i]``: ``u`` a core *budget* (a vector of cores per cluster, flattened; a plan may
 leave cores idle, so tables are monotone in ``u``) and ``i`` the first segment still to place. The DP walks
@@ -69,8 +71,10 @@ class Space:
         half = cost.cut_ms[self.rows] / 2                     # a stage pays half a cut at each end
         self.cut_in, self.cut_out = half, np.concatenate([half[:, 1:], np.zeros((len(self.rows), 1))], axis=1)
         self.handover = np.array([0.0] + [cost.handover_ms(b) for b in cost.in_bytes[1:self.n]])
-        self.wsum = np.concatenate([[0.0], np.cumsum(np.asarray(cost.weight_bytes, dtype=float))])
-        self.act = np.asarray(cost.act_bytes, dtype=float)
+        self.wsum = np.concatenate([[0.0], np.cumsum(np.asarray(cost.held_bytes, dtype=float))])
+        self.session = cost.session_bytes[self.rows]
+        self.arena = cost.arena_bytes[self.rows]
+        self.base = cost.base_bytes
         self._arrays = [None] * self.n
 
     def option(self, o):
@@ -85,8 +89,9 @@ class Space:
             t = np.maximum(t, 1e-9)
             rate = self.A @ (1.0 / t)
             lat = np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1)
-            per_replica = self.wsum[i + 1:] - self.wsum[i] + np.maximum.accumulate(self.act[i:])
-            self._arrays[i] = (rate, lat, self.reps[:, None] * per_replica[None])
+            private = np.cumsum(self.session[:, i:], axis=1) + np.maximum.accumulate(self.arena[:, i:], axis=1)
+            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private + (self.base if i == 0 else 0.0)
+            self._arrays[i] = (rate, lat, mem)
         return self._arrays[i]
 
     def candidate_rates(self, lo, hi):

@@ -100,12 +100,10 @@ def _better(a, b, objective):
 def _alone_plans(cost, topology):
     """Every plan of one stage on one core group, predicted alone."""
     n_layers = cost.segments[-1][1] + 1
-    mem = sum(cost.weight_bytes) + max(cost.act_bytes)
     return [with_predictions(Plan(stages=(Stage(0, n_layers - 1, c.name, tuple(c.cpus[:k]), threads=k),),
                                   model_hash=cost.model_hash, topology_fingerprint=topology.fingerprint(),
                                   search='exact', name='exact plan',
-                                  notes=dict(cores_used=k, memory_mib=round(mem / MIB, 3),
-                                             cost_source=cost.source)), cost, topology)
+                                  notes=dict(cores_used=k, cost_source=cost.source)), cost, topology)
             for c in topology.clusters for k in range(1, c.size + 1) if (c.name, k) in cost.configs]
 
 
@@ -350,11 +348,34 @@ def predict(plan, cost, topology=None):
     return 1000.0 / max(periods), latency
 
 
+def predict_memory(plan, cost, topology=None):
+    """Bytes ``plan`` uses run in one process, the same model as the search (cost module docstring): the
+    base, the weights of its segments once, each replica's session memory on its configuration. None for a
+    stage without a configuration in the table (an unpinned stage over several clusters)."""
+    total = cost.base_bytes
+    for n, s in enumerate(plan.stages):
+        where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
+        if not s.pinned and '+' in s.cluster:
+            return None
+        fs, ls = stage_segments(cost, s, where)
+        private = cost.private_bytes(fs, ls)
+        total += sum(cost.held_bytes[fs:ls + 1])
+        for c in replica_clusters(s, topology, where):
+            if (c, s.threads) not in cost.configs:
+                return None
+            total += private[cost.config_index(c, s.threads)]
+    return float(total)
+
+
 def with_predictions(plan, cost, topology=None):
-    """``plan`` with predicted fps/latency and per-stage predicted_ms (slowest replica) filled in."""
+    """``plan`` with predicted fps/latency, per-stage predicted_ms (slowest replica) and
+    ``notes['memory_mib']`` (:func:`predict_memory`) filled in."""
     fps, lat = predict(plan, cost, topology)
     if fps is None:
         return plan
+    mem = predict_memory(plan, cost, topology)
+    if mem is not None:
+        plan = replace(plan, notes={**plan.notes, 'memory_mib': round(mem / MIB, 3)})
     cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     stages = []
     for n, s in enumerate(plan.stages):

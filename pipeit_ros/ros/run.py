@@ -27,6 +27,7 @@ from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.errors import PipeitError, StageError
+from pipeit_ros.hw import memory as procmem
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread, StageNode
@@ -341,8 +342,10 @@ class RunHost:
                     drops[reason] = drops.get(reason, 0) + count
         predicted = self.msg.predicted_stage_ms[index] if index < len(self.msg.predicted_stage_ms) else None
         latency = self.latency.percentiles() if index == self.indices[-1] and self.is_tail else None
+        use = procmem.usage()
         extra = {keys.QUEUE_HIGH_WATER: stats.queue_high_water, keys.FRAMES: stats.frames,
-                 keys.CPUS: ' '.join(map(str, stats.cpus))}
+                 keys.CPUS: ' '.join(map(str, stats.cpus)), keys.PROCESS_PID: os.getpid(),
+                 keys.PROCESS_RSS_MB: f'{use.rss / procmem.MIB:.1f}', keys.PROCESS_PSS_MB: f'{use.pss / procmem.MIB:.1f}'}
         if latency is not None:
             extra.update({keys.PUBLISHED_OUTPUT: self.sent['output'],
                           keys.PUBLISHED_CLASSIFICATION: self.sent['classification'],

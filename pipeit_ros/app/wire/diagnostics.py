@@ -18,6 +18,9 @@ PUBLISHED_OUTPUT = 'published_output'
 PUBLISHED_CLASSIFICATION = 'published_classification'
 PUBLISHED_DETECTIONS = 'published_detections'
 DROPS_PREFIX = 'drops_'
+PROCESS_PID = 'process_pid'          # the container process hosting the stage, and its memory
+PROCESS_RSS_MB = 'process_rss_mb'    # (pipeit_ros.hw.memory: PSS shares weight pages mapped by other
+PROCESS_PSS_MB = 'process_pss_mb'    # containers; summed over containers it counts them once)
 
 STAGE_NAME_RE = re.compile(r'(?:^|/)stage_(\d+)$')   # a stage status' name: '<container>/stage_<i>'
 

@@ -1,0 +1,82 @@
+"""A process's memory as the kernel counts it (``/proc/PID/smaps_rollup`` and ``status``).
+
+RSS counts every resident page a process maps, once per mapping; PSS divides each page by the number of
+processes that map it, so the PSS of the processes that share read-only weight pages (one memory-mapped
+external-data file, docs/memory.md) sums to the memory they use together. ``anonymous`` is what the process
+holds alone (heap, onnxruntime's arenas and transformed weights); ``hwm`` the peak RSS.
+"""
+import ctypes
+import ctypes.util
+from dataclasses import asdict, dataclass
+
+MIB = 2**20
+_FIELDS = {'Rss:': 'rss', 'Pss:': 'pss', 'Anonymous:': 'anonymous'}
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Bytes: ``rss``, ``pss``, ``anonymous`` now, ``hwm`` the peak RSS so far (0 where unreadable)."""
+
+    rss: int = 0
+    pss: int = 0
+    anonymous: int = 0
+    hwm: int = 0
+
+    def mib(self):
+        return {k: round(v / MIB, 1) for k, v in asdict(self).items()}
+
+
+def usage(pid='self'):
+    """MemoryUsage of process ``pid`` (default this one); zeros for a process that is gone or unreadable."""
+    values = dict.fromkeys(_FIELDS.values(), 0)
+    hwm = 0
+    try:
+        with open(f'/proc/{pid}/smaps_rollup') as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in _FIELDS:
+                    values[_FIELDS[parts[0]]] = int(parts[1]) * 1024
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    hwm = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return MemoryUsage(hwm=hwm, **values)
+
+
+_libc = None
+
+
+def trim():
+    """Give freed heap pages back to the kernel (glibc ``malloc_trim``), so that the anonymous memory measured
+    next grows by what is allocated, not by less because freed pages were reused; a no-op elsewhere."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library('c')
+        _libc = ctypes.CDLL(name) if name else False
+    if _libc and hasattr(_libc, 'malloc_trim'):
+        _libc.malloc_trim(0)
+
+
+def mapped_bytes(path, pid='self', field='Rss'):
+    """Resident bytes (``field`` 'Rss', or 'Pss' for this process's share) of ``path``'s mappings in process
+    ``pid`` (/proc/PID/smaps), 0 where none."""
+    total, inside, key = 0, False, field + ':'
+    try:
+        with open(f'/proc/{pid}/smaps') as f:
+            for line in f:
+                head = line.split(None, 5)
+                if len(head) >= 5 and '-' in head[0] and not head[0].endswith(':'):
+                    inside = len(head) == 6 and head[5].strip() == path
+                elif inside and head[0] == key:
+                    total += int(head[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
+def anonymous_now():
+    """Anonymous bytes of this process after :func:`trim` (the profiler's per-session measure)."""
+    trim()
+    return usage().anonymous

@@ -1,0 +1,102 @@
+"""Weights held once and a memory figure that matches the process: real onnxruntime, fresh processes, relations
+between measurements (never absolute numbers)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from pipeit_ros.bench import memory as bench_memory
+from pipeit_ros.cost import profiler
+from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.hw import memory as procmem
+from pipeit_ros.hw.cpus import allowed_cpus
+from pipeit_ros.hw.topology import Cluster, Topology
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.plan import parse_spec
+from pipeit_ros.planning import dse
+
+MIB = 2**20
+
+
+@pytest.fixture
+def alexnet(zoo_model):
+    return graph_mod.load(zoo_model('alexnet'))   # per test: the private cache is set per test
+
+
+def test_prepared_model_keeps_no_weights_in_python(alexnet, zoo_model):
+    """The weights lie in one external-data file in the cache; the model kept in Python holds none of them,
+    and a second load reads the prepared copy (same layers, same weights file)."""
+    w = alexnet.weights
+    assert w is not None and os.path.getsize(w.path) == w.total_bytes
+    assert w.total_bytes >= 0.99 * alexnet.total_weight_bytes
+    assert alexnet.model.ByteSize() < 0.01 * w.total_bytes
+    again = graph_mod.load(zoo_model('alexnet'))
+    assert again.weights == w and [lay.to_dict() for lay in again.layers] == [lay.to_dict() for lay in alexnet.layers]
+
+
+def test_sessions_over_the_mapped_weights_compute_what_the_model_computes(alexnet, zoo_model):
+    x = np.random.default_rng(0).standard_normal(alexnet.input_shape).astype(np.float32)
+    shared = make_session(alexnet.extract_bytes(0, len(alexnet.layers) - 1), (allowed_cpus()[0],),
+                                  weights=alexnet.weights)
+    plain = ort.InferenceSession(zoo_model('alexnet'), providers=['CPUExecutionProvider'])
+    np.testing.assert_allclose(shared.run(None, {alexnet.input_name: x})[0],
+                               plain.run(None, {alexnet.input_name: x})[0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_replicas_in_one_process_share_the_weights(alexnet):
+    """AlexNet's fully connected weights are used in place: a second replica adds less than 30 % of them."""
+    cpus = allowed_cpus()[:2]
+    if len(cpus) < 2:
+        pytest.skip('needs 2 CPUs for 2 pinned replicas')
+    topo = Topology(clusters=(Cluster('c0', tuple(cpus), 'host', 1.0),), name='test-1x2')
+    last = len(alexnet.layers) - 1
+    one = bench_memory.measure(alexnet, parse_spec(f'0-{last}@c0:1', topo, len(alexnet.layers)))
+    two = bench_memory.measure(alexnet, parse_spec(f'0-{last}@c0:1x2', topo, len(alexnet.layers)))
+    assert 'error' not in one and 'error' not in two, (one, two)
+    weights_mib = alexnet.weights.total_bytes / MIB
+    assert one['memory_mb'] > weights_mib                    # the weights are resident: this measures them
+    assert two['memory_mb'] - one['memory_mb'] < 0.3 * weights_mib, (one, two)
+
+
+HOLD = ('import sys, numpy as np; from pipeit_ros.model import graph; from pipeit_ros.engine.sessions import '
+        'make_session; g = graph.load(sys.argv[1]); s = make_session(g.extract_bytes(0, len(g.layers) - 1), (0,), '
+        'pinned=False, weights=g.weights); s.run(None, {g.input_name: np.zeros(g.input_shape, np.float32)}); '
+        'print("ready", flush=True); sys.stdin.read()')
+
+
+@pytest.mark.slow
+def test_processes_share_the_weight_pages(alexnet):
+    """Two processes running AlexNet: each one's PSS counts about half of the shared weight pages."""
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+    procs = [subprocess.Popen([sys.executable, '-c', HOLD, alexnet.path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == 'ready'
+        use = [procmem.usage(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.communicate(timeout=60)
+    weights = alexnet.weights.total_bytes
+    for u in use:
+        assert u.rss > weights                               # both hold the weights resident ...
+        assert u.pss < u.rss - 0.35 * weights, use           # ... and share them
+
+
+@pytest.mark.slow
+def test_predicted_memory_matches_a_fresh_process(alexnet):
+    """The profile's memory model against the PSS of the plan run in a fresh process, one and two replicas."""
+    cpus = allowed_cpus()[:2]
+    topo = Topology(clusters=tuple(Cluster(f'c{i}', (c,), 'host', 1.0) for i, c in enumerate(cpus)), name='test-m')
+    cost = profiler.profile(alexnet, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
+    last = len(alexnet.layers) - 1
+    specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(cpus) > 1 else [])
+    for spec in specs:
+        plan = dse.with_predictions(parse_spec(spec, topo, len(alexnet.layers)), cost, topo)
+        measured = bench_memory.measure(alexnet, plan)
+        assert 'error' not in measured, measured
+        assert 0.8 < plan.notes['memory_mib'] / measured['memory_mb'] < 1.25, (spec, plan.notes, measured)
