@@ -1,5 +1,7 @@
 """Trained models as users bring them (fetched from PyPI packages at set-up, see real_models.py): shapes,
 split-and-chain equality, the task each one is, and the classifier and the detector through the ROS graph."""
+import os
+
 import cv2
 import numpy as np
 import onnxruntime as ort
@@ -10,6 +12,7 @@ from test_output_tasks import reference_decode
 from pipeit_ros.app import results
 from pipeit_ros.app.planner_state import PlannerConfig, model_io
 from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor, geometry
+from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import ModelError
 from pipeit_ros.model import graph as graph_mod
 
@@ -41,8 +44,8 @@ def test_dynamic_inputs_need_a_shape_and_run_with_one(name, graphs):
     assert all(layer.output_bytes > 0 for layer in g.layers) and all(c.bytes > 0 for c in g.cut_points)
 
 
-def run(model_bytes, feed):
-    session = ort.InferenceSession(model_bytes, providers=['CPUExecutionProvider'])
+def run(model_bytes, feed, weights=None):
+    session = make_session(model_bytes, sorted(os.sched_getaffinity(0))[:1], pinned=False, weights=weights)
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
 
 
@@ -51,12 +54,12 @@ def run(model_bytes, feed):
 def test_split_and_chain_equals_the_whole_model(name, n_cuts, graphs):
     g = graphs(name)
     x = np.random.default_rng(0).random(g.input_shape, dtype=np.float32)
-    whole = run(g.extract_bytes(0, len(g.layers) - 1), {g.input_name: x})
+    whole = run(g.extract_bytes(0, len(g.layers) - 1), {g.input_name: x}, g.weights)
     idx = [c.index for c in g.cut_points]
     bounds = [0, *[idx[len(idx) * (j + 1) // (n_cuts + 1)] for j in range(n_cuts)], len(g.layers)]
     feed = {g.input_name: x}
     for a, b in zip(bounds, bounds[1:]):
-        feed = run(g.extract_bytes(a, b - 1), feed)
+        feed = run(g.extract_bytes(a, b - 1), feed, g.weights)
     for name_out in g.output_names:
         np.testing.assert_allclose(feed[name_out], whole[name_out], rtol=0, atol=1e-5)
         np.testing.assert_array_equal(feed[name_out].argmax(-1), whole[name_out].argmax(-1))
