@@ -33,6 +33,7 @@ class PlannerConfig:
     min_fps: float = 0.0
     memory_mb: int = 0
     search: str = 'exact'
+    max_cut_tensors: int = graph_mod.DEFAULT_MAX_CUT_TENSORS
     stages: str = ''
     adapt: bool = False
     adapt_threshold: float = 0.25
@@ -86,6 +87,8 @@ PARAMS = (
     ParamSpec('min_fps', 'throughput floor for the DSE in frames/s; 0: none', low=0.0, high=1e6),
     ParamSpec('memory_mb', 'memory budget (weights + activations) in MB; 0: none', low=0, high=1_000_000),
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),
+    ParamSpec('max_cut_tensors', 'a cut is legal where at most this many tensors cross it (1: only chain cuts, '
+              'as the Pipe-it paper)', low=1, high=64),
     ParamSpec('stages', 'force this plan (compact spec, e.g. 0-5@c0,6-11@c1) instead of the DSE; '
               'empty: plan with the DSE'),
     ParamSpec('adapt', 're-plan from measured stage times (/diagnostics) when they drift', replans=False),
@@ -136,7 +139,7 @@ def check_config(cfg, inputs):
     if not cfg.stages:
         planning.check_search(cfg.search, cfg.objective, cfg.max_latency_ms or None, cfg.min_fps or None,
                               cfg.memory_mb or None, option=str)
-    graph = inputs.graph(cfg.model_path)
+    graph = inputs.graph(cfg.model_path, cfg.max_cut_tensors)
     topology = inputs.topology(cfg.topology)
     if cfg.stages:
         forced_plan(cfg.stages, graph, topology)
@@ -184,14 +187,14 @@ class PlanInputs:
         self._topologies = {}
         self._costs = {}
 
-    def graph(self, model_path):
-
+    def graph(self, model_path, max_cut_tensors=graph_mod.DEFAULT_MAX_CUT_TENSORS):
+        """The model's LayerGraph with cut points where at most ``max_cut_tensors`` tensors cross."""
         path = resolve_model_path(model_path)
         st = os.stat(path)
-        key = (path, st.st_mtime_ns, st.st_size)
+        key = (path, st.st_mtime_ns, st.st_size, max_cut_tensors)
         with self._lock:
             if key not in self._graphs:
-                self._graphs[key] = graph_mod.load(path)
+                self._graphs[key] = graph_mod.load(path, max_cut_tensors=max_cut_tensors)
             return self._graphs[key]
 
     def topology(self, spec):
@@ -203,7 +206,8 @@ class PlanInputs:
 
     @staticmethod
     def cost_key(cfg, graph, topology):
-        return (graph.model_hash, topology.fingerprint(), cfg.source, cfg.predictor_path, cfg.profile_path)
+        return (graph.model_hash, graph.max_cut_tensors, topology.fingerprint(), cfg.source, cfg.predictor_path,
+                cfg.profile_path)
 
     def cost(self, cfg, graph, topology, build=True):
         """The cost table for this model, topology and source (None when not built yet and build=False)."""
@@ -229,7 +233,7 @@ class PlanInputs:
 def make_plan(cfg, inputs):
     """The plan for ``cfg``: the forced ``stages`` or the DSE's on the (memoised) cost table."""
 
-    graph = inputs.graph(cfg.model_path)
+    graph = inputs.graph(cfg.model_path, cfg.max_cut_tensors)
     topology = inputs.topology(cfg.topology)
     # a forced plan is predicted when that is cheap (a given file) or needed (adaptation compares against it)
     need_cost = not cfg.stages or cfg.adapt or bool(cfg.profile_path or cfg.predictor_path)

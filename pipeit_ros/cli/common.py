@@ -4,7 +4,7 @@ import os
 import sys
 
 from pipeit_ros.errors import ModelError, PipeitError
-from pipeit_ros.model import zoo
+from pipeit_ros.model import graph, zoo
 
 
 def add_json_flag(parser):
@@ -14,6 +14,25 @@ def add_json_flag(parser):
 def add_topology_flag(parser):
     parser.add_argument('--topology', default='auto', metavar='FILE|NAME|auto',
                         help='topology YAML, a shipped name (e.g. emulated-2x1) or auto-detect (default)')
+
+
+def add_cut_flag(parser):
+    parser.add_argument('--max-cut-tensors', type=int, default=graph.DEFAULT_MAX_CUT_TENSORS, metavar='N',
+                        help='a cut is legal where at most N tensors cross it (default '
+                             f'{graph.DEFAULT_MAX_CUT_TENSORS}; 1: only chain cuts, as the Pipe-it paper)')
+
+
+def cut_limit(args):
+    """``--max-cut-tensors`` (the default where a command has no such flag), checked."""
+    value = getattr(args, 'max_cut_tensors', graph.DEFAULT_MAX_CUT_TENSORS)
+    if value < 1:
+        raise PipeitError(f'--max-cut-tensors must be >= 1, got {value}')
+    return value
+
+
+def load_graph(args):
+    """The LayerGraph of ``args.model`` with the cut limit ``--max-cut-tensors``."""
+    return graph.load(resolve_model(args.model), max_cut_tensors=cut_limit(args))
 
 
 def print_json(data):

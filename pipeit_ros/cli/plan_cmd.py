@@ -7,9 +7,16 @@ runs the paper's heuristic for comparison. A topology that is not this machine (
 paper from the host's predictor scaled for that board. --json / --out give the plan that `pipeit bench --plan`
 runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cli.common import (
+    add_cut_flag,
+    add_json_flag,
+    add_topology_flag,
+    load_graph,
+    note,
+    print_json,
+    save_output,
+)
 from pipeit_ros.hw import topology as topo
-from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.planning import facade as planning
 
 
@@ -32,6 +39,7 @@ def add_arguments(parser):
                         help='exact optimum (default) or the Pipe-it paper\'s heuristic')
     parser.add_argument('--no-replicas', action='store_true', help='one copy of each stage (no data parallelism)')
     parser.add_argument('--out', metavar='FILE', help='write the plan JSON to FILE (for pipeit bench --plan)')
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 
@@ -58,7 +66,7 @@ def describe(plan, graph, topology):
 def run(args):
 
     topology = topo.resolve(args.topology, check_cpus=False)
-    graph = graph_mod.load(resolve_model(args.model))
+    graph = load_graph(args)
     plan = planning.auto_plan(graph, topology, source=args.source, predictor_path=args.predictor,
                               profile_path=args.profile, objective=args.objective,
                               max_latency_ms=args.max_latency_ms, min_fps=args.min_fps, memory_mb=args.memory_mb,

@@ -5,11 +5,18 @@ them. The per-run overhead of each configuration is measured apart (a trivial mo
 segment times. The result is cached by model hash + topology fingerprint + onnxruntime version; a rerun
 says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cli.common import (
+    add_cut_flag,
+    add_json_flag,
+    add_topology_flag,
+    load_graph,
+    note,
+    print_json,
+    save_output,
+)
 from pipeit_ros.cost import profiler
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
-from pipeit_ros.model import graph as graph_mod
 
 
 def add_arguments(parser):
@@ -22,6 +29,7 @@ def add_arguments(parser):
                         help='time budget per core configuration in seconds for adaptive repetitions')
     parser.add_argument('--no-cache', action='store_true', help='measure again even if a cached profile exists')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 
@@ -32,7 +40,7 @@ def run(args):
     if args.budget is not None and args.budget <= 0:
         raise PipeitError(f'--budget must be > 0 seconds, got {args.budget:g}')
     topology = topo.resolve(args.topology)
-    graph = graph_mod.load(resolve_model(args.model))
+    graph = load_graph(args)
     options = {} if args.budget is None else {'budget_s': args.budget}
     table = profiler.profile(graph, topology, reps=args.reps, progress=not args.no_progress, log=note,
                              use_cache=not args.no_cache, **options)
