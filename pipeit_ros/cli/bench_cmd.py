@@ -8,7 +8,15 @@ to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX
 from pipeit_ros.bench import benchmark as bench
 from pipeit_ros.bench.plot import plot
 from pipeit_ros.cli import paper_cmd
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model
+from pipeit_ros.cli.common import (
+    add_cut_flag,
+    add_json_flag,
+    add_topology_flag,
+    cut_limit,
+    note,
+    print_json,
+    resolve_model,
+)
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
@@ -47,6 +55,7 @@ def add_arguments(parser):
     parser.add_argument('--paper-table', action='store_true',
                         help='reproduce the paper\'s table over the zoo (pipeit_ros.bench.paper_table)')
     paper_cmd.add_arguments(parser)
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 
@@ -82,9 +91,9 @@ def run(args):
                           f'(got {args.seconds:g}, {args.rounds}, {args.queue_size}, {args.warmup})')
     topology = topo.resolve(args.topology)
     if args.model is None:
-        graph = graph_mod.load(zoo.default_model_path())
+        graph = graph_mod.load(zoo.default_model_path(), max_cut_tensors=cut_limit(args))
     else:
-        graph = graph_mod.load(resolve_model(args.model))
+        graph = graph_mod.load(resolve_model(args.model), max_cut_tensors=cut_limit(args))
     candidates = {}
     plan = _plan(args, graph, topology)
     if plan is not None:
