@@ -203,8 +203,8 @@ def validate(plan, topology, n_layers=None, cut_points=None):
         if s.last < s.first:
             raise PlanError(f'{where} ends before it starts')
         if i > 0 and cut_points is not None and s.first not in cut_points:
-            raise PlanError(f'{where}: layer {s.first} is not a legal cut point (more than one tensor crosses '
-                            f'there); legal: {sorted(cut_points)}')
+            raise PlanError(f'{where}: layer {s.first} is not a legal cut point (more tensors cross there than '
+                            f'the cut limit allows, or a graph output does); legal: {sorted(cut_points)}')
         if s.threads < 1 or s.replicas < 1:
             raise PlanError(f'{where}: threads and replicas must be >= 1')
         if len(s.cpus) != s.threads * s.replicas:

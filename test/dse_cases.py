@@ -19,10 +19,11 @@ def topology(sizes, name='test'):
     return Topology(tuple(clusters), name=name)
 
 
-def random_table(rng, topo, n_segments, integer=False, handover=True):
+def random_table(rng, topo, n_segments, integer=False, handover=True, segments=None, in_bytes=None):
     """A cost table with slower clusters, sub-linear speed-up in cores, per-segment noise, cut costs and load
     factors; ``integer`` makes times small integers (neither of the last two) so equal throughputs (ties)
-    happen often."""
+    happen often. ``segments`` / ``in_bytes`` (bytes crossing into each segment) come from a real graph when
+    given."""
     configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
     base = rng.integers(1, 6, n_segments).astype(float) if integer else rng.uniform(0.2, 5.0, n_segments)
     rows = []
@@ -36,9 +37,10 @@ def random_table(rng, topo, n_segments, integer=False, handover=True):
     overhead = np.zeros(len(configs)) if integer else rng.uniform(0.0, 0.3, len(configs))
     cuts = None if integer else rng.uniform(0.0, 0.6, (len(configs), n_segments))   # layout conversions at cuts
     load = None if integer else rng.uniform(1.0, 1.6, len(configs))    # slower while the other cores work
-    return CostTable(segments=[(i, i) for i in range(n_segments)], configs=configs, seg_ms=np.array(rows),
-                     cut_ms=cuts, load_factor=load,
-                     overhead_ms=overhead, in_bytes=[int(b) for b in rng.integers(1_000, 3_000_000, n_segments)],
+    drawn = [int(b) for b in rng.integers(1_000, 3_000_000, n_segments)]
+    return CostTable(segments=segments or [(i, i) for i in range(n_segments)], configs=configs,
+                     seg_ms=np.array(rows), cut_ms=cuts, load_factor=load,
+                     overhead_ms=overhead, in_bytes=drawn if in_bytes is None else list(in_bytes),
                      weight_bytes=[int(b) for b in rng.integers(0, 4_000_000, n_segments)],
                      act_bytes=[int(b) for b in rng.integers(1_000, 2_000_000, n_segments)],
                      handover_fixed_ms=0.05 if handover and not integer else 0.0,

@@ -151,3 +151,28 @@ def random_topological_order(nodes, rng):
 def save(model, path):
     onnx.save(model, str(path))
     return str(path)
+
+
+def build_blocks(blocks, seed=0, batch=1, exported_flatten=False):
+    """A DagBuilder of a chain of blocks (conv, dwconv, pool, residual, inception, long_skip) after a stem."""
+    b = DagBuilder(channels=3, size=6, seed=seed, batch=batch)
+    x = b.conv('input', 'b0.stem', cout=4)
+    for k, kind in enumerate(blocks, 1):
+        p = f'b{k}'
+        if kind == 'conv':
+            x = b.conv(x, f'{p}.conv')
+        elif kind == 'dwconv':
+            x = b.conv(x, f'{p}.dw', groups=b.ch[x], bn=False)
+        elif kind == 'pool':
+            x = b.pool(x, f'{p}.pool')
+        elif kind == 'residual':
+            x = b.add(x, b.conv(b.conv(x, f'{p}.c1'), f'{p}.c2', relu=False), f'{p}.add')
+        elif kind == 'inception':
+            a = b.conv(x, f'{p}.a', cout=2, k=1)
+            c = b.conv(b.conv(x, f'{p}.b1', cout=2, k=1), f'{p}.b2', cout=2)
+            d = b.conv(b.pool(x, f'{p}.pool'), f'{p}.d', cout=2, k=1, bn=False)
+            x = b.concat([a, c, d], f'{p}.cat')
+        else:  # a skip over two convs and a pool
+            x = b.add(x, b.pool(b.conv(b.conv(x, f'{p}.c1'), f'{p}.c2'), f'{p}.pool'), f'{p}.add')
+    b.head(x, exported_flatten=exported_flatten)
+    return b

@@ -95,9 +95,10 @@ def test_cli_bench_tiny_json_has_every_candidate(run_cli, tmp_path):
     (['nosuchnet'], 'not a zoo network'),
     (['tiny', '--only', 'fastest'], 'unknown baseline'),
     (['tiny', '--stage-alone'], 'needs a plan'),
-    (['tiny', '--stages', '0-2@c0,3-8@c1'], 'not a legal cut point'),
+    (['tiny', '--stages', '0-2@c0,3-8@c1', '--max-cut-tensors', '1'], 'not a legal cut point'),
+    (['tiny', '--max-cut-tensors', '0'], '--max-cut-tensors must be >= 1'),
     (['tiny', '--seconds', '0'], '--seconds must be > 0'),
-], ids=['model', 'only', 'stage-alone', 'illegal-cut', 'seconds'])
+], ids=['model', 'only', 'stage-alone', 'illegal-cut', 'cut-limit', 'seconds'])
 def test_cli_bad_input_exits_2(run_cli, argv, words):
     code, out, err = run_cli('bench', *argv, '--topology', 'emulated-2x1', '--no-progress')
     assert code == 2 and words in err and out == ''
@@ -122,3 +123,27 @@ def test_bare_against_a_one_stage_plan_gives_the_engine_overhead(tiny):
     assert list(result.candidates) == ['solo', 'bare'] and result.best_baseline is None
     assert 'cpus [0]' in result.candidates['bare'].spec
     assert 'engine overhead: solo' in bench.format_table(result)
+
+
+@pytest.mark.parametrize('fps,specs,want', [
+    ({'a': 117.0, 'b': 92.0, 'c': 50.0}, {'a': 'S', 'b': 'S', 'c': 'T'}, [(['a', 'b'], 117 / 92 - 1)]),
+    ({'a': 100.0, 'b': 104.9}, {'a': 'S', 'b': 'S'}, []),
+    ({'a': 100.0, 'b': 130.0}, {'a': 'S', 'b': 'T'}, []),
+    ({'a': 100.0, 'b': 90.0, 'c': 120.0}, {'a': 'S', 'b': 'S', 'c': 'S'}, [(['a', 'b', 'c'], 120 / 90 - 1)]),
+    ({'a': 100.0, 'b': None}, {'a': 'S', 'b': 'S'}, []),
+], ids=['pair', 'within-5pc', 'other-specs', 'three', 'unmeasured'])
+def test_same_spec_spread_flags_one_plan_measured_apart(fps, specs, want):
+    got = bench.same_spec_spread(fps, specs)
+    assert [(g['candidates'], pytest.approx(g['spread'])) for g in got] == want
+    assert len(bench.noise_warnings(got)) == len(want)
+
+
+@needs_cpus_0_1
+def test_same_plans_in_a_run_are_compared(result):
+    """The real run: every flagged group is one spec measured > 5 % apart, and the table says so."""
+    table = bench.format_table(result)
+    for item in result.noise:
+        specs = {result.candidates[n].spec for n in item['candidates']}
+        fps = [result.candidates[n].fps for n in item['candidates']]
+        assert specs == {item['spec']} and max(fps) / min(fps) - 1 > bench.NOISE_SPREAD
+    assert table.count('warning:') == len(result.noise) and 'noise' in result.to_dict()

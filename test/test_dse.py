@@ -4,7 +4,8 @@ from dataclasses import replace
 import time
 
 from dse_cases import TIE, every_plan, fake_graph, lexicographic_best, random_table, topology
-from hypothesis import given, settings
+from graph_checks import build_blocks, save
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from pipeit_ros.cost.table import CostTable
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw import topology as topology_mod
+from pipeit_ros.model import graph
 from pipeit_ros.plan import Plan, Stage, validate
 from pipeit_ros.planning import dse
 from pipeit_ros.planning.baselines import baselines
@@ -72,6 +74,43 @@ def test_exact_equals_brute_force(seed, sizes, n, integer, objective, kind, fact
         assert plan.predicted_fps >= bounds['min_fps'] * (1 - TIE)
     if not replicas:
         assert all(s.replicas == 1 for s in plan.stages)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2 ** 32 - 1), blocks=st.lists(st.sampled_from(['residual', 'inception', 'long_skip',
+                                                                           'conv']), min_size=1, max_size=3),
+       k=st.integers(2, 4), sizes=st.sampled_from(SMALL), objective=st.sampled_from(['throughput', 'latency']),
+       kind=st.sampled_from(['none', 'latency', 'memory']), handover_ms_per_mb=st.sampled_from([0.4, 40.0]))
+def test_exact_equals_brute_force_on_multi_tensor_cuts(tmp_path, seed, blocks, k, sizes, objective, kind,
+                                                      handover_ms_per_mb):
+    """Cut points of a real DAG where up to k tensors cross, a few drawn (one with several tensors): the table
+    charges each stage's input by the bytes of every tensor that crosses, and the DSE stays exact on it."""
+    g = graph.load(save(build_blocks(tuple(blocks), seed % 2 ** 16).model(['logits']), tmp_path / 'dag.onnx'),
+                   max_cut_tensors=k)
+    rng = np.random.default_rng(seed)
+    multi = [c.index for c in g.cut_points if len(c.tensors) > 1]
+    assume(multi)
+    drawn = {int(rng.choice(multi))} | {int(i) for i in rng.choice([c.index for c in g.cut_points],
+                                                                     size=min(2, len(g.cut_points)), replace=False)}
+    bounds = [0, *sorted(drawn), len(g.layers)]
+    segments = [(a, b - 1) for a, b in zip(bounds, bounds[1:])]
+    crossing = {c.index: c.bytes for c in g.cut_points}
+    in_bytes = [int(np.prod(g.input_shape)) * 4] + [crossing[a] for a, _ in segments[1:]]
+    topo = topology(sizes)
+    cost = replace(random_table(rng, topo, len(segments), segments=segments, in_bytes=in_bytes),
+                   handover_ms_per_mb=handover_ms_per_mb)
+    plans = every_plan(cost, topo)
+    bound = constraint_from(plans, kind, 1.4)
+    want = lexicographic_best(plans, objective, **bound)
+    plan = dse.solve(cost, topo, objective=objective, **bound)
+    check_valid(plan, cost, topo)
+    validate(plan, topo, n_layers=len(g.layers), cut_points=g.cut_points)
+    assert plan.predicted_fps == pytest.approx(want[0], rel=1e-8)
+    assert cores_of(plan) == want[3]
+    assert plan.predicted_latency_ms == pytest.approx(want[1], rel=1e-8)
+    for s in plan.stages[1:]:   # a later stage pays the hand-over of every tensor that crosses into it
+        first, last = cost.segment_of_layer(s.first), cost.segment_of_layer(s.last)
+        assert cost.stage_ms(first, last, s.cluster.split('+')[0], s.threads) >= cost.handover_ms(crossing[s.first])
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)

@@ -122,6 +122,27 @@ def test_hand_over_passes_the_same_array_objects(tiny):
         assert r.outputs[0] is seen[2, r.seq][1][0]
 
 
+def test_every_tensor_of_a_multi_tensor_cut_is_handed_over_without_a_copy(tiny, full):
+    """Cuts inside the residual (2 tensors) and the concat block (2 tensors): each array stage k+1 is fed is the
+    very object stage k's session returned."""
+    assert [len(tiny.boundary(i)) for i in (2, 6)] == [2, 2]
+    seen = {}
+
+    def tap(stage, replica, seq, inputs, outputs):
+        seen[stage, seq] = (list(inputs), list(outputs))
+
+    plan = Plan(stages=(Stage(0, 1, 'any', CPUS[:1], pinned=False), Stage(2, 5, 'any', CPUS[:1], pinned=False),
+                        Stage(6, len(tiny.layers) - 1, 'any', CPUS[:1], pinned=False)))
+    xs = frames(tiny, 5)
+    with Pipeline(tiny, plan, tap=tap) as pipe:
+        results = pipe.run(xs)
+    for x, r in zip(xs, results):
+        for k in (1, 2):
+            got, made = seen[k, r.seq][0], seen[k - 1, r.seq][1]
+            assert len(got) == len(made) == 2 and all(a is b for a, b in zip(got, made))
+        np.testing.assert_allclose(r.outputs[0], full(x)[0], rtol=1e-5, atol=1e-6)
+
+
 @two_cpus
 @pytest.mark.parametrize('layout', ['one-stage-2-threads', 'two-stages-1-thread'])
 def test_workers_and_pool_threads_are_pinned(tiny, layout):
@@ -269,10 +290,13 @@ BAD = {  # id -> (plan maker, Pipeline kwargs, words the message must hold)
 
 
 @pytest.mark.parametrize('case', list(BAD), ids=list(BAD))
-def test_bad_plans_are_rejected_with_a_clear_message(tiny, case):
+def test_bad_plans_are_rejected_with_a_clear_message(tiny, zoo_model, case):
+    from pipeit_ros.model import graph
     make, kwargs, words = BAD[case]
+    # two tensors cross before layer 2: legal under the default cut limit, not with chain cuts only
+    g = graph.load(zoo_model('tiny'), max_cut_tensors=1) if case == 'illegal-cut' else tiny
     with pytest.raises(PipeitError, match=words) as info:
-        Pipeline(tiny, make(tiny), **kwargs)
+        Pipeline(g, make(g), **kwargs)
     assert isinstance(info.value, PlanError) or case == 'policy'
 
 

@@ -2,7 +2,7 @@
 import json
 import os
 
-from graph_checks import DagBuilder, assert_chain_matches, crossing, random_topological_order, save
+from graph_checks import DagBuilder, assert_chain_matches, build_blocks, crossing, random_topological_order, save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -19,7 +19,7 @@ def tiny(tmp_path_factory):
     from pipeit_ros.model import zoo
     path = str(tmp_path_factory.mktemp('tiny') / 'tiny.onnx')
     zoo.save('tiny', path)
-    return path, graph.load(path)
+    return path, graph.load(path, max_cut_tensors=1)   # the Pipe-it paper's chain cuts: one tensor crosses
 
 
 def test_tiny_layers_cuts_and_descriptors(tiny):
@@ -38,7 +38,7 @@ def test_tiny_layers_cuts_and_descriptors(tiny):
     assert add.macs == 16 * 16 * 16 and add.fused == ('Relu',) and add.weight_bytes == 0
     assert head.stride == (2, 2) and head.out_shape == (32, 1, 1) and head.output_bytes == 32 * 4
     assert (fc.in_shape, fc.out_shape, fc.filters, fc.macs) == ((32, 1, 1), (10, 1, 1), 10, 320)
-    assert g.cut_points[0].shape == (1, 16, 16, 16) and g.cut_points[0].bytes == 16 * 16 * 16 * 4
+    assert g.cut_points[0].shapes == ((1, 16, 16, 16),) and g.cut_points[0].bytes == 16 * 16 * 16 * 4
     assert g.total_macs == sum(layer.macs for layer in g.layers)
     weights_dir = os.path.dirname(g.weights.path)    # the prepared model's weights lie in its external-data file
     assert g.total_weight_bytes == sum(numpy_helper.to_array(t, weights_dir).nbytes for t in g.model.graph.initializer)
@@ -57,12 +57,12 @@ def test_every_node_in_exactly_one_layer_and_extracts_hold_exactly_their_layers(
 
 def test_cut_points_agree_with_brute_force(tiny):
     _, g = tiny
-    cuts = {c.index: c.tensor for c in g.cut_points}
+    cuts = {c.index: c.tensors for c in g.cut_points}
     for i in range(1, len(g.layers)):
         tensors = crossing(g, i)
         assert (i in cuts) == (len(tensors) == 1), (i, tensors)
         if i in cuts:
-            assert tensors == {cuts[i]}
+            assert cuts[i] == tuple(tensors)
 
 
 def test_chained_segments_reproduce_the_model(tiny):
@@ -72,7 +72,7 @@ def test_chained_segments_reproduce_the_model(tiny):
 
 
 def test_extract_bytes_is_extract_serialized_and_memoised(tiny, monkeypatch):
-    g = graph.load(tiny[0])  # a fresh memo
+    g = graph.load(tiny[0], max_cut_tensors=1)  # a fresh memo
     for first, last in g.segments() + [(0, 8)]:
         data = g.extract_bytes(first, last)
         assert onnx.load_from_string(data).SerializeToString() == g.extract(first, last).SerializeToString()
@@ -126,7 +126,7 @@ def _geometry_model():
 
 def test_descriptors_of_each_kind(tmp_path):
     path = save(_geometry_model(), tmp_path / 'geometry.onnx')
-    g = graph.load(path)
+    g = graph.load(path, max_cut_tensors=1)
     by = {layer.name: layer for layer in g.layers}
     assert [layer.op_type for layer in g.layers] == ['conv', 'dwconv', 'gconv', 'eltwise', 'pool', 'gpool', 'fc']
     s = by['s']
@@ -151,7 +151,7 @@ def test_symbolic_batch_and_exported_flatten_are_folded(tmp_path, run_cli):
     assert g.batch_fixed and g.input_shape == (1, 3, 8, 8) and g.output_shapes == [(1, 5)]
     assert not any(node.op_type in ('Shape', 'Gather', 'Constant') for node in g.model.graph.node)
     assert g.layers[-1].op_type == 'fc' and g.cut_points[-1].index == len(g.layers) - 1
-    assert g.cut_points[-1].shape == (1, 4)
+    assert g.cut_points[-1].shapes == ((1, 4),)
     assert_chain_matches(g, path)
     code, out, err = run_cli('inspect', '--json', path)
     assert code == 0 and json.loads(out)['batch_fixed'] is True and 'batch' in err
@@ -175,40 +175,25 @@ BLOCKS = ('conv', 'dwconv', 'pool', 'residual', 'inception', 'long_skip')
 BRANCHY = {'residual', 'inception', 'long_skip'}
 
 
-def build_blocks(blocks, seed=0, batch=1, exported_flatten=False):
-    """A chain of blocks after a stem; returns (builder, {node name: block index})."""
-    b = DagBuilder(channels=3, size=6, seed=seed, batch=batch)
-    x = b.conv('input', 'b0.stem', cout=4)
-    for k, kind in enumerate(blocks, 1):
-        p = f'b{k}'
-        if kind == 'conv':
-            x = b.conv(x, f'{p}.conv')
-        elif kind == 'dwconv':
-            x = b.conv(x, f'{p}.dw', groups=b.ch[x], bn=False)
-        elif kind == 'pool':
-            x = b.pool(x, f'{p}.pool')
-        elif kind == 'residual':
-            x = b.add(x, b.conv(b.conv(x, f'{p}.c1'), f'{p}.c2', relu=False), f'{p}.add')
-        elif kind == 'inception':
-            a = b.conv(x, f'{p}.a', cout=2, k=1)
-            c = b.conv(b.conv(x, f'{p}.b1', cout=2, k=1), f'{p}.b2', cout=2)
-            d = b.conv(b.pool(x, f'{p}.pool'), f'{p}.d', cout=2, k=1, bn=False)
-            x = b.concat([a, c, d], f'{p}.cat')
-        else:  # a skip over two convs and a pool
-            x = b.add(x, b.pool(b.conv(b.conv(x, f'{p}.c1'), f'{p}.c2'), f'{p}.pool'), f'{p}.add')
-    b.head(x, exported_flatten=exported_flatten)
-    return b
-
-
-def check_blocks(tmp_path, blocks, seed, shuffle, batch, exported_flatten, name='dag.onnx'):
+def check_blocks(tmp_path, blocks, seed, shuffle, batch, exported_flatten, name='dag.onnx', max_cut_tensors=1):
     b = build_blocks(blocks, seed, batch, exported_flatten)
     order = random_topological_order(b.nodes, np.random.default_rng(seed)) if shuffle else None
     path = save(b.model(['logits'], order=order), tmp_path / name)
-    g = graph.load(path)
+    g = graph.load(path, max_cut_tensors=max_cut_tensors)
     cuts = {c.index: c for c in g.cut_points}
-    for i in range(1, len(g.layers)):  # exactly the places where one tensor crosses
+    for i in range(1, len(g.layers)):  # exactly the places where 1..max_cut_tensors tensors cross, no output
         tensors = crossing(g, i)
-        assert (i in cuts) == (len(tensors) == 1 and not tensors & set(g.output_names)), (i, tensors)
+        legal = 1 <= len(tensors) <= (max_cut_tensors or len(tensors)) and not tensors & set(g.output_names)
+        assert (i in cuts) == legal, (i, tensors)
+        if legal:   # the crossing tensors in the order they were made, with their sizes
+            c = cuts[i]
+            assert set(c.tensors) == tensors and len(c.tensors) == len(tensors)
+            assert list(c.tensors) == sorted(c.tensors, key=_made_at(g).__getitem__)  # stable: no two equal
+            assert c.bytes == sum(c.sizes) == sum(4 * int(np.prod(s)) for s in c.shapes)
+            assert g.boundary(i) == list(c.tensors)
+    if max_cut_tensors != 1:
+        assert_chain_matches(g, path, seed=seed)
+        return
     block_of = {}
     for layer in g.layers:
         block_of[layer.index] = int(layer.name.split('.')[0][1:]) if layer.name.startswith('b') else None
@@ -232,28 +217,44 @@ def test_dag_blocks(tmp_path, blocks, shuffle, batch, exported):
     check_blocks(tmp_path, blocks, seed=7, shuffle=shuffle, batch=batch, exported_flatten=exported)
 
 
+def _made_at(g):
+    """Tensor -> (layer, position in the layer) of the node that made it (the model input first)."""
+    made, nodes = {g.input_name: (-1, 0)}, {n.name: n for n in g.model.graph.node}
+    for layer in g.layers:
+        for k, name in enumerate(layer.nodes):
+            made.update((o, (layer.index, k)) for o in nodes[name].output)
+    return made
+
+
+@pytest.mark.parametrize('max_cut_tensors', [2, 3, 4, None], ids=lambda k: f'k{k}')
+def test_dag_blocks_cut_where_up_to_k_tensors_cross(tmp_path, max_cut_tensors):
+    check_blocks(tmp_path, ('residual', 'inception', 'long_skip'), seed=5, shuffle=True, batch=1,
+                 exported_flatten=False, max_cut_tensors=max_cut_tensors)
+
+
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=6), seed=st.integers(0, 2**16),
-       shuffle=st.booleans(), symbolic=st.booleans(), exported=st.booleans())
-def test_random_dags_cut_only_where_one_tensor_crosses(tmp_path, blocks, seed, shuffle, symbolic, exported):
-    check_blocks(tmp_path, tuple(blocks), seed, shuffle, 'N' if symbolic else 1, exported)
+       shuffle=st.booleans(), symbolic=st.booleans(), exported=st.booleans(), k=st.integers(1, 4))
+def test_random_dags_cut_only_where_few_tensors_cross(tmp_path, blocks, seed, shuffle, symbolic, exported, k):
+    check_blocks(tmp_path, tuple(blocks), seed, shuffle, 'N' if symbolic else 1, exported, max_cut_tensors=k)
 
 
 def test_inspect_human_output_marks_cuts_and_totals(tiny, run_cli):
     path, g = tiny
-    code, out, err = run_cli('inspect', path)
+    code, out, err = run_cli('inspect', path, '--max-cut-tensors', '1')
     assert code == 0 and err == ''
     for layer in g.layers:
         assert layer.name in out
     assert f'{len(g.layers)} layers, {len(g.cut_points)} legal cut points' in out
-    rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
+    table = out[:out.index('(cut:')]   # the layer rows (the cut list follows)
+    rows = [line.split() for line in table.splitlines() if line[:4].strip().isdigit()]
     assert [r[1] for r in rows if r[1].endswith('B')] == ['16KB', '16KB', '16KB', '128B']
 
 
 def test_inspect_json_is_the_summary(tiny, run_cli):
     path, g = tiny
-    code, out, _ = run_cli('inspect', path, '--json')
+    code, out, _ = run_cli('inspect', path, '--json', '--max-cut-tensors', '1')
     data = json.loads(out)
     assert code == 0 and data == json.loads(json.dumps(g.summary()))
     assert data['n_layers'] == len(data['layers']) == 9
@@ -314,3 +315,61 @@ def test_extract_bytes_from_many_threads_at_once(tiny):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda r: g.extract_bytes(*r), ranges))
     assert all(data is g.extract_bytes(*r) for data, r in zip(results, ranges))
+
+
+def _gated_model():
+    """conv -> SiLU (Sigmoid * Mul) -> SE-like gate (x * HardSigmoid(conv(gap(x)))) -> ConvTranspose -> Resize,
+    and a MatMul of two activations."""
+    b = DagBuilder(channels=4, size=8, seed=6)
+    x = b.conv('input', 'c1', bn=False, relu=False)
+    s = b.node('Sigmoid', [x], 'c1.sig', 4)
+    x = b.node('Mul', [s, x], 'c1.silu', 4)   # either order (YOLOv8n in the zoo has x first)
+    g = b.node('GlobalAveragePool', [x], 'se.gap', 4)
+    g = b.node('Conv', [g, b._w('se.w', (4, 4, 1, 1), 0.3)], 'se.fc', 4, kernel_shape=[1, 1])
+    g = b.node('HardSigmoid', [g], 'se.hsig', 4, alpha=1 / 6, beta=0.5)
+    x = b.node('Mul', [x, g], 'se.scale', 4)
+    x = b.node('ConvTranspose', [x, b._w('up.w', (4, 2, 2, 2), 0.3)], 'up', 2, kernel_shape=[2, 2], strides=[2, 2])
+    x = b.node('Resize', [x, '', b._w('half', (4,), 0.0)], 'down', 2, mode='linear')
+    b.inits[-1].CopyFrom(numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), 'half'))
+    y = b.node('Transpose', [x], 'xt', 2, perm=[0, 1, 3, 2])
+    b.node('MatMul', [x, y], 'mm', 2)
+    return b.model(['mm'])
+
+
+def test_gated_activations_fuse_and_new_kinds_have_macs(tmp_path):
+    path = save(_gated_model(), tmp_path / 'gated.onnx')
+    g = graph.load(path)
+    assert [(layer.op_type, layer.fused) for layer in g.layers] == [
+        ('conv', ('Sigmoid', 'Mul')), ('gpool', ()), ('conv', ('HardSigmoid',)), ('eltwise', ()),
+        ('deconv', ()), ('resize', ()), ('other', ()), ('matmul', ())]
+    up, mm = g.layers[4], g.layers[7]
+    assert (up.in_shape, up.out_shape, up.kernel, up.stride, up.filters) == ((4, 8, 8), (2, 16, 16), (2, 2), (2, 2), 2)
+    assert up.macs == 4 * 8 * 8 * 2 * 2 * 2     # every input element times C_out x kh x kw
+    assert mm.macs == 2 * 8 * 8 * 8             # out elements x K
+    assert_chain_matches(g, path)
+
+
+def test_max_cut_tensors_is_checked():
+    with pytest.raises(PlanError, match='max_cut_tensors must be an integer >= 1'):
+        graph.LayerGraph('x', _gated_model(), 'h', False, max_cut_tensors=0)
+
+
+def test_inspect_lists_each_cut_with_its_tensors_and_bytes(tiny, run_cli):
+    path, _ = tiny
+    g = graph.load(path)
+    assert g.max_cut_tensors == graph.DEFAULT_MAX_CUT_TENSORS == 4
+    code, out, _ = run_cli('inspect', path)
+    listing = out[out.index('cut points (at most 4 tensors cross)'):].splitlines()[2:2 + len(g.cut_points)]
+    assert [int(line.split()[0]) for line in listing] == [c.index for c in g.cut_points] == list(range(1, 9))
+    two = next(c for c in g.cut_points if len(c.tensors) == 2)
+    line = listing[two.index - 1]
+    assert all(t in line for t in two.tensors) and line.split()[1] == f'{two.bytes // 1024}KB'
+    code, out, _ = run_cli('inspect', path, '--json')
+    cut = json.loads(out)['cut_points'][two.index - 1]
+    assert cut['tensors'] == list(two.tensors) and cut['bytes'] == sum(cut['sizes']) == two.bytes
+
+
+@pytest.mark.parametrize('value', ['0', '-1'])
+def test_inspect_refuses_a_bad_cut_limit(tiny, run_cli, value):
+    code, out, err = run_cli('inspect', tiny[0], '--max-cut-tensors', value)
+    assert code == 2 and out == '' and err.count('\n') == 1 and 'max-cut-tensors' in err

@@ -82,9 +82,28 @@ def test_table_is_json_serialisable_and_plot_writes_a_png(tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def test_same_plan_measured_apart_is_flagged_next_to_the_table():
+    """MobileNet v1 once: identical data-parallel plans at 117 and 92 frames/s in one run."""
+    table = synthetic_table(4, nets=('mobilenet_v1', 'resnet50'))
+    noisy, quiet = table.rows
+    same = '0-30@big[0]:1,little[1]:1'
+    noisy = paper.make_row(noisy.net, {**noisy.fps, 'data_parallel': 117.0, 'pipeit_exact': 92.0}, noisy.predicted,
+                           {**noisy.specs, 'data_parallel': same, 'pipeit_exact': same})
+    quiet = paper.make_row(quiet.net, {**quiet.fps, 'data_parallel': 100.0, 'pipeit_exact': 104.0}, quiet.predicted,
+                           {**quiet.specs, 'data_parallel': same, 'pipeit_exact': same})
+    assert [n['candidates'] for n in noisy.noise] == [['data_parallel', 'pipeit_exact']] and quiet.noise == []
+    assert noisy.noise[0]['spread'] == pytest.approx(117 / 92 - 1)
+    text = paper.format_markdown(paper.assemble([noisy, quiet], TOPOLOGY, 'x', table.machine, table.method))
+    (line,) = [line for line in text.splitlines() if 'warning' in line]
+    assert line.startswith('> warning: mobilenet_v1: data_parallel and pipeit_exact') and '117.0 and 92.0' in line
+    assert '27% apart' in line
+
+
 @pytest.mark.parametrize('text, expected', [(None, list(paper.PAPER_NETS)), ('tiny', ['tiny']),
-                                            ('alexnet, resnet50', ['alexnet', 'resnet50'])],
-                         ids=['default', 'tiny', 'two'])
+                                            ('alexnet, resnet50', ['alexnet', 'resnet50']),
+                                            ('yolov8n,lraspp_mobilenet_v3_large', ['yolov8n',
+                                                                                   'lraspp_mobilenet_v3_large'])],
+                         ids=['default', 'tiny', 'two', 'detector-segmenter'])
 def test_nets_are_parsed(text, expected):
     assert paper.parse_nets(text) == expected
 

@@ -10,7 +10,7 @@ from pipeit_ros.app import planner_state as planner_core
 from pipeit_ros.app.planner_state import PlanInputs, PlannerConfig, check_config, check_value, make_plan
 from pipeit_ros.errors import PipeitError, TopologyError
 
-TINY_SPLIT = '0-3@c0,4-8@c1'       # the tiny net: 9 layers, cut points 1, 4, 7, 8
+TINY_SPLIT = '0-3@c0,4-8@c1'       # the tiny net: 9 layers, chain cut points 1, 4, 7, 8 (every one with 2 tensors)
 
 
 @pytest.fixture
@@ -34,9 +34,11 @@ def cfg(zoo_model):
     ('memory_mb', True, 'memory_mb must be an integer'),
     ('adapt', 'yes', 'adapt must be true or false'),
     ('adapt_window_s', 0.1, 'adapt_window_s must be in'),
+    ('max_cut_tensors', 1, None),
+    ('max_cut_tensors', 0, r'max_cut_tensors must be in \[1, 64\]'),
     ('color', 'red', "unknown planner parameter 'color'"),
 ], ids=['enum-ok', 'enum-bad', 'source', 'search-bad', 'int-for-float', 'negative', 'float-for-int', 'bool-for-int',
-        'str-for-bool', 'window-small', 'unknown'])
+        'str-for-bool', 'window-small', 'cut-limit', 'cut-limit-0', 'unknown'])
 def test_check_value(name, value, reason):
     got = check_value(name, value)
     if reason is None:
@@ -58,7 +60,7 @@ def test_good_config_passes(cfg, inputs):
 
 
 @pytest.mark.parametrize('changes,error,match', [
-    ({'stages': '0-1@c0,2-8@c1'}, PipeitError, 'layer 2 is not a legal cut point'),
+    ({'stages': '0-1@c0,2-8@c1', 'max_cut_tensors': 1}, PipeitError, 'layer 2 is not a legal cut point'),
     ({'stages': '0-3@big,4-8@c1'}, TopologyError, "no cluster 'big'"),
     ({'stages': '0-3@c0,4-7@c1'}, PipeitError, 'the model has 9'),
     ({'stages': 'first half'}, PipeitError, 'is not FIRST-LAST@CLUSTER'),
@@ -91,6 +93,16 @@ def test_forced_plan_needs_no_cost_table(cfg, inputs):
     assert result.plan.model_hash == result.graph.model_hash
     assert result.cost is None and result.predicted_stage_ms == [0.0, 0.0]
     assert inputs.graph(cfg.model_path) is result.graph                     # memoised
+
+
+def test_cut_limit_decides_which_forced_cuts_are_legal(cfg, inputs):
+    """Layer 2 of the tiny net is inside its residual block: two tensors cross there."""
+    inside = cfg.updated({'stages': '0-1@c0,2-8@c1'})
+    assert len(inputs.graph(cfg.model_path).boundary(2)) == 2
+    assert make_plan(inside, inputs).plan.to_spec() == '0-1@c0[0]:1,2-8@c1[1]:1'
+    with pytest.raises(PipeitError, match='layer 2 is not a legal cut point'):
+        make_plan(inside.updated({'max_cut_tensors': 1}), inputs)
+    assert inputs.graph(cfg.model_path, 1) is not inputs.graph(cfg.model_path)
 
 
 def test_zoo_names_are_models(inputs):

@@ -68,7 +68,9 @@ def test_plan_is_latched_for_late_subscribers(ros, zoo_model):
 
 
 def test_param_set_replans_and_bad_values_are_rejected(ros, zoo_model):
-    node = start_planner(ros, model_path=zoo_model('tiny'), topology='emulated-2x1', stages=TINY_SPLIT)
+    # chain cuts only, so that a cut inside the tiny net's residual block is refused
+    node = start_planner(ros, model_path=zoo_model('tiny'), topology='emulated-2x1', stages=TINY_SPLIT,
+                         max_cut_tensors=1)
     listener = plan_listener(ros)
     ros.wait(lambda: [m.generation for m in listener.plans] == [1], 30, 'the first plan')
     _, set_parameters = parameter_client(ros)
@@ -115,7 +117,7 @@ def test_parameters_are_described(ros, zoo_model):
 
 
 @pytest.mark.parametrize('params,message', [
-    (['stages:=0-2@c0,3-8@c1'], 'layer 3 is not a legal cut point'),
+    (['stages:=0-2@c0,3-8@c1', 'max_cut_tensors:=1'], 'layer 3 is not a legal cut point'),
     (['source:=profile', 'max_latency_ms:=0.001'], 'cannot make the first plan'),
     (['max_latency_ms:=5'], 'max_latency_ms'),
 ], ids=['illegal-cut', 'infeasible', 'int-for-double'])
@@ -166,10 +168,10 @@ def test_adaptation_from_diagnostics(ros, zoo_model, tmp_path):
     """Stage 1 reported 4x slower than predicted for longer than the window: a re-cut plan (reason adapt)
     with fewer layers on c1; with adapt off nothing happens."""
     tiny = zoo_model('tiny')
-    g, topo = graph_mod.load(tiny), topology_mod.resolve('emulated-2x1')
+    g, topo = graph_mod.load(tiny, max_cut_tensors=1), topology_mod.resolve('emulated-2x1')   # 5 chain segments
     profile = synthetic_profile(tmp_path / 'profile.json', g, topo)
     start_planner(ros, model_path=tiny, topology='emulated-2x1', stages='0-3@c0,4-8@c1', source='profile',
-                  profile_path=profile, adapt=False, adapt_window_s=1.0, adapt_threshold=0.5)
+                  profile_path=profile, adapt=False, adapt_window_s=1.0, adapt_threshold=0.5, max_cut_tensors=1)
     listener = plan_listener(ros)
     ros.wait(lambda: len(listener.plans) == 1, 30, 'the first plan')
     predicted = listener.plans[0].predicted_stage_ms

@@ -10,7 +10,8 @@ from pipeit_ros.cost import timing as measure
 
 EXPECTED = {'conv': ('conv', ()), 'conv_pool': ('conv', ('MaxPool',)), 'conv_gpool': ('conv', ('GlobalAveragePool',)),
             'dwconv': ('dwconv', ()), 'gconv': ('gconv', ()), 'fc': ('fc', ()), 'pool': ('pool', ()),
-            'gpool': ('gpool', ()), 'add': ('eltwise', ()), 'concat': ('concat', ())}
+            'gpool': ('gpool', ()), 'add': ('eltwise', ()), 'concat': ('concat', ()), 'deconv': ('deconv', ()),
+            'resize': ('resize', ()), 'split': ('other', ()), 'transpose': ('other', ()), 'matmul': ('matmul', ())}
 
 
 def test_sweep_specs_are_seeded_sized_and_capped():

@@ -139,10 +139,13 @@ def thread_cpus(pid):
     return out
 
 
-def test_two_container_processes_match_engine_output(tiny, topo, monkeypatch):
+@pytest.mark.parametrize('spec', ['0-3@c0,4-8@c1', '0-1@c0,2-8@c1'], ids=['one-tensor', 'two-tensors'])
+def test_two_container_processes_match_engine_output(tiny, topo, monkeypatch, spec):
+    """The cut before layer 2 is inside the residual block: its message carries both tensors that cross."""
     n = 16
     frames = [harness.synthetic_frame(i, W, H, seed=1) for i in range(n)]
-    plan, text = plan_text(tiny, topo, '0-3@c0,4-8@c1', 1)
+    plan, text = plan_text(tiny, topo, spec, 1)
+    assert len(tiny.boundary(plan.stages[1].first)) == (2 if spec.startswith('0-1') else 1)
     expected = engine_outputs(tiny, plan, frames)
     domain = harness.domain_id_for_process(base=50)
     monkeypatch.setenv('FASTDDS_BUILTIN_TRANSPORTS', harness.TRANSPORT)     # the containers' transport too

@@ -19,13 +19,31 @@ def test_parameter_count_within_1pc_of_published(name):
     assert abs(zoo.parameter_count(zoo.build(name)) - params) <= 0.01 * params
 
 
+OUTPUT_SHAPES = {'tiny': (1, 10), 'yolov8n': (1, 84, 8400), 'lraspp_mobilenet_v3_large': (1, 21, 520, 520)}
+
+
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in zoo.NETWORKS])
 def test_outputs_are_finite_well_scaled_and_not_constant(zoo_model, name):
     x = np.random.default_rng(0).standard_normal((1, *zoo.input_shape(name))).astype(np.float32)
     (y,) = run_file(zoo_model(name), x)
-    assert y.shape == (1, 10 if name == 'tiny' else 1000)
+    assert y.shape == OUTPUT_SHAPES.get(name, (1, 1000))
     assert np.isfinite(y).all() and np.ptp(y) > 0
     assert 0.1 < np.sqrt(np.mean(y ** 2)) < 100  # He init + near-identity BN: no blow-up, no collapse
+
+
+def test_yolov8n_boxes_lie_on_their_anchors_and_scores_are_probabilities(zoo_model):
+    """The decoded head: box centres near their anchor cell (DFL distances of 0..15 strides), widths >= 0."""
+    x = np.random.default_rng(0).standard_normal((1, 3, 640, 640)).astype(np.float32)
+    (y,) = run_file(zoo_model('yolov8n'), x)
+    xy, wh, scores = y[0, :2], y[0, 2:4], y[0, 4:]
+    assert (wh >= 0).all() and (wh <= 2 * 15 * 32).all() and ((0 < scores) & (scores < 1)).all()
+    assert (-15 * 32 <= xy).all() and (xy <= 640 + 15 * 32).all() and np.ptp(scores) > 0.01
+
+
+def test_published_counts_of_the_detector_and_the_segmenter():
+    """Exact, not only within 1 %: the same layers as the exported models."""
+    assert zoo.parameter_count(zoo.build('yolov8n')) == 3_151_904
+    assert zoo.parameter_count(zoo.build('lraspp_mobilenet_v3_large')) == 3_221_538
 
 
 def test_tiny_is_small_and_has_the_branches_the_cut_tests_need():

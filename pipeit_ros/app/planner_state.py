@@ -33,6 +33,7 @@ class PlannerConfig:
     min_fps: float = 0.0
     memory_mb: int = 0
     search: str = 'exact'
+    max_cut_tensors: int = graph_mod.DEFAULT_MAX_CUT_TENSORS
     stages: str = ''
     input_shape: str = ''
     resize_mode: str = ''
@@ -100,6 +101,8 @@ PARAMS = (
     ParamSpec('min_fps', 'throughput floor for the DSE in frames/s; 0: none', low=0.0, high=1e6),
     ParamSpec('memory_mb', 'memory budget in MiB of the plan run in one process (docs/memory.md); 0: none', low=0, high=1_000_000),
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),
+    ParamSpec('max_cut_tensors', 'a cut is legal where at most this many tensors cross it (1: only chain cuts, '
+              'as the Pipe-it paper)', low=1, high=64),
     ParamSpec('stages', 'force this plan (compact spec, e.g. 0-5@c0,6-11@c1) instead of the DSE; '
               'empty: plan with the DSE'),
     ParamSpec('input_shape', 'model input NxCxHxW (e.g. 1x3x480x640) for a model with dynamic dims; '
@@ -179,7 +182,7 @@ def check_config(cfg, inputs):
     if not cfg.stages:
         planning.check_search(cfg.search, cfg.objective, cfg.max_latency_ms or None, cfg.min_fps or None,
                               cfg.memory_mb or None, option=str)
-    graph = inputs.graph(cfg.model_path, cfg.input_shape)
+    graph = inputs.graph(cfg.model_path, cfg.input_shape, cfg.max_cut_tensors)
     model_io(cfg, graph)
     topology = inputs.topology(cfg.topology)
     if cfg.stages:
@@ -230,14 +233,15 @@ class PlanInputs:
         self._topologies = {}
         self._costs = {}
 
-    def graph(self, model_path, input_shape=''):
-
+    def graph(self, model_path, input_shape='', max_cut_tensors=graph_mod.DEFAULT_MAX_CUT_TENSORS):
+        """The model's LayerGraph, its input fixed to ``input_shape`` where dynamic, with cut points where at
+        most ``max_cut_tensors`` tensors cross."""
         path = resolve_model_path(model_path)
         st = os.stat(path)
-        key = (path, st.st_mtime_ns, st.st_size, input_shape)
+        key = (path, st.st_mtime_ns, st.st_size, input_shape, max_cut_tensors)
         with self._lock:
             if key not in self._graphs:
-                self._graphs[key] = graph_mod.load(path, input_shape or None)
+                self._graphs[key] = graph_mod.load(path, input_shape or None, max_cut_tensors=max_cut_tensors)
             return self._graphs[key]
 
     def topology(self, spec):
@@ -249,7 +253,8 @@ class PlanInputs:
 
     @staticmethod
     def cost_key(cfg, graph, topology):
-        return (graph.model_hash, topology.fingerprint(), cfg.source, cfg.predictor_path, cfg.profile_path)
+        return (graph.model_hash, graph.max_cut_tensors, topology.fingerprint(), cfg.source, cfg.predictor_path,
+                cfg.profile_path)
 
     def cost(self, cfg, graph, topology, build=True):
         """The cost table for this model, topology and source (None when not built yet and build=False)."""
@@ -275,7 +280,7 @@ class PlanInputs:
 def make_plan(cfg, inputs):
     """The plan for ``cfg``: the forced ``stages`` or the DSE's on the (memoised) cost table."""
 
-    graph = inputs.graph(cfg.model_path, cfg.input_shape)
+    graph = inputs.graph(cfg.model_path, cfg.input_shape, cfg.max_cut_tensors)
     pre, out = model_io(cfg, graph, inputs.log)
     topology = inputs.topology(cfg.topology)
     # a forced plan is predicted when that is cheap (a given file) or needed (adaptation compares against it)

@@ -38,6 +38,7 @@ from pipeit_ros.hw.cpus import allowed_cpus, pin_current_thread
 from pipeit_ros.planning.baselines import NAMES as BASELINE_NAMES
 
 TIMELINE_FRAMES = 400   # frames per replica recorded in the last round for the Gantt chart
+NOISE_SPREAD = 0.05     # candidates of one spec measured further apart than this (max / min - 1): a noisy run
 
 
 @dataclass
@@ -79,12 +80,37 @@ class BenchResult:
     model: dict
     best_baseline: str | None = None
     stage_alone: dict = field(default_factory=dict)   # candidate -> [{stage, ms, replicas, fps_bound}]
+    noise: list = field(default_factory=list)         # same_spec_spread() of the candidates
 
     def to_dict(self, timeline=False):
         return {'model': self.model, 'machine': self.machine, 'topology': self.topology, 'method': self.method,
                 'seconds': self.seconds, 'rounds': self.rounds, 'warmup': self.warmup,
-                'best_baseline': self.best_baseline, 'stage_alone': self.stage_alone,
+                'best_baseline': self.best_baseline, 'stage_alone': self.stage_alone, 'noise': self.noise,
                 'candidates': {k: c.to_dict(timeline) for k, c in self.candidates.items()}}
+
+
+def same_spec_spread(fps, specs, limit=NOISE_SPREAD):
+    """Candidates that are the same plan (equal ``specs[name]``) but measured more than ``limit`` apart in one run:
+    [{'spec', 'candidates', 'fps', 'spread'}], spread = max / min - 1. The same plan measured twice differs only
+    by the machine's noise, so this says how far the run's other ratios can be trusted."""
+    groups = {}
+    for name, spec in specs.items():
+        if spec and fps.get(name):
+            groups.setdefault(spec, []).append(name)
+    out = []
+    for spec, names in groups.items():
+        values = [fps[n] for n in names]
+        if len(names) > 1 and max(values) / min(values) - 1 > limit:
+            out.append({'spec': spec, 'candidates': names, 'fps': values, 'spread': max(values) / min(values) - 1})
+    return out
+
+
+def noise_warnings(noise, where=''):
+    """One line per same_spec_spread() entry, for printing next to a table."""
+    return [f'warning: {where}{" and ".join(item["candidates"])} are the same plan ({item["spec"]}) but measured '
+            + ' and '.join(f'{v:.1f}' for v in item['fps'])
+            + f' frames/s ({item["spread"] * 100:.0f}% apart): this run is noisy beyond {NOISE_SPREAD * 100:.0f}%'
+            for item in noise]
 
 
 def machine_info():
@@ -345,7 +371,9 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
     return BenchResult(candidates=results, seconds=seconds, rounds=rounds, warmup=warmup, method=method,
                        machine=machine_info(), topology=topology.to_dict(),
                        model={'path': graph.path, 'hash': graph.model_hash, 'layers': len(graph.layers)},
-                       best_baseline=best, stage_alone=alone)
+                       best_baseline=best, stage_alone=alone,
+                       noise=same_spec_spread({n: r.fps for n, r in results.items()},
+                                              {n: r.spec for n, r in results.items()}))
 
 
 def format_table(result):
@@ -383,6 +411,7 @@ def format_table(result):
         elif eng and bare:
             lines.append(f'engine overhead: {ref} {eng:.1f} vs bare {bare:.1f} frames/s '
                          f'(throughput {(eng / bare - 1) * 100:+.1f}%, {1e3 / eng - 1e3 / bare:+.3f} ms per frame)')
+    lines += noise_warnings(result.noise)
     return '\n'.join(lines)
 
 

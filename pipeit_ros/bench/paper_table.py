@@ -54,6 +54,7 @@ class NetResult:
     ratio_kernel: dict         # column -> fps / fps of the best kernel-level baseline
     ours_vs_paper: float | None = None
     notes: list = field(default_factory=list)
+    noise: list = field(default_factory=list)   # bench.same_spec_spread() of the columns
 
 
 @dataclass
@@ -134,7 +135,7 @@ def make_row(net, fps, predicted, specs, *, notes=(), fps_rounds=None, layers=0,
         ratio={col: fps[col] / fps[best] if fps[col] and fps[best] else None for col in COLUMNS},
         ratio_kernel={col: fps[col] / fps[kernel] if fps[col] and fps[kernel] else None for col in COLUMNS},
         ours_vs_paper=fps['pipeit_exact'] / fps['pipeit_paper'] if fps['pipeit_exact'] and fps['pipeit_paper']
-        else None, notes=list(notes))
+        else None, notes=list(notes), noise=bench.same_spec_spread(fps, specs))
 
 
 def assemble(rows, topology, emulation, machine, method, wall_s=0.0):
@@ -146,8 +147,9 @@ def assemble(rows, topology, emulation, machine, method, wall_s=0.0):
         machine=machine, method=method, wall_s=wall_s)
 
 
-def measure_net(net, topology, *, seconds, rounds, warmup, progress, log):
-    graph = graph_mod.load(zoo.zoo_path(net))
+def measure_net(net, topology, *, seconds, rounds, warmup, progress, log,
+                max_cut_tensors=graph_mod.DEFAULT_MAX_CUT_TENSORS):
+    graph = graph_mod.load(zoo.zoo_path(net), max_cut_tensors=max_cut_tensors)
     plans, predicted, notes = _candidates(graph, topology, log, progress)
     # bench knows the baselines by their own names (it picks its best baseline among them)
     by_bench = {BASELINES.get(col, col): plan for col, plan in plans.items()}
@@ -163,7 +165,7 @@ def measure_net(net, topology, *, seconds, rounds, warmup, progress, log):
 
 
 def build_table(nets, topology, *, seconds=DEFAULT_SECONDS, rounds=DEFAULT_ROUNDS, warmup=20, progress=True,
-                log=print):
+                log=print, max_cut_tensors=graph_mod.DEFAULT_MAX_CUT_TENSORS):
     """Measure every network of ``nets`` on ``topology`` (inside the emulation when it has one)."""
     started = time.perf_counter()
     rows, method = [], {}
@@ -172,10 +174,10 @@ def build_table(nets, topology, *, seconds=DEFAULT_SECONDS, rounds=DEFAULT_ROUND
         for i, net in enumerate(nets):
             log(f'paper table: [{i + 1}/{len(nets)}] {net}')
             row, result = measure_net(net, topology, seconds=seconds, rounds=rounds, warmup=warmup,
-                                      progress=progress, log=log)
+                                      progress=progress, log=log, max_cut_tensors=max_cut_tensors)
             rows.append(row)
             method = result.method
-    method = dict(method, seconds_per_candidate=seconds, networks=list(nets),
+    method = dict(method, seconds_per_candidate=seconds, networks=list(nets), max_cut_tensors=max_cut_tensors,
                   ratio='fps / fps of the best of ort_all_cores, best_cluster, data_parallel in the same run',
                   predicted='dse.predict(plan, cost table the DSE planned with)')
     return assemble(rows, topology, said, bench.machine_info(), method,
@@ -223,6 +225,9 @@ def format_markdown(table):
     lines.append('| **geomean × best** | ' + ' | '.join(_x(g[c]) for c in COLUMNS)
                  + f' | | **{_x(g["pipeit_paper"])}** | **{_x(g["pipeit_exact"])}** | '
                  f'**{_x(table.geomean_ours_vs_paper)}** | | |')
+    warnings = [w for r in table.rows for w in bench.noise_warnings(r.noise, f'{r.net}: ')]
+    if warnings:
+        lines += [''] + [f'> {w}' for w in warnings]
     k = table.geomean_kernel
     lines += ['', 'Against the paper\'s own antecedents (kernel-level parallelism only: ORT all cores, best '
               f'cluster), geomean: paper DSE {_x(k["pipeit_paper"])}, ours {_x(k["pipeit_exact"])}, '

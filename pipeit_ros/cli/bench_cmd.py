@@ -9,6 +9,7 @@ from pipeit_ros.bench import benchmark as bench
 from pipeit_ros.bench.plot import plot
 from pipeit_ros.cli import paper_cmd
 from pipeit_ros.cli.common import (
+    add_cut_flag,
     add_json_flag,
     add_model_argument,
     add_topology_flag,
@@ -54,6 +55,7 @@ def add_arguments(parser):
     parser.add_argument('--paper-table', action='store_true',
                         help='reproduce the paper\'s table over the zoo (pipeit_ros.bench.paper_table)')
     paper_cmd.add_arguments(parser)
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 

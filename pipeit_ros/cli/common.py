@@ -34,14 +34,29 @@ def _input_shape(text):
 
 
 def load_model(args, default=None):
-    """The LayerGraph of ``args.model`` (a file or zoo name; ``default`` when none) at ``args.input_shape``."""
+    """The LayerGraph of ``args.model`` (a file or zoo name; ``default`` when none) at ``args.input_shape``, its
+    cut points limited by ``--max-cut-tensors``."""
     spec = args.model if args.model is not None else default
-    return graph_mod.load(resolve_model(spec), getattr(args, 'input_shape', None))
+    return graph_mod.load(resolve_model(spec), getattr(args, 'input_shape', None), max_cut_tensors=cut_limit(args))
 
 
 def add_topology_flag(parser):
     parser.add_argument('--topology', default='auto', metavar='FILE|NAME|auto',
                         help='topology YAML, a shipped name (e.g. emulated-2x1) or auto-detect (default)')
+
+
+def add_cut_flag(parser):
+    parser.add_argument('--max-cut-tensors', type=int, default=graph_mod.DEFAULT_MAX_CUT_TENSORS, metavar='N',
+                        help='a cut is legal where at most N tensors cross it (default '
+                             f'{graph_mod.DEFAULT_MAX_CUT_TENSORS}; 1: only chain cuts, as the Pipe-it paper)')
+
+
+def cut_limit(args):
+    """``--max-cut-tensors`` (the default where a command has no such flag), checked."""
+    value = getattr(args, 'max_cut_tensors', graph_mod.DEFAULT_MAX_CUT_TENSORS)
+    if value < 1:
+        raise PipeitError(f'--max-cut-tensors must be >= 1, got {value}')
+    return value
 
 
 def print_json(data):

@@ -1,15 +1,17 @@
 """List an ONNX CNN's layers, their descriptors and the legal cut points.
 
 A layer is a Conv/Gemm/MatMul with the BatchNorm, activation and pooling nodes fused after it, or a
-standalone pool, eltwise, concat or other node (see pipeit_ros.model.graph). A cut point is a place where exactly
-one tensor crosses, so residual and inception blocks are never cut inside; the `cut` column shows the size
-of that tensor before each layer a stage may start at. A symbolic batch dimension is fixed to 1.
+standalone pool, eltwise, concat or other node (see pipeit_ros.model.graph). A cut point is a place where at
+most --max-cut-tensors tensors cross (1: residual and inception blocks are never cut inside); the `cut` column
+shows the bytes that cross before each layer a stage may start at, and the list after the table names the
+tensors. A symbolic batch dimension is fixed to 1.
 """
-from pipeit_ros.cli.common import add_json_flag, add_model_argument, load_model, note, print_json
+from pipeit_ros.cli.common import add_cut_flag, add_json_flag, add_model_argument, load_model, note, print_json
 
 
 def add_arguments(parser):
     add_model_argument(parser, help='ONNX file (opset >= 11, one 4-D float image input) or zoo name')
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 
@@ -45,8 +47,13 @@ def describe(g):
                      f'{shape(map(str, layer.in_shape)):>13} {shape(map(str, layer.out_shape)):>13} {ksg:>9} '
                      f'{human_count(layer.macs):>8} {human_bytes(layer.weight_bytes):>8}  '
                      + '+'.join(_SHORT.get(op, op.lower()) for op in layer.fused))
-    lines += ['(cut: size of the one tensor that crosses a legal cut before that layer)', '',
-              f'{len(g.layers)} layers, {len(g.cut_points)} legal cut points, {len(g.segments())} segments; '
+    lines += ['(cut: bytes of the tensors that cross a legal cut before that layer)', '',
+              f'cut points (at most {g.max_cut_tensors or "any number of"} tensors cross):',
+              f'{"#":>4} {"bytes":>7}  tensors']
+    for c in g.cut_points:
+        lines.append(f'{c.index:>4} {human_bytes(c.bytes):>7}  ' + ', '.join(
+            f'{t} {shape(map(str, s))} ({human_bytes(b)})' for t, s, b in zip(c.tensors, c.shapes, c.sizes)))
+    lines += ['', f'{len(g.layers)} layers, {len(g.cut_points)} legal cut points, {len(g.segments())} segments; '
                   f'{human_count(g.total_macs)} MACs, {human_bytes(g.total_weight_bytes)} of weights']
     return '\n'.join(lines)
 

@@ -1,6 +1,6 @@
 """`pipeit bench --paper-table`: the options and the command of the paper's table (:mod:`pipeit_ros.bench.paper_table`)."""
 from pipeit_ros.bench import paper_table as paper
-from pipeit_ros.cli.common import note, print_json
+from pipeit_ros.cli.common import cut_limit, note, print_json
 from pipeit_ros.errors import PipeitError
 
 
@@ -19,6 +19,7 @@ def run(args):
     topology = paper.resolve_topology(getattr(args, 'topology', None), note)
     note(topology.describe())
     table = paper.build_table(nets, topology, seconds=seconds, rounds=rounds, warmup=warmup,
+                              max_cut_tensors=cut_limit(args),
                         progress=not getattr(args, 'no_progress', False), log=note)
     if getattr(args, 'plot', None):
         try:

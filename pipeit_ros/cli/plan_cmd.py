@@ -8,6 +8,7 @@ paper from the host's predictor scaled for that board. --json / --out give the p
 runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
 from pipeit_ros.cli.common import (
+    add_cut_flag,
     add_json_flag,
     add_model_argument,
     add_topology_flag,
@@ -40,6 +41,7 @@ def add_arguments(parser):
                         help='exact optimum (default) or the Pipe-it paper\'s heuristic')
     parser.add_argument('--no-replicas', action='store_true', help='one copy of each stage (no data parallelism)')
     parser.add_argument('--out', metavar='FILE', help='write the plan JSON to FILE (for pipeit bench --plan)')
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 

@@ -6,6 +6,7 @@ segment times. The result is cached by model hash + topology fingerprint + onnxr
 says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
 from pipeit_ros.cli.common import (
+    add_cut_flag,
     add_json_flag,
     add_model_argument,
     add_topology_flag,
@@ -29,6 +30,7 @@ def add_arguments(parser):
                         help='time budget per core configuration in seconds for adaptive repetitions')
     parser.add_argument('--no-cache', action='store_true', help='measure again even if a cached profile exists')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    add_cut_flag(parser)
     add_json_flag(parser)
 
 

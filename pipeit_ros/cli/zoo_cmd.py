@@ -46,8 +46,9 @@ def _list(zoo, as_json):
     if as_json:
         print_json(rows)
         return 0
+    width = max(len(r['name']) for r in rows)
     for r in rows:
         published = (f'{r["published_params"] / 1e6:6.2f} M params  {r["published_macs"] / 1e9:5.3f} G MACs'
                      if r['published_params'] else 'test network (residual + concat branches)')
-        print(f'{r["name"]:<14} {"x".join(map(str, r["input_shape"])):<13} {published}')
+        print(f'{r["name"]:<{width}} {"x".join(map(str, r["input_shape"])):<13} {published}')
     return 0

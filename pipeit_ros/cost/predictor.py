@@ -65,14 +65,15 @@ from pipeit_ros.cost import timing as measure
 from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
 from pipeit_ros.errors import PipeitError
 
-OP_TYPES = ('conv', 'dwconv', 'gconv', 'fc', 'pool', 'gpool', 'eltwise', 'concat', 'other')
+OP_TYPES = ('conv', 'dwconv', 'gconv', 'fc', 'pool', 'gpool', 'eltwise', 'concat', 'other', 'deconv', 'matmul',
+            'resize')
 FEATURES = tuple(f'op_{o}' for o in OP_TYPES) + (
     'log_macs', 'log_in_bytes', 'log_out_bytes', 'log_weight_bytes', 'log_conv_out', 'log2_in_c', 'log2_out_c',
     'log2_in_hw', 'kernel', 'stride', 'log2_groups', 'fused_pool', 'fused_gpool',
     'cores', 'capacity', 'share')
 KINDS = ('linear', 'gbr', 'hybrid')
 DEFAULT_KIND = 'linear'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: deconv, matmul and resize layer types
 _POOLS = {'MaxPool', 'AveragePool', 'LpPool'}
 _GPOOLS = {'GlobalAveragePool', 'GlobalMaxPool', 'GlobalLpPool'}
 
@@ -87,7 +88,7 @@ def layer_row(d):
     kh, kw = (tuple(d.kernel) + (1, 1))[:2] if isinstance(d.kernel, (tuple, list)) else (d.kernel, d.kernel)
     groups = max(int(d.groups or 1), 1)
     conv_out = d.macs / max(d.in_shape[0] / groups * kh * kw, 1) if d.op_type in ('conv', 'dwconv', 'gconv') \
-        else np.prod(d.out_shape)
+        else np.prod(d.out_shape)    # deconv: no fused pool, so the output
     row = {f'op_{o}': float(d.op_type == o) for o in OP_TYPES}
     if d.op_type not in OP_TYPES:
         row['op_other'] = 1.0

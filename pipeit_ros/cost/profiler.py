@@ -64,7 +64,8 @@ FLOOR_MS = 1e-3            # a segment never costs less than this once the overh
 
 def cache_path(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S):
     return cache.entry_path('profiles', PROFILE_FORMAT, graph.model_hash, topology.fingerprint(),
-                            f'reps={reps}', f'warmup={warmup}', f'budget={budget_s:g}')
+                            f'cuts={graph.max_cut_tensors}', f'reps={reps}', f'warmup={warmup}',
+                            f'budget={budget_s:g}')
 
 
 def cached_profile(graph, topology, **options):

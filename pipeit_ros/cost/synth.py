@@ -1,8 +1,10 @@
 """The predictor's training data: a sweep of synthetic layers timed on every core configuration.
 
 Each *probe* is a tiny ONNX model built with the onnx helper API in the patterns the zoo networks use
-(Conv + BatchNormalization + Relu/Clip, optionally a fused MaxPool or GlobalAveragePool; depthwise and grouped
-convolutions; standalone pools; Flatten + Gemm; residual Add + Relu; Concat of 2 or 4 branches). Probe
+(Conv + BatchNormalization + Relu/Clip/HardSwish/SiLU as Sigmoid * Mul, optionally a fused MaxPool or
+GlobalAveragePool; depthwise and grouped convolutions; standalone pools; Flatten + Gemm; residual Add + Relu;
+Concat of 2 or 4 branches) and those of detectors and segmenters (ConvTranspose; nearest and bilinear Resize;
+Split into two, joined again by a Concat; Transpose; MatMul of two activations). Probe
 shapes are drawn with a seeded generator: spatial size from the sizes real CNNs use (7 ... 224, including
 AlexNet's/SqueezeNet's odd ones), channels log-uniform in a range that fits that size, kernel 1/3/5/7 (11
 for the AlexNet-style stem), stride 1/2, capped in MACs so the sweep fits its time budget.
@@ -38,11 +40,14 @@ from pipeit_ros.cost import timing as measure
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.model import graph as graph_mod
 
-SWEEP_VERSION = 3
-KINDS = ('conv', 'conv_pool', 'conv_gpool', 'dwconv', 'gconv', 'fc', 'pool', 'gpool', 'add', 'concat')
+SWEEP_VERSION = 4
+KINDS = ('conv', 'conv_pool', 'conv_gpool', 'dwconv', 'gconv', 'fc', 'pool', 'gpool', 'add', 'concat', 'deconv',
+         'resize', 'split', 'transpose', 'matmul')
 # probes per kind: (full, quick)
 COUNTS = {'conv': (300, 8), 'conv_pool': (40, 2), 'conv_gpool': (20, 1), 'dwconv': (100, 3), 'gconv': (50, 2),
-          'fc': (50, 2), 'pool': (50, 2), 'gpool': (20, 1), 'add': (50, 2), 'concat': (50, 2)}
+          'fc': (50, 2), 'pool': (50, 2), 'gpool': (20, 1), 'add': (50, 2), 'concat': (50, 2), 'deconv': (40, 2),
+          'resize': (40, 2), 'split': (25, 1), 'transpose': (25, 1), 'matmul': (30, 2)}
+ACTIVATIONS = ('Relu', 'Clip', 'HardSwish', 'SiLU', '')
 # spatial size -> (min channels, max channels) as in real CNNs
 SIZES = {224: (3, 16), 112: (16, 96), 56: (16, 256), 55: (16, 128), 28: (32, 512), 27: (32, 256),
          14: (64, 1024), 13: (64, 512), 7: (128, 2048)}
@@ -141,7 +146,7 @@ def _draw(kind, rng):
     hw = int(rng.choice(list(SIZES)))
     lo, hi = SIZES[hw]
     cin = _log_uniform(rng, lo, hi)
-    act = str(rng.choice(['Relu', 'Clip', '']))
+    act = str(rng.choice(ACTIVATIONS))
     if kind in ('conv', 'conv_pool', 'conv_gpool'):
         cout = _log_uniform(rng, max(8, lo), hi * 4)
         k = int(rng.choice([1, 1, 3, 3, 5, 7] + ([11] if hw == 224 else [])))
@@ -164,6 +169,15 @@ def _draw(kind, rng):
         return ProbeSpec(kind, cin, hw, cin)
     if kind == 'add':
         return ProbeSpec(kind, cin, hw, cin, act=str(rng.choice(['Relu', ''])))
+    if kind == 'deconv':   # upsampling by 2: kernel 2 or 4 (stride 2), as segmenters' decoders
+        return ProbeSpec(kind, cin, hw, _log_uniform(rng, 8, max(8, cin)), int(rng.choice([2, 4])), 2, act=act)
+    if kind == 'resize':
+        return ProbeSpec(kind, cin, hw, cin, act=str(rng.choice(['nearest', 'linear'])))
+    if kind == 'matmul':   # (C, H, W) x (C, W, H) per channel: attention-like, K = W
+        hw = int(rng.choice([7, 13, 14, 27, 28, 55, 56]))
+        return ProbeSpec(kind, _log_uniform(rng, 8, 256), hw, 0)
+    if kind in ('split', 'transpose'):
+        return ProbeSpec(kind, max(cin // 2 * 2, 2), hw, cin)
     return ProbeSpec(kind, cin, hw, cin, branches=int(rng.choice([2, 4])))
 
 
@@ -173,6 +187,10 @@ def probe_macs(spec):
         return out * out * spec.cout * spec.cin // spec.groups * spec.kernel ** 2
     if spec.kind == 'fc':
         return spec.cin * spec.hw * spec.hw * spec.cout
+    if spec.kind == 'deconv':
+        return spec.cin * spec.hw * spec.hw * spec.cout * spec.kernel ** 2
+    if spec.kind == 'matmul':
+        return spec.cin * spec.hw ** 3
     return spec.cin * spec.hw * spec.hw * max(spec.kernel, 1) ** 2
 
 
@@ -194,6 +212,10 @@ def build_probe(spec, seed=0):
             return node('Relu', [x], name)
         if act == 'Clip':
             return node('Clip', [x, init(name + '.lo', np.array(0.0)), init(name + '.hi', np.array(6.0))], name)
+        if act == 'HardSwish':
+            return node('HardSwish', [x], name)
+        if act == 'SiLU':   # as exporters write it: x * Sigmoid(x)
+            return node('Mul', [x, node('Sigmoid', [x], name + '.sigmoid')], name)
         return x
 
     x, s = 'input', spec
@@ -221,6 +243,27 @@ def build_probe(spec, seed=0):
         x = node('Flatten', [node('GlobalAveragePool', [x], 'gap')], 'flatten')
     elif s.kind == 'add':
         x = activation(node('Add', [x, node('Relu', [x], 'branch')], 'add'), s.act, 'act')
+    elif s.kind == 'deconv':
+        w = init('deconv.w', rng.standard_normal((s.cin, s.cout, s.kernel, s.kernel)) * (1 / s.cin) ** .5)
+        pad = (s.kernel - s.stride) // 2
+        x = node('ConvTranspose', [x, w], 'deconv', kernel_shape=[s.kernel] * 2, strides=[s.stride] * 2,
+                 pads=[pad] * 4)
+        bn = [init(f'bn.{p}', v) for p, v in (('g', np.ones(s.cout)), ('b', np.zeros(s.cout)),
+                                              ('m', np.zeros(s.cout)), ('v', np.ones(s.cout)))]
+        x = activation(node('BatchNormalization', [x] + bn, 'bn'), s.act, 'act')
+    elif s.kind == 'resize':
+        sizes = numpy_helper.from_array(np.array([1, s.cin, 2 * s.hw, 2 * s.hw], np.int64), 'resize.sizes')
+        inits.append(sizes)
+        x = node('Resize', [x, '', '', 'resize.sizes'], 'resize', mode=s.act,
+                 coordinate_transformation_mode='asymmetric' if s.act == 'nearest' else 'half_pixel')
+    elif s.kind == 'split':
+        inits.append(numpy_helper.from_array(np.array([s.cin // 2] * 2, np.int64), 'split.sizes'))
+        nodes.append(helper.make_node('Split', [x, 'split.sizes'], ['a', 'b'], name='split', axis=1))
+        x = node('Concat', ['b', 'a'], 'concat', axis=1)
+    elif s.kind == 'transpose':
+        x = node('Transpose', [x], 'transpose', perm=[0, 2, 1, 3])
+    elif s.kind == 'matmul':
+        x = node('MatMul', [x, node('Transpose', [x], 'xt', perm=[0, 1, 3, 2])], 'matmul')
     else:  # concat
         branches = [x] + [node(op, [x], f'branch{i}') for i, op in
                           enumerate(['Relu', 'Sigmoid', 'Neg'][:s.branches - 1])]

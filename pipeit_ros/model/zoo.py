@@ -1,11 +1,23 @@
 """The paper's networks, built in code with the onnx helper API (opset 17) and seeded random weights.
 
-Pipe-it is evaluated on AlexNet, GoogLeNet, MobileNet v1/v2, ResNet-50 and SqueezeNet 1.1. Random weights
+Pipe-it is evaluated on AlexNet, GoogLeNet, MobileNet v1/v2, ResNet-50 and SqueezeNet 1.1; robots mostly run
+detectors and segmenters, so the zoo also has YOLOv8n and LR-ASPP MobileNetV3-Large. Random weights
 are enough to plan and time them, and building them here needs no download. The architectures follow
 torchvision (MobileNet v1, which torchvision lacks, follows the paper): same layer shapes, ``Conv`` +
 separate ``BatchNormalization`` + activation nodes as an exported network has them, no Dropout (inference),
 input ``input`` 1x3x224x224 float32, output ``logits`` 1x1000. ``tiny`` (3x32x32 -> 10 classes, with a
 residual and a concat branch) is for fast tests.
+
+The two dense-prediction nets are built as their exporters write them:
+
+- ``yolov8n`` (ultralytics ``yolov8.yaml`` at scale n, ``yolo export format=onnx``): input 1x3x640x640,
+  BatchNorm folded into the convolutions (so they have biases), SiLU as ``Sigmoid`` * ``Mul``, C2f's chunk as
+  ``Split``, nearest ``Resize`` for the upsampling, SPPF's three max pools, the Detect head with its DFL
+  (``Reshape`` / ``Transpose`` / ``Softmax`` / a fixed 1x1 conv) and the box decoding against constant anchors
+  and strides; output ``output0`` 1x84x8400 (xywh + 80 class scores per anchor).
+- ``lraspp_mobilenet_v3_large`` (torchvision, ``dilated=True`` backbone: output stride 16): input 1x3x520x520
+  (torchvision's segmentation size), ``HardSwish`` / ``HardSigmoid``, squeeze-and-excitation blocks, the LR-ASPP
+  head on features 4 (stride 8) and 16, bilinear ``Resize``; output ``out`` 1x21x520x520.
 
 Weights are He-initialised (std sqrt(2 / fan_in)) and the BatchNorm statistics are near identity, with the
 last BatchNorm of every residual branch damped so activations stay finite and well scaled through the net.
@@ -19,6 +31,11 @@ scale/shift, not the running statistics; MACs of the convolutions and fully conn
   25,557,032 / 4.089 G, SqueezeNet 1.1 1,235,496 / 0.349 G.
 - MobileNet v1: Howard et al., "MobileNets", arXiv:1704.04861, Table 8 (1.0 MobileNet-224): 4.2 M
   parameters, 569 M mult-adds.
+- LR-ASPP MobileNetV3-Large: torchvision ``LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1``
+  (``num_params`` 3,221,538, ``_ops`` 2.1 G at 520x520).
+- YOLOv8n: ultralytics' model table (https://docs.ultralytics.com/models/yolov8/): 3.2 M parameters, 8.7
+  GFLOPs at 640x640 (FLOPs = 2 x multiply-accumulates); its fused model summary, which is what an export holds,
+  counts 3,151,904 parameters.
 
 >>> from pipeit_ros.model import zoo
 >>> zoo.build('tiny').graph.output[0].name
@@ -29,14 +46,17 @@ import os
 import tempfile
 
 import numpy as np
-from onnx import ModelProto, TensorProto, helper
+from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from pipeit_ros.errors import PipeitError
 
 # Bump when a network or the weight init changes, so cached files are rebuilt.
 ZOO_VERSION = 1
 
-NETWORKS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1', 'tiny')
+NETWORKS = ('alexnet', 'googlenet', 'lraspp_mobilenet_v3_large', 'mobilenet_v1', 'mobilenet_v2', 'resnet50',
+            'squeezenet1_1', 'tiny', 'yolov8n')
+PAPER_NETWORKS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1')
+INPUT_SHAPES = {'tiny': (3, 32, 32), 'yolov8n': (3, 640, 640), 'lraspp_mobilenet_v3_large': (3, 520, 520)}
 
 PUBLISHED = {  # name -> (parameters, MACs); see the module docstring for the sources
     'alexnet': (61_100_840, 714_000_000),
@@ -45,6 +65,8 @@ PUBLISHED = {  # name -> (parameters, MACs); see the module docstring for the so
     'mobilenet_v2': (3_504_872, 301_000_000),
     'resnet50': (25_557_032, 4_089_000_000),
     'squeezenet1_1': (1_235_496, 349_000_000),
+    'lraspp_mobilenet_v3_large': (3_221_538, 2_100_000_000),
+    'yolov8n': (3_151_904, 4_350_000_000),
 }
 
 OPSET = 17
@@ -83,16 +105,17 @@ class _Net:
         self.shape[out] = shape
         return out
 
-    def conv(self, x, name, cout, k, s=1, p=None, g=1, bias=False, gain=2.0):
+    def conv(self, x, name, cout, k, s=1, p=None, g=1, bias=False, gain=2.0, d=1):
         cin, h, w = self.shape[x]
-        p = k // 2 if p is None else p
+        p = (k - 1) // 2 * d if p is None else p
         fan_in = cin // g * k * k
         inputs = [x, self._init(f'{name}.weight', self._randn((cout, cin // g, k, k), math.sqrt(gain / fan_in)))]
         if bias:
             inputs.append(self._init(f'{name}.bias', self._randn((cout,), 0.01)))
-        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        ho, wo = ((v + 2 * p - d * (k - 1) - 1) // s + 1 for v in (h, w))
+        dilation = {'dilations': [d, d]} if d != 1 else {}
         return self.node('Conv', inputs, name, (cout, ho, wo), kernel_shape=[k, k], strides=[s, s],
-                         pads=[p] * 4, group=g)
+                         pads=[p] * 4, group=g, **dilation)
 
     def bn(self, x, name, gamma=1.0, eps=1e-5):
         c = self.shape[x][0]
@@ -112,10 +135,10 @@ class _Net:
             self.has_relu6 = True
         return self.node('Clip', [x, 'relu6.min', 'relu6.max'], f'{x}.relu6', self.shape[x])
 
-    def cbr(self, x, name, cout, k, s=1, p=None, g=1, act='relu', gamma=1.0, eps=1e-5):
+    def cbr(self, x, name, cout, k, s=1, p=None, g=1, act='relu', gamma=1.0, eps=1e-5, d=1):
         """Conv (no bias) + BatchNorm + activation, the block every BN network repeats."""
-        y = self.bn(self.conv(x, f'{name}.conv', cout, k, s, p, g), f'{name}.bn', gamma, eps)
-        return {'relu': self.relu, 'relu6': self.relu6, None: lambda t: t}[act](y)
+        y = self.bn(self.conv(x, f'{name}.conv', cout, k, s, p, g, d=d), f'{name}.bn', gamma, eps)
+        return {'relu': self.relu, 'relu6': self.relu6, 'hswish': self.hswish, None: lambda t: t}[act](y)
 
     def maxpool(self, x, name, k, s, p=0, ceil=False):
         c, h, w = self.shape[x]
@@ -144,6 +167,46 @@ class _Net:
         c = sum(self.shape[x][0] for x in xs)
         assert len({self.shape[x][1:] for x in xs}) == 1, xs
         return self.node('Concat', xs, name, (c,) + self.shape[xs[0]][1:], axis=1)
+
+    def const(self, name, array):
+        """A constant initializer (int64 shapes, sizes, anchors), created once per name."""
+        if name not in self.shape:
+            self.shape[name] = None
+            self.proto.graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    def nodes(self, op, inputs, name, shapes, **attrs):
+        """A node with several outputs ``name.0``, ``name.1``, ...; returns their names."""
+        outs = [f'{name}.{i}' for i in range(len(shapes))]
+        self.proto.graph.node.append(helper.make_node(op, inputs, outs, name=name, **attrs))
+        for o, s in zip(outs, shapes):
+            self.shape[o] = s
+        return outs
+
+    def silu(self, x):
+        s = self.node('Sigmoid', [x], f'{x}.sigmoid', self.shape[x])
+        return self.node('Mul', [x, s], f'{x}.silu', self.shape[x])
+
+    def conv_silu(self, x, name, cout, k, s=1, gain=2.0):
+        """ultralytics Conv as exported: Conv (BatchNorm folded in, so with a bias) + SiLU as Sigmoid * Mul."""
+        return self.silu(self.conv(x, name, cout, k, s, bias=True, gain=gain))
+
+    def split(self, x, name, sizes):
+        c, h, w = self.shape[x]
+        assert sum(sizes) == c
+        split = self.const(f'{name}.split', self.np.array(sizes, self.np.int64))
+        return self.nodes('Split', [x, split], name, [(n, h, w) for n in sizes], axis=1)
+
+    def resize(self, x, name, size, mode):
+        c = self.shape[x][0]
+        sizes = self.const(f'{name}.sizes', self.np.array([1, c, *size], self.np.int64))
+        attrs = dict(mode=mode, coordinate_transformation_mode='asymmetric' if mode == 'nearest' else 'half_pixel')
+        if mode == 'nearest':
+            attrs['nearest_mode'] = 'floor'
+        return self.node('Resize', [x, '', '', sizes], name, (c, *size), **attrs)
+
+    def hswish(self, x):
+        return self.node('HardSwish', [x], f'{x}.hswish', self.shape[x])
 
     def model(self, name, input_shape, output):
         model, graph = self.proto, self.proto.graph
@@ -263,15 +326,138 @@ def _tiny(n):
     return n.fc(n.flatten(n.gap(x, 'avgpool'), 'flatten'), 'fc', 10, gain=1.0, out='logits')
 
 
+def _yolov8n(n, nc=80, reg_max=16):
+    """ultralytics YOLOv8n (yolov8.yaml, depth 0.33, width 0.25) as exported to ONNX: BatchNorm folded into the
+    convolutions, SiLU as Sigmoid * Mul, C2f's chunk as Split, nearest Upsample as Resize, the Detect head with
+    its DFL and box decoding; output ``output0`` 1 x (4 + nc) x anchors."""
+    def c2f(x, name, cout, reps, shortcut):
+        c = cout // 2
+        ys = n.split(n.conv_silu(x, f'{name}.cv1', 2 * c, 1), f'{name}.split', [c, c])
+        for i in range(reps):
+            y = n.conv_silu(n.conv_silu(ys[-1], f'{name}.m.{i}.cv1', c, 3), f'{name}.m.{i}.cv2', c, 3, gain=1.0)
+            ys.append(n.add(ys[-1], y, f'{name}.m.{i}.add') if shortcut else y)
+        return n.conv_silu(n.concat(ys, f'{name}.cat'), f'{name}.cv2', cout, 1)
+
+    def sppf(x, name, cout):
+        ys = [n.conv_silu(x, f'{name}.cv1', n.shape[x][0] // 2, 1)]
+        for i in range(3):
+            ys.append(n.maxpool(ys[-1], f'{name}.m.{i}', 5, 1, 2))
+        return n.conv_silu(n.concat(ys, f'{name}.cat'), f'{name}.cv2', cout, 1)
+
+    def up(x, name):
+        c, h, w = n.shape[x]
+        return n.resize(x, name, (2 * h, 2 * w), 'nearest')
+
+    x = n.conv_silu('input', 'model.0', 16, 3, 2)
+    x = c2f(n.conv_silu(x, 'model.1', 32, 3, 2), 'model.2', 32, 1, True)
+    p3 = c2f(n.conv_silu(x, 'model.3', 64, 3, 2), 'model.4', 64, 2, True)
+    p4 = c2f(n.conv_silu(p3, 'model.5', 128, 3, 2), 'model.6', 128, 2, True)
+    x = c2f(n.conv_silu(p4, 'model.7', 256, 3, 2), 'model.8', 256, 1, True)
+    p5 = sppf(x, 'model.9', 256)
+    h4 = c2f(n.concat([up(p5, 'model.10'), p4], 'model.11'), 'model.12', 128, 1, False)
+    o3 = c2f(n.concat([up(h4, 'model.13'), p3], 'model.14'), 'model.15', 64, 1, False)
+    o4 = c2f(n.concat([n.conv_silu(o3, 'model.16', 64, 3, 2), h4], 'model.17'), 'model.18', 128, 1, False)
+    o5 = c2f(n.concat([n.conv_silu(o4, 'model.19', 128, 3, 2), p5], 'model.20'), 'model.21', 256, 1, False)
+    # Detect: per level a box branch (4 x reg_max distribution bins) and a class branch, concatenated
+    c2, c3, no = max(16, 64 // 4, reg_max * 4), max(64, min(nc, 100)), 4 * reg_max + nc
+    flat, anchors, strides = [], [], []
+    for i, x in enumerate((o3, o4, o5)):
+        name = f'model.22.{i}'
+        box = n.conv(n.conv_silu(n.conv_silu(x, f'{name}.cv2.0', c2, 3), f'{name}.cv2.1', c2, 3), f'{name}.cv2.2',
+                     4 * reg_max, 1, bias=True, gain=1.0)
+        cls = n.conv(n.conv_silu(n.conv_silu(x, f'{name}.cv3.0', c3, 3), f'{name}.cv3.1', c3, 3), f'{name}.cv3.2',
+                     nc, 1, bias=True, gain=1.0)
+        y = n.concat([box, cls], f'{name}.cat')
+        _, h, w = n.shape[y]
+        shape = n.const(f'{name}.flat.shape', n.np.array([1, no, h * w], n.np.int64))
+        flat.append(n.node('Reshape', [y, shape], f'{name}.flat', (no, h * w)))
+        stride = n.shape['input'][1] // h
+        gy, gx = n.np.meshgrid(n.np.arange(h, dtype=n.np.float32) + 0.5, n.np.arange(w, dtype=n.np.float32) + 0.5,
+                               indexing='ij')
+        anchors.append(n.np.stack([gx.ravel(), gy.ravel()]))
+        strides.append(n.np.full(h * w, stride, n.np.float32))
+    a = sum(n.shape[f][1] for f in flat)
+    x = n.node('Concat', flat, 'model.22.cat', (no, a), axis=2)
+    box, cls = n.nodes('Split', [x, n.const('model.22.split', n.np.array([4 * reg_max, nc], n.np.int64))],
+                       'model.22.split', [(4 * reg_max, a), (nc, a)], axis=1)
+    # DFL: softmax over each side's reg_max bins, expectation by a fixed 1x1 conv with weights 0..reg_max-1
+    shape = n.const('model.22.dfl.shape', n.np.array([1, 4, reg_max, a], n.np.int64))
+    d = n.node('Reshape', [box, shape], 'model.22.dfl.view', (4, reg_max, a))
+    d = n.node('Transpose', [d], 'model.22.dfl.transpose', (reg_max, 4, a), perm=[0, 2, 1, 3])
+    d = n.node('Softmax', [d], 'model.22.dfl.softmax', (reg_max, 4, a), axis=1)
+    weight = n._init('model.22.dfl.conv.weight', n.np.arange(reg_max, dtype=n.np.float32).reshape(1, reg_max, 1, 1))
+    d = n.node('Conv', [d, weight], 'model.22.dfl.conv', (1, 4, a), kernel_shape=[1, 1])
+    d = n.node('Reshape', [d, n.const('model.22.dfl.out', n.np.array([1, 4, a], n.np.int64))], 'model.22.dfl', (4, a))
+    # dist2bbox (xywh) times the stride of each anchor's level
+    lt, rb = n.nodes('Split', [d, n.const('model.22.lr', n.np.array([2, 2], n.np.int64))], 'model.22.lt_rb',
+                     [(2, a), (2, a)], axis=1)
+    anchor = n.const('model.22.anchors', n.np.concatenate(anchors, 1)[None])
+    x1y1 = n.node('Sub', [anchor, lt], 'model.22.x1y1', (2, a))
+    x2y2 = n.node('Add', [anchor, rb], 'model.22.x2y2', (2, a))
+    c_xy = n.node('Div', [n.add(x1y1, x2y2, 'model.22.sum'), n.const('model.22.two', n.np.array(2, n.np.float32))],
+                  'model.22.c_xy', (2, a))
+    wh = n.node('Sub', [x2y2, x1y1], 'model.22.wh', (2, a))
+    dbox = n.node('Mul', [n.concat([c_xy, wh], 'model.22.xywh'),
+                          n.const('model.22.strides', n.np.concatenate(strides)[None])], 'model.22.dbox', (4, a))
+    return n.node('Concat', [dbox, n.node('Sigmoid', [cls], 'model.22.cls', (nc, a))], 'output0', (4 + nc, a),
+                  axis=1)
+
+
+def _divisible(v, d=8):
+    new = max(d, int(v + d / 2) // d * d)
+    return new + d if new < 0.9 * v else new
+
+
+def _lraspp_mobilenet_v3_large(n, classes=21):
+    """torchvision lraspp_mobilenet_v3_large: the dilated MobileNetV3-Large features (output stride 16) and the
+    LR-ASPP head on features 4 (low, stride 8) and 16 (high); Hardswish/Hardsigmoid as ONNX ops, SE blocks,
+    bilinear Resize; output ``out`` 1 x classes x H x W."""
+    cfg = [(3, 16, 16, False, 'relu', 1, 1), (3, 64, 24, False, 'relu', 2, 1), (3, 72, 24, False, 'relu', 1, 1),
+           (5, 72, 40, True, 'relu', 2, 1), (5, 120, 40, True, 'relu', 1, 1), (5, 120, 40, True, 'relu', 1, 1),
+           (3, 240, 80, False, 'hswish', 2, 1), (3, 200, 80, False, 'hswish', 1, 1),
+           (3, 184, 80, False, 'hswish', 1, 1), (3, 184, 80, False, 'hswish', 1, 1),
+           (3, 480, 112, True, 'hswish', 1, 1), (3, 672, 112, True, 'hswish', 1, 1),
+           (5, 672, 160, True, 'hswish', 2, 2), (5, 960, 160, True, 'hswish', 1, 2),
+           (5, 960, 160, True, 'hswish', 1, 2)]
+    x = n.cbr('input', 'features.0', 16, 3, 2, act='hswish')
+    low = None
+    for i, (k, exp, cout, se, act, s, d) in enumerate(cfg, 1):
+        name, cin = f'features.{i}', n.shape[x][0]
+        residual = s == 1 and cin == cout
+        y = x if exp == cin else n.cbr(x, f'{name}.expand', exp, 1, act=act)
+        y = n.cbr(y, f'{name}.dw', exp, k, 1 if d > 1 else s, g=exp, act=act, d=d)
+        if se:
+            sq = _divisible(exp // 4)
+            g = n.gap(y, f'{name}.se.avgpool')
+            g = n.relu(n.conv(g, f'{name}.se.fc1', sq, 1, bias=True))
+            g = n.conv(g, f'{name}.se.fc2', exp, 1, bias=True, gain=1.0)
+            g = n.node('HardSigmoid', [g], f'{name}.se.hsigmoid', n.shape[g], alpha=1.0 / 6, beta=0.5)
+            y = n.node('Mul', [y, g], f'{name}.se.scale', n.shape[y])
+        y = n.cbr(y, f'{name}.project', cout, 1, act=None, gamma=0.5 if residual else 1.0)
+        x = n.add(x, y, f'{name}.add') if residual else y
+        if i == 4:
+            low = x
+    high = n.cbr(x, 'features.16', 960, 1, act='hswish')
+    # LR-ASPP head
+    y = n.cbr(high, 'classifier.cbr', 128, 1)
+    s = n.conv(n.gap(high, 'classifier.scale.avgpool'), 'classifier.scale.conv', 128, 1, gain=1.0)
+    s = n.node('Sigmoid', [s], 'classifier.scale.sigmoid', n.shape[s])
+    y = n.node('Mul', [y, s], 'classifier.scale.mul', n.shape[y])
+    y = n.resize(y, 'classifier.up', n.shape[low][1:], 'linear')
+    y = n.add(n.conv(low, 'classifier.low_classifier', classes, 1, bias=True, gain=1.0),
+              n.conv(y, 'classifier.high_classifier', classes, 1, bias=True, gain=1.0), 'classifier.add')
+    return n.resize(y, 'out', n.shape['input'][1:], 'linear')
+
+
 _BUILDERS = {'alexnet': _alexnet, 'googlenet': _googlenet, 'mobilenet_v1': _mobilenet_v1,
              'mobilenet_v2': _mobilenet_v2, 'resnet50': _resnet50, 'squeezenet1_1': _squeezenet1_1,
-             'tiny': _tiny}
+             'tiny': _tiny, 'yolov8n': _yolov8n, 'lraspp_mobilenet_v3_large': _lraspp_mobilenet_v3_large}
 
 
 def input_shape(name):
     """(C, H, W) of a zoo network's input."""
     _check_name(name)
-    return (3, 32, 32) if name == 'tiny' else (3, 224, 224)
+    return INPUT_SHAPES.get(name, (3, 224, 224))
 
 
 def _check_name(name):
@@ -288,10 +474,16 @@ def build(name, seed=0):
     return net.model(name, input_shape(name), output)
 
 
+# op -> the inputs that are learned parameters (weights, biases, BatchNorm scale and shift)
+_LEARNED = {'Conv': (1, 2), 'ConvTranspose': (1, 2), 'Gemm': (1, 2), 'MatMul': (1,), 'BatchNormalization': (1, 2)}
+
+
 def parameter_count(model):
-    """Parameters as torchvision counts them: initializers except BatchNorm running stats and scalars."""
-    stats = {t for node in model.graph.node if node.op_type == 'BatchNormalization' for t in node.input[3:5]}
-    return sum(math.prod(t.dims) for t in model.graph.initializer if t.name not in stats and t.dims)
+    """Parameters as torchvision and ultralytics count them: the initializers that convolutions, fully
+    connected layers and BatchNorm scale/shift read (not running statistics, shapes, sizes or anchors)."""
+    learned = {node.input[i] for node in model.graph.node for i in _LEARNED.get(node.op_type, ())
+               if i < len(node.input)}
+    return sum(math.prod(t.dims) for t in model.graph.initializer if t.name in learned)
 
 
 def save(name, path, seed=0):

@@ -266,7 +266,8 @@ class ContainerNode(Node):
     def _graph(self, msg):
         key = (msg.model_path, msg.model_hash)
         if key not in self._graphs:
-            g = graph.load(msg.model_path, tuple(msg.preprocess['input_shape']))
+            g = graph.load(msg.model_path, tuple(msg.preprocess['input_shape']),
+                           max_cut_tensors=None)   # run whatever cut the planner chose
             if msg.model_hash and g.model_hash != msg.model_hash:
                 raise PipeitError(f'{msg.model_path}: model hash {g.model_hash} differs from the plan\'s '
                                   f'{msg.model_hash} (the file changed?)')

@@ -76,10 +76,12 @@ def copy_header(dst, src):
     return dst
 
 
-def tensor_msg(header, arr, *, seq, generation, t_recv_ns, src_hw=(0, 0)):
+def tensor_msg(header, names, arrays, *, seq, generation, t_recv_ns, src_hw=(0, 0)):
+    """The tensors that cross a cut (``names`` in the cut's order), as one message on the stage's topic."""
     msg = Image()
     copy_header(msg.header, header)
-    return tensormsg.pack_tensor(msg, arr, seq=seq, generation=generation, t_recv_ns=t_recv_ns, src_hw=src_hw)
+    return tensormsg.pack_tensors(msg, names, arrays, seq=seq, generation=generation, t_recv_ns=t_recv_ns,
+                                  src_hw=src_hw)
 
 
 def eos_msg(generation):

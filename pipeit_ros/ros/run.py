@@ -249,13 +249,14 @@ class RunHost:
             else:
                 try:
                     packet = tensormsg.unpack(item)
+                    inputs = None if packet.kind == 'eos' else packet.ordered(self.pipeline.input_names)
                 except PipeitError as exc:
                     self.drops['malformed'] += 1
                     self.owner.warn_once('malformed', f'tensor message dropped: {exc}')
                     continue
                 if packet.kind == 'eos':
                     return
-                self._submit(packet.array, FrameMeta(item.header, packet.t_recv_ns, packet.seq, packet.src_hw))
+                self._submit(inputs, FrameMeta(item.header, packet.t_recv_ns, packet.seq, packet.src_hw))
 
     def _admit_image(self, msg, t_recv):
         try:
@@ -278,12 +279,13 @@ class RunHost:
     # -- output (engine output thread, frame order) -------------------------------------------------------------
     def _on_output(self, frame):
         meta = frame.meta
-        out = frame.outputs[0]
-        if not self.is_tail:
-            self.out_pub.publish(messages.tensor_msg(meta.header, out, seq=meta.seq, generation=self.gen,
-                                                     t_recv_ns=meta.t_recv_ns, src_hw=meta.src_hw))
+        if not self.is_tail:   # every tensor that crosses the cut, in one message
+            self.out_pub.publish(messages.tensor_msg(meta.header, self.pipeline.output_names, frame.outputs,
+                                                     seq=meta.seq, generation=self.gen, t_recv_ns=meta.t_recv_ns,
+                                                     src_hw=meta.src_hw))
             self.published += 1
             return
+        out = frame.outputs[0]
         latency_ms = (time.time_ns() - meta.t_recv_ns) / 1e6
         self.latency.add(latency_ms)
         # lazy, as image_transport publishes: a result topic nobody reads costs no message (the raw tensor of a
