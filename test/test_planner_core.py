@@ -102,7 +102,7 @@ def test_cut_limit_decides_which_forced_cuts_are_legal(cfg, inputs):
     assert make_plan(inside, inputs).plan.to_spec() == '0-1@c0[0]:1,2-8@c1[1]:1'
     with pytest.raises(PipeitError, match='layer 2 is not a legal cut point'):
         make_plan(inside.updated({'max_cut_tensors': 1}), inputs)
-    assert inputs.graph(cfg.model_path, 1) is not inputs.graph(cfg.model_path)
+    assert inputs.graph(cfg.model_path, max_cut_tensors=1) is not inputs.graph(cfg.model_path)
 
 
 def test_zoo_names_are_models(inputs):
