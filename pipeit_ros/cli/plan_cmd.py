@@ -7,7 +7,16 @@ runs the paper's heuristic for comparison. A topology that is not this machine (
 paper from the host's predictor scaled for that board. --json / --out give the plan that `pipeit bench --plan`
 runs. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cli.common import (
+    add_json_flag,
+    add_topology_flag,
+    check_number,
+    note,
+    output_path,
+    print_json,
+    resolve_model,
+    save_output,
+)
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.planning import facade as planning
@@ -57,8 +66,13 @@ def describe(plan, graph, topology):
 
 def run(args):
 
+    check_number('--max-latency-ms', args.max_latency_ms, 0, 1e9, low_open=True)
+    check_number('--min-fps', args.min_fps, 0, 1e12, low_open=True)
+    check_number('--memory-mb', args.memory_mb, 0, 1e9, low_open=True)
+    if args.out:
+        output_path(args.out, 'plan')
     topology = topo.resolve(args.topology, check_cpus=False)
-    graph = graph_mod.load(resolve_model(args.model))
+    graph = graph_mod.load(resolve_model(args.model), max_tensor_mb=args.memory_mb)
     plan = planning.auto_plan(graph, topology, source=args.source, predictor_path=args.predictor,
                               profile_path=args.profile, objective=args.objective,
                               max_latency_ms=args.max_latency_ms, min_fps=args.min_fps, memory_mb=args.memory_mb,

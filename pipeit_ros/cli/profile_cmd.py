@@ -5,9 +5,17 @@ them. The per-run overhead of each configuration is measured apart (a trivial mo
 segment times. The result is cached by model hash + topology fingerprint + onnxruntime version; a rerun
 says that it reused the cache. MODEL is an ONNX file or a zoo name (see `pipeit zoo`).
 """
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json, resolve_model, save_output
+from pipeit_ros.cli.common import (
+    add_json_flag,
+    add_topology_flag,
+    check_number,
+    note,
+    output_path,
+    print_json,
+    resolve_model,
+    save_output,
+)
 from pipeit_ros.cost import profiler
-from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.model import graph as graph_mod
 
@@ -27,10 +35,10 @@ def add_arguments(parser):
 
 def run(args):
 
-    if args.reps is not None and args.reps < 1:
-        raise PipeitError(f'--reps must be >= 1, got {args.reps}')
-    if args.budget is not None and args.budget <= 0:
-        raise PipeitError(f'--budget must be > 0 seconds, got {args.budget:g}')
+    check_number('--reps', args.reps, 1, 100_000)
+    check_number('--budget', args.budget, 0, 3600, low_open=True)
+    if args.out:
+        output_path(args.out, 'profile')
     topology = topo.resolve(args.topology)
     graph = graph_mod.load(resolve_model(args.model))
     options = {} if args.budget is None else {'budget_s': args.budget}

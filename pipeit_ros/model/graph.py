@@ -82,13 +82,18 @@ class CutPoint:
         return {'index': self.index, 'tensor': self.tensor, 'shape': list(self.shape), 'bytes': self.bytes}
 
 
-def load(path):
-    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`); raises ModelError."""
+def load(path, max_tensor_mb=None):
+    """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`); raises ModelError. A tensor larger
+    than ``max_tensor_mb`` (default model.load.DEFAULT_MAX_TENSOR_MB) is refused before the trial run."""
     model, digest = graph_load.read_model(path)
     _, batch_fixed = graph_load.check_interface(path, model)
-    graph_load.check_runtime(path)
+    graph_load.check_size(path, graph_load.static_shapes(model.graph), max_tensor_mb)   # before ORT sees it
+    session = graph_load.check_runtime(path)
     graph_load.make_static(path, model)
-    return LayerGraph(path, model, digest, batch_fixed)
+    graph = LayerGraph(path, model, digest, batch_fixed)
+    graph_load.check_size(path, graph._tensors, max_tensor_mb)
+    graph_load.check_run(path, session, graph.input_shape)
+    return graph
 
 
 class LayerGraph:

@@ -1,7 +1,8 @@
 """The node ``pipeit bringup`` runs in its own process to show live throughput and latency.
 
 It listens to ``pipeit/classification`` (one message per frame, carrying the source image's header stamp:
-latency = receipt time - stamp, both on this machine's clock), ``pipeit/plan`` (the generation running) and
+latency = receipt time - stamp when the stamp is on this machine's clock, else the head container's receive-time
+latency the message carries, see results.end_to_end_latency_ms), ``pipeit/plan`` (the generation running) and
 ``/diagnostics`` (per-stage figures). Best-effort subscriptions: they match reliable and best-effort
 publishers alike, and a monitor must never slow the pipeline down.
 """
@@ -15,6 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
+from pipeit_ros.app import results
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
 
@@ -42,8 +44,9 @@ class Monitor(Node):
     def _on_result(self, msg):
         now, wall = time.monotonic(), time.time()
         try:
-            stamp = messages.classification_dict(msg)['header']['stamp']
-            latency = (wall - stamp['sec'] - stamp['nanosec'] * 1e-9) * 1000.0
+            d = messages.classification_dict(msg)
+            stamp = d['header']['stamp']
+            latency = results.end_to_end_latency_ms(wall, stamp['sec'] + stamp['nanosec'] * 1e-9, d.get('latency_ms'))
         except (ValueError, KeyError, TypeError):
             latency = float('nan')
         self.frames += 1
