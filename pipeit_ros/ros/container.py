@@ -46,7 +46,7 @@ from pipeit_ros.model import graph
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.node_main import run_node
 from pipeit_ros.ros.outlets import Outlets
-from pipeit_ros.ros.run import RunHost
+from pipeit_ros.ros.run import CUT_IDLE_S, RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
 
 TICK_S = 0.1            # state machine step (each control-node wake-up costs ~0.5 ms CPU)
@@ -241,9 +241,12 @@ class ContainerNode(Node):
             if run.is_head and not run.cut_requested:
                 stamp = handoff.handoff_stamp(self.msg.generation, handoff.head_cluster(self.msg.plan),
                                               self._live_peers())
+                waited = time.monotonic() - self._handoff_since
                 if stamp is not None:
                     run.request_cut(stamp)
-                elif time.monotonic() - self._handoff_since > HANDOFF_WAIT_S:
+                elif waited > HANDOFF_WAIT_S and (run.idle_s() > CUT_IDLE_S or waited > self.settings.replan_timeout_s):
+                    # frames still coming in here and none at the new head yet (its subscription not matched):
+                    # cutting now would lose the ones it misses, so this head keeps taking them a while longer
                     self.get_logger().warning('no first frame stamp from the new head container; cutting now')
                     run.request_cut()
 

@@ -93,6 +93,8 @@ class RunHost:
         self._hold = False
         self._retiring = False
         self._closing = False
+        self._close_lock = threading.Lock()
+        self._closed = None             # what close() returned, once it ran
         self._go = threading.Event()
         self._cut_set = threading.Event()
         self.finished = threading.Event()
@@ -155,6 +157,10 @@ class RunHost:
         self._cut = CUT_NOW if stamp_ns is None else int(stamp_ns)
         self._cut_set.set()
 
+    def idle_s(self):
+        """Seconds since this run last took an item from its inbox."""
+        return time.monotonic() - self._last_activity
+
     @property
     def cut_requested(self):
         return self._cut is not None
@@ -166,7 +172,14 @@ class RunHost:
 
     def close(self):
         """Stop the feeder, the engine and the stage nodes. The nodes are destroyed only once no thread of this
-        run can touch them any more; returns whether everything ended."""
+        run can touch them any more; returns whether everything ended. Only the first call acts (the control
+        node's tick and a container shutdown may both close a run)."""
+        with self._close_lock:
+            if self._closed is None:
+                self._closed = self._close()
+            return self._closed
+
+    def _close(self):
         self._closing = True
         if not self.is_head:
             self.inbox.close()
