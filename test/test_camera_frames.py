@@ -60,10 +60,10 @@ def test_folder_without_loop_ends(folder):
 
 
 def test_folder_skips_unreadable_images_and_counts_them(folder):
-    (folder / 'b_broken.png').write_bytes(b'\x89PNG not really')     # sorts between the first and second image
+    (folder / 'b_broken.png').write_bytes(b'\x89PNG not really')     # sorts between b.png and c.png
     src = FolderSource(str(folder), encoding='bgr8', loop=True)
-    levels = [int(src.read()[:, :, 0].mean().round()) for _ in range(5)]
-    assert levels == [50, 100, 150, 50, 100]
+    levels = [int(src.read()[:, :, 0].mean().round()) for _ in range(6)]
+    assert levels == [50, 100, 150, 50, 100, 150]
     assert src.unreadable == 2 and src.skipped.endswith('b_broken.png')          # once per pass
 
 
