@@ -180,7 +180,8 @@ FAST_TOPOLOGIES = {'topo_cap_inf', 'topo_cap_nan', 'topo_cpus_huge', 'binary_yam
 # every topology case for `topology --config` and `plan`; the others get a representative few
 TOPOLOGIES_BEYOND_PLAN = {'topo_cap_inf', 'topo_cpus_huge', 'binary_yaml', 'fifo', 'topo_bad_yaml'}
 # 'dir' as a topology is a sysfs root (documented); an empty one is not a machine
-SKIP_TOPOLOGY = {('topology', 'dir')}
+# a CPU this machine lacks is fine for `plan`, which plans other boards on paper
+SKIP_TOPOLOGY = {('topology', 'dir'), ('plan', 'topo_cpus_high')}
 
 BAD_FLOATS = {'nan': 'nan', 'inf': 'inf', 'neg': '-1', 'zero': '0', 'empty': '', 'text': 'ten', 'huge': '1e308'}
 NUMBERS = [
@@ -308,8 +309,7 @@ CACHE_CORRUPT = {
     'profile_nan_times': ('profiles', ('plan', 'tiny', '--topology', TOPO)),
     'profile_garbage_profile_cmd': ('profiles', ('profile', 'tiny', '--topology', TOPO, '--reps', '1',
                                                  '--no-progress')),
-    'handover_garbage': ('handover', ('profile', 'tiny', '--topology', TOPO, '--reps', '1', '--no-progress',
-                                      '--no-cache')),
+    'handover_garbage': ('handover', ('profile', 'tiny', '--topology', TOPO, '--reps', '2', '--no-progress')),
 }
 
 

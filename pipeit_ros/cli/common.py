@@ -76,8 +76,13 @@ def output_path(path, what):
     """Refuse an --out/--plot path that is a directory or not a regular file (a FIFO would block the write)."""
     try:
         st = os.stat(path)
-    except OSError:
-        return path               # not there yet: the write says why if it cannot
+    except OSError:               # not there yet: its folder must be, and writable, before any work starts
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise PipeitError(f'cannot write {path}: folder {folder} does not exist (the {what} goes there)') from None
+        if not os.access(folder, os.W_OK):
+            raise PipeitError(f'cannot write {path}: folder {folder} is not writable (the {what} goes there)') from None
+        return path
     if stat.S_ISDIR(st.st_mode):
         raise PipeitError(f'{path}: is a directory; give a file name for the {what}')
     if not stat.S_ISREG(st.st_mode):
