@@ -5,15 +5,42 @@ version. Every command that reuses an entry says so (the callers print it; ``loo
 """
 import hashlib
 import os
+import sys
+import time
 
 import onnxruntime
 
+from pipeit_ros.errors import PipeitError
+
 
 def cache_dir(*parts):
+    """The cache folder ``parts`` (made if missing); PipeitError when it cannot be made."""
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     path = os.path.join(base, 'pipeit', *parts)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise PipeitError(f'cache directory {path} cannot be made ({exc.strerror or exc}); set XDG_CACHE_HOME '
+                          f'to a writable directory') from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PipeitError(f'cache directory {path} is not writable; set XDG_CACHE_HOME to a writable directory')
     return path
+
+
+def move_aside(path, reason, log=None):
+    """Rename a cache entry that failed to load to ``<path>.bad-<time>`` (kept for a post-mortem) and say so;
+    the caller rebuilds it."""
+    aside = f'{path}.bad-{time.strftime("%Y%m%dT%H%M%S")}'
+    try:
+        os.replace(path, aside)
+        where = f'moved aside to {aside}'
+    except OSError as exc:
+        where = f'could not be moved aside ({exc.strerror or exc}), ignored'
+    message = f'cache: entry {path} is unusable ({reason}); {where}; rebuilding it'
+    if log is None:
+        print(f'pipeit: warning: {message}', file=sys.stderr)
+    else:
+        log(f'warning: {message}')
 
 
 def ort_version():

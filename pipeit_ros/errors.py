@@ -1,4 +1,6 @@
 """The few exception classes of the core; the CLI turns them into one line, the nodes into a log line."""
+import os
+import stat
 
 
 class PipeitError(Exception):
@@ -24,3 +26,16 @@ class StageError(RuntimeError):
         super().__init__(f'{stage_name}: {type(cause).__name__}: {cause}')
         self.stage_name = stage_name
         self.cause = cause
+
+
+def check_regular_file(path, what, error=PipeitError):
+    """Raise ``error`` unless ``path`` is a regular file, before anything opens it: a FIFO would block the read,
+    a directory or a device is not a ``what``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return                      # missing or unreadable: the caller's open() says so in its own words
+    if stat.S_ISDIR(mode):
+        raise error(f'{path}: is a directory, not a {what}')
+    if not stat.S_ISREG(mode):
+        raise error(f'{path}: not a regular file (a FIFO, socket or device), not a {what}')

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 import json
 import re
 
-from pipeit_ros.errors import PlanError
+from pipeit_ros.errors import PlanError, check_regular_file
 
 SCHEMA_VERSION = 1
 
@@ -96,14 +96,19 @@ class Plan:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise PlanError(f'plan is not valid JSON: {exc}') from None
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise PlanError(f'not a pipeit plan ({type(exc).__name__}: {exc})') from None
 
     @classmethod
     def load(cls, path):
+        check_regular_file(path, 'plan (JSON)', PlanError)
         try:
             with open(path, encoding='utf-8') as f:
                 return cls.from_json(f.read())
         except OSError as exc:
             raise PlanError(f'{path}: cannot read plan: {exc.strerror}') from None
+        except UnicodeDecodeError as exc:
+            raise PlanError(f'{path}: not a text (UTF-8) plan file (byte {exc.start} cannot be decoded)') from None
         except PlanError as exc:
             raise PlanError(f'{path}: {exc}') from None
 

@@ -59,6 +59,20 @@ def test_folder_without_loop_ends(folder):
     assert src.read() is None
 
 
+def test_folder_skips_unreadable_images_and_counts_them(folder):
+    (folder / 'b_broken.png').write_bytes(b'\x89PNG not really')     # sorts between b.png and c.png
+    src = FolderSource(str(folder), encoding='bgr8', loop=True)
+    levels = [int(src.read()[:, :, 0].mean().round()) for _ in range(6)]
+    assert levels == [50, 100, 150, 50, 100, 150]
+    assert src.unreadable == 2 and src.skipped.endswith('b_broken.png')          # once per pass
+
+
+def test_folder_of_unreadable_images_is_an_error(tmp_path):
+    (tmp_path / 'a.png').write_bytes(b'junk')
+    with pytest.raises(PipeitError, match='cannot read any of its 1 images'):
+        FolderSource(str(tmp_path)).read()
+
+
 def test_video_frames_then_loop(video):
     src = open_source(video, encoding='mono8', loop=True)
     assert isinstance(src, VideoSource)

@@ -120,3 +120,41 @@ def test_status_round_trip_and_handoff_stamps():
 def test_live_peers_forgets_silent_ones():
     peers = {('a', 1): peer('a', 'big', 1, 'running', seen=10.0), ('b', 2): peer('b', 'big', 1, 'idle', seen=1.0)}
     assert [p.container for p in handoff.live_peers(peers, now=12.0, stale_s=3.5)] == ['a']
+
+
+def test_check_runnable_against_the_running_containers():
+    from pipeit_ros.errors import PipeitError
+    running = [peer('c0', 'c0', 1, 'running', cpus=[0]), peer('c1', 'c1', 1, 'running', cpus=[1])]
+    handoff.check_runnable(plan_of('c0', 'c1'), running)
+    handoff.check_runnable(plan_of('big', 'little'), [])                 # nobody heard: nothing to check
+    handoff.check_runnable(plan_of('big', 'little'), [peer('all', '*', 1, 'running', cpus=[0, 1])])
+    with pytest.raises(PipeitError, match="cluster 'big', which no running container hosts"):
+        handoff.check_runnable(plan_of('big', 'little'), running)
+    with pytest.raises(PipeitError, match='outside its running containers'):
+        handoff.check_runnable(plan_of('c1', 'c0'), running)           # stage 0 on cpu 0 but c1 runs on cpu 1
+
+
+def test_skip_ranges_and_next_seq():
+    old = peer('c0', 'c0', 3, 'idle', handoff_generation=3, first_taken_ns=100, last_stamp_ns=200, last_seq=41)
+    stale = peer('c1', 'c1', 3, 'idle', handoff_generation=2, first_taken_ns=10, last_stamp_ns=90, last_seq=7)
+    assert handoff.skip_ranges(3, [old, stale]) == [(100, 200)]        # only what was handed over to generation 3
+    assert handoff.next_seq([old, stale]) == 42 and handoff.next_seq([]) == 0
+    assert handoff.generation_started(3, []) and not handoff.generation_started(3, [old])
+    assert handoff.generation_started(3, [peer('c0', 'c0', 3, 'running')])
+
+
+def test_ledger_snapshot_and_its_diagnostic_values():
+    from pipeit_ros.app.ledger import FrameLedger
+    from pipeit_ros.app.wire import diagnostics
+    ledger = FrameLedger()
+    ledger.count('took', 5)
+    ledger.count('sent', 3)
+    ledger.drop('queue')
+    ledger.drop('bad_frame')
+    snap = ledger.snapshot({'queue': 2})
+    assert snap == {'in': 5, 'received': 0, 'sent': 3, 'out': 0, 'dropped': {'bad_frame': 1, 'queue': 3}}
+    assert ledger.inside() == 0                          # 5 in = 3 sent + 2 dropped (the engine's 2 not booked)
+    values = dict(diagnostics.ledger_values({**snap, 'camera_received': 6, 'camera_dropped': {'input': 1}}))
+    assert values['ledger_in'] == '5' and values['ledger_dropped_queue'] == '3' and values['camera_dropped_input'] == '1'
+    back = diagnostics.ledger_of(values)
+    assert (back['in'], back['dropped'], back['camera_received']) == (5, {'bad_frame': 1, 'queue': 3}, 6)

@@ -213,3 +213,108 @@ def test_dse_planning_off_the_executor_thread(ros, monkeypatch, tmp_path):
     ros.wait(lambda: len(listener.plans) == 2, 30, 'the re-plan')
     assert (listener.plans[1].generation, listener.plans[1].reason) == (2, 'param:objective')
     assert len(node.inputs.cost_tables()) == 1                              # the cost table was reused
+
+
+def ort_failing_model(path):
+    """A model onnx accepts and onnxruntime loads, but cannot run: its conv weight has 5 input channels for a
+    3-channel image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 5, 3, 3)).astype(np.float32), 'w')
+    graph = helper.make_graph(
+        [helper.make_node('Conv', ['x', 'w'], ['y'], pads=[1, 1, 1, 1], name='conv'),
+         helper.make_node('GlobalAveragePool', ['y'], ['g'], name='gap'),
+         helper.make_node('Flatten', ['g'], ['out'], name='flat')], 'ort_fails',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def act_as_containers(ros, containers, generation=1):
+    """Publish each {cluster: cpus} container's status on pipeit/status every 0.5 s, as running containers do,
+    ``running`` at ``node.generation`` (the test moves it)."""
+    import json
+
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from pipeit_ros.ros.messages import STATUS_QOS
+    node = ros.add(Node('fake_containers', context=ros.context))
+    node.generation = generation
+    pub = node.create_publisher(String, 'pipeit/status', STATUS_QOS)
+
+    def publish():
+        for cluster, cpus in containers.items():
+            pub.publish(String(data=json.dumps({'container': f'pipeit_container_{cluster}', 'cluster': cluster,
+                                                'generation': node.generation, 'state': 'running', 'stages': [],
+                                                'pid': 1, 'cpus': cpus})))
+    node.create_timer(0.5, publish)
+    publish()
+    return node
+
+
+@pytest.mark.parametrize('change,reason', [
+    ('model_ort_fails', 'onnxruntime cannot run it'),
+    ('max_latency_ms', 'latency'),
+    ('topology', "cluster 'big', which no running container hosts"),
+], ids=['model-fails-in-ort', 'max-latency-1e-6', 'topology-of-other-containers'])
+def test_a_change_is_taken_only_if_it_can_be_planned_and_run(ros, zoo_model, tmp_path, change, reason):
+    """Parameters are validated by planning: a change that cannot be planned, or whose plan the running containers
+    cannot host, is refused with the reason; parameters, plan and generation stay; the next valid change works."""
+    from rclpy.parameter import Parameter
+    tiny = zoo_model('tiny')
+    if change == 'topology':          # a forced plan needs no cost table on the new topology
+        start = dict(stages=TINY_SPLIT)
+    else:
+        g, topo = graph_mod.load(tiny), topology_mod.resolve('emulated-2x1')
+        start = dict(source='profile', profile_path=synthetic_profile(tmp_path / 'profile.json', g, topo))
+    node = start_planner(ros, model_path=tiny, topology='emulated-2x1', **start)
+    listener = plan_listener(ros)
+    act_as_containers(ros, {'c0': [0], 'c1': [1]})
+    ros.wait(lambda: len(listener.plans) == 1, 30, 'the first plan')
+    ros.wait(lambda: len(node.running_containers()) == 2, 10, 'the containers\' status')
+    client, set_parameters = parameter_client(ros)
+    before = {name: node.get_parameter(name).value for name in ('model_path', 'max_latency_ms', 'topology',
+                                                                'stages', 'profile_path')}
+    spec = node.current.plan.to_spec()
+
+    values = {'model_ort_fails': dict(model_path=ort_failing_model(tmp_path / 'ort_fails.onnx')),
+              'max_latency_ms': dict(max_latency_ms=1e-6),
+              'topology': dict(topology='emulated-biglittle-1+1', stages='0-3@big,4-8@little')}[change]
+    future = client.set_parameters_atomically([Parameter(k, value=v) for k, v in values.items()])
+    ros.wait(future.done, 30, f'set_parameters_atomically {values}')
+    result = future.result().result
+    assert not result.successful
+    assert reason in result.reason, result.reason
+    ros.spin(0.5)
+    assert {name: node.get_parameter(name).value for name in before} == before
+    assert node.config.to_dict().items() >= before.items()
+    assert (node.generation, node.current.plan.to_spec(), len(listener.plans)) == (1, spec, 1)
+
+    ok = set_parameters(objective='latency')
+    assert ok.successful, ok.reason
+    ros.wait(lambda: len(listener.plans) == 2, 20, 'the re-plan')
+    assert (listener.plans[-1].generation, listener.plans[-1].reason) == (2, 'param:objective')
+
+
+def test_replans_faster_than_a_generation_starts_are_coalesced(ros, zoo_model):
+    """While generation 2 has not started in the containers, later changes wait; the newest wins, the one it
+    replaces is never published, and it comes out once generation 2 runs."""
+    node = start_planner(ros, model_path=zoo_model('tiny'), topology='emulated-2x1', stages=TINY_SPLIT)
+    listener = plan_listener(ros)
+    containers = act_as_containers(ros, {'c0': [0], 'c1': [1]})
+    ros.wait(lambda: len(listener.plans) == 1, 30, 'the first plan')
+    ros.wait(lambda: len(node.running_containers()) == 2, 10, 'the containers\' status')
+    _, set_parameters = parameter_client(ros)
+    for spec in ('0-6@c0,7-8@c1', '0-0@c0,1-8@c1', '0-7@c0,8-8@c1'):
+        assert set_parameters(stages=spec).successful
+        ros.spin(0.3)
+    assert [m.generation for m in listener.plans] == [1, 2]        # 3 waits for generation 2 to start
+    containers.generation = 2
+    ros.wait(lambda: len(listener.plans) == 3, 10, 'the newest plan')
+    ros.spin(0.5)
+    assert [(m.generation, m.plan.to_spec()) for m in listener.plans[1:]] == [
+        (2, '0-6@c0[0]:1,7-8@c1[1]:1'), (3, '0-7@c0[0]:1,8-8@c1[1]:1')]

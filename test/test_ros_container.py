@@ -308,3 +308,83 @@ def test_replans_back_and_forth_reuse_no_stale_tensor_topic(tiny, topo):
         assert gens == sorted(gens) and gens[0] == 1 and gens[-1] == 4
         for got, want in zip(col.outputs, expected):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+LEDGER_SPECS = ('0-3@c0,4-8@c1', '0-6@c1,7-8@c0')      # the head moves to the other container at every re-plan
+
+
+def graph_ledger(containers):
+    """The containers' ledgers summed: in, out, sent, received, dropped (by reason)."""
+    total = {'in': 0, 'out': 0, 'sent': 0, 'received': 0, 'dropped': {}}
+    for c in containers:
+        snap = c.node.ledger_snapshot()
+        for key in ('in', 'out', 'sent', 'received'):
+            total[key] += snap[key]
+        for reason, n in snap['dropped'].items():
+            total['dropped'][reason] = total['dropped'].get(reason, 0) + n
+    return total
+
+
+def balanced(ledger):
+    lost_between = ledger['sent'] - ledger['received']
+    return ledger['in'] == ledger['out'] + sum(ledger['dropped'].values()) + lost_between
+
+
+@pytest.mark.parametrize('policy', ['block', 'drop_oldest'])
+@pytest.mark.parametrize('interval_s', [0.05, 0.2, 0.5], ids=lambda s: f'replan-every-{s:g}s')
+def test_frame_ledger_balances_across_replans(tiny, topo, policy, interval_s):
+    """A camera stream with the frame counter in its stamps; re-plans through the planner's parameter service
+    every ``interval_s`` move the head between the containers. Every frame in leaves once: in == out + dropped
+    (+ lost between containers, none on these reliable topics); under block nothing is dropped, every frame comes
+    out in camera order and seq is that order, never restarting."""
+    from planner_helpers import domain_id
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    from pipeit_ros.ros.planner_node import PlannerNode
+    n, period = 150, 0.02
+    params = {'topology': TOPOLOGY, 'policy': policy, 'image_qos': 'reliable'}
+    frames = [harness.synthetic_frame(i, W, H, seed=5) for i in range(8)]
+    with harness.RosGraph(domain_id()) as rg:          # a domain of its own: no peer of an earlier test is heard
+        col, src = rg.collector(outputs=False), rg.source()
+        planner = PlannerNode(context=rg.context, parameter_overrides=[
+            Parameter('model_path', value=tiny.path), Parameter('topology', value=TOPOLOGY),
+            Parameter('stages', value=LEDGER_SPECS[0])])
+        rg._spin(planner)
+        try:
+            planner.start()
+            containers = [rg.container({'cluster': c, **params}) for c in ('c0', 'c1')]
+            assert harness.wait(lambda: col.running(1), 30), 'never running'
+            assert src.wait_for_subscriber(10)
+            client_node = rg._spin(Node('ledger_param_client', context=rg.context))
+            client = AsyncParameterClient(client_node, 'pipeit_planner')
+            assert client.wait_for_services(10)
+            replans, next_replan = 0, time.monotonic() + interval_s
+            for i in range(n):
+                if time.monotonic() >= next_replan:
+                    replans += 1
+                    client.set_parameters([Parameter('stages', value=LEDGER_SPECS[replans % 2])])
+                    next_replan += interval_s
+                src.send(harness.image_msg(frames[i % len(frames)], 'rgb8', stamp_ns(i)))
+                time.sleep(period)
+            settled = harness.wait(lambda: balanced(graph_ledger(containers)) and planner.idle(), 60)
+            ledger = graph_ledger(containers)
+            print(f'ledger {policy} every {interval_s:g} s: {n} sent by the camera, {replans} re-plans, '
+                  f'{planner.generation} generations: {ledger}; camera inputs: '
+                  + '; '.join(f'{c.node.name} {c.node.ledger_snapshot()["camera_received"]} received, '
+                              f'{c.node.ledger_snapshot()["camera_dropped"]}' for c in containers))
+            assert settled, f'the ledger does not balance: {ledger}'
+            if policy == 'block':        # nothing dropped; the results come out once each, in camera order
+                assert ledger['dropped'] == {}
+                assert col.wait_for(ledger['out'], 30), f'{len(col.classifications)} of {ledger["out"]} results'
+                stamps = received_stamps(col)
+                assert len(stamps) == ledger['out'] and stamps == sorted(set(stamps))
+            seqs = [c['seq'] for c in col.classifications]
+            assert seqs == sorted(set(seqs)), 'seq must follow camera order and never restart'
+            # not asserted (open, see issue 14's report): in == n and sent == received under block. On a loaded
+            # machine a few frames (1-11 of 150, in about 1 run of 6) still miss both heads at a hand-off (they
+            # never enter) or a tensor of a finished generation is not received (the ledger shows it as sent -
+            # received)
+        finally:
+            planner.stop()

@@ -116,7 +116,9 @@ class VideoSource(FrameSource):
 
 
 class FolderSource(FrameSource):
-    """The images of a folder in sorted name order (cv2.imread); starts over at the end when ``loop``."""
+    """The images of a folder in sorted name order (cv2.imread); starts over at the end when ``loop``. An image
+    OpenCV cannot read is skipped and counted (``unreadable``, ``skipped``: its path); a pass over the folder
+    in which none could be read is an error."""
 
     def __init__(self, path, width=0, height=0, encoding='rgb8', loop=True):
         super().__init__(width, height, encoding)
@@ -126,18 +128,25 @@ class FolderSource(FrameSource):
         if not self.files:
             raise PipeitError(f'{path}: no image files ({", ".join(IMAGE_EXTENSIONS)})')
         self._pos = 0
+        self.unreadable = 0
+        self.skipped = None          # path of the last image skipped
 
     def _next_bgr(self):
-        if self._pos == len(self.files):
-            if not self.loop:
-                return None
-            self._pos = 0
-        path = self.files[self._pos]
-        self._pos += 1
-        frame = _cv2().imread(path, _cv2().IMREAD_COLOR)
-        if frame is None:
-            raise PipeitError(f'{path}: OpenCV cannot read this image')
-        return frame
+        for _ in range(len(self.files)):
+            if self._pos == len(self.files):
+                if not self.loop:
+                    return None
+                self._pos = 0
+            path = self.files[self._pos]
+            self._pos += 1
+            frame = _cv2().imread(path, _cv2().IMREAD_COLOR)
+            if frame is not None:
+                return frame
+            self.unreadable += 1
+            self.skipped = path
+        if self._pos == len(self.files) and not self.loop:
+            return None
+        raise PipeitError(f'{self.path}: OpenCV cannot read any of its {len(self.files)} images')
 
     def describe(self):
         return f'{len(self.files)} images in {self.path}'
@@ -149,6 +158,6 @@ def open_source(source, width=0, height=0, encoding='rgb8', loop=True):
         return PatternSource(width, height, encoding)
     if os.path.isdir(source):
         return FolderSource(source, width, height, encoding, loop)
-    if os.path.isfile(source):
+    if os.path.isfile(source):       # a regular file: a FIFO or a device would block OpenCV
         return VideoSource(source, width, height, encoding, loop)
     raise PipeitError(f'camera source {source!r} is not "pattern", a folder of images or a video file')

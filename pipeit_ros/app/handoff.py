@@ -28,6 +28,8 @@ import time
 from pipeit_ros.errors import PipeitError
 
 ALL = '*'
+STALE_S = 3.5           # a container silent this long is gone (containers report every second on pipeit/status)
+START_WAIT_S = 10.0     # the planner holds a new plan this long at most for the running generation to start
 STATES = ('idle', 'draining', 'ready', 'running')
 
 
@@ -150,9 +152,12 @@ class PeerStatus:
     state: str
     stages: list = field(default_factory=list)
     pid: int = 0
+    cpus: list = field(default_factory=list)    # the CPUs its process is pinned to (empty: not said)
     first_stamp_ns: int | None = None
     handoff_generation: int = 0     # generation it handed the camera input over to ...
     last_stamp_ns: int | None = None  # ... after taking the frames stamped up to this
+    last_seq: int | None = None     # ... the last of which got this seq
+    first_taken_ns: int | None = None  # ... and the first of which was stamped this
     seen: float = 0.0           # monotonic time it arrived
 
     @classmethod
@@ -162,8 +167,10 @@ class PeerStatus:
         ho = d.get('handoff') or {}
         return cls(container=str(d['container']), cluster=str(d['cluster']), generation=int(d['generation']),
                    state=str(d['state']), stages=list(d.get('stages', [])), pid=int(d.get('pid', 0)),
+                   cpus=[int(c) for c in d.get('cpus', [])],
                    first_stamp_ns=first, handoff_generation=int(ho.get('generation', 0)),
-                   last_stamp_ns=ho.get('last_stamp_ns'), seen=seen)
+                   last_stamp_ns=ho.get('last_stamp_ns'), last_seq=ho.get('last_seq'),
+                   first_taken_ns=ho.get('first_stamp_ns'), seen=seen)
 
     @property
     def key(self):
@@ -173,6 +180,33 @@ class PeerStatus:
 def live_peers(peers, now, stale_s):
     """Peers heard from within ``stale_s`` seconds (a dead container must not block a plan forever)."""
     return [p for p in peers.values() if now - p.seen <= stale_s]
+
+
+def check_runnable(plan, containers):
+    """PipeitError unless every stage of ``plan`` can run in the running containers: each of its clusters (a
+    ``big+little`` stage has two) hosted by a container of that name (or '*'), its CPUs among theirs.
+    ``containers``: the live PeerStatus of ``pipeit/status``; with none heard there is nothing to check against
+    (containers started later pin themselves to the plan's topology)."""
+    if not containers:
+        return
+    running = ', '.join(sorted(f'{p.cluster} (cpus {",".join(map(str, p.cpus)) or "?"})' for p in containers))
+    for i, stage in enumerate(plan.stages):
+        hosts = []
+        for cluster in stage.cluster.split('+'):
+            found = [p for p in containers if p.cluster in (cluster, ALL)]
+            if not found:
+                raise PipeitError(f'stage {i} would run on cluster {cluster!r}, which no running container hosts '
+                                  f'(running: {running}); restart the graph for this topology')
+            hosts += found
+        cpus = {c for p in hosts for c in p.cpus}
+        if all(p.cpus for p in hosts) and not set(stage.cpus) <= cpus:
+            raise PipeitError(f'stage {i} would run on cpus {list(stage.cpus)}, outside its running containers\' '
+                              f'(running: {running}); restart the graph for this topology')
+
+
+def generation_started(generation, peers):
+    """True when frames of ``generation`` flow (a container reports it ``running``), or nobody reports at all."""
+    return not peers or any(p.generation == generation and p.state == 'running' for p in peers)
 
 
 def may_admit(generation, clusters, peers):
@@ -210,6 +244,21 @@ def skip_until(generation, peers):
     stamps = [p.last_stamp_ns for p in peers
               if p.handoff_generation == generation and p.last_stamp_ns is not None]
     return max(stamps) if stamps else None
+
+
+def skip_ranges(generation, peers):
+    """[(first, last)] stamps (ns) the old heads in other containers took before handing the camera input over for
+    ``generation``: the new head skips exactly those. A head that moves away and back within a few generations
+    leaves frames before another container's range in its own inbox: skipping everything up to the last stamp
+    (:func:`skip_until`) would lose them."""
+    return [(-1 if p.first_taken_ns is None else p.first_taken_ns, p.last_stamp_ns) for p in peers
+            if p.handoff_generation == generation and p.last_stamp_ns is not None]
+
+
+def next_seq(peers):
+    """One past the last seq any other container's head gave (0 when none did): a new head numbers from at least
+    this, so seq follows the camera-frame order for the graph's life and never restarts."""
+    return max((p.last_seq + 1 for p in peers if p.last_seq is not None), default=0)
 
 
 def stamp_ns(stamp):

@@ -245,6 +245,26 @@ def load_labels(path):
     return [line.strip() for line in lines]
 
 
+# A header stamp further than this from our clock (ahead, or behind by more) comes from another clock (a camera's
+# own, a recording's): end-to-end latency then starts at the head container's receive time instead.
+FOREIGN_CLOCK_S = 60.0
+
+
+def end_to_end_latency_ms(now_s, stamp_s, receive_latency_ms=None):
+    """Latency of a result seen at ``now_s`` (this machine's wall clock) for a frame stamped ``stamp_s``: from
+    the stamp when it is on our clock, else ``receive_latency_ms`` (from the head's receive time; nan without).
+
+    >>> end_to_end_latency_ms(100.0, 99.5)
+    500.0
+    >>> end_to_end_latency_ms(1.8e9, 5.0, receive_latency_ms=12.5)
+    12.5
+    """
+    latency_ms = (now_s - stamp_s) * 1000.0
+    if 0.0 <= latency_ms <= FOREIGN_CLOCK_S * 1000.0:
+        return latency_ms
+    return float('nan') if receive_latency_ms is None else float(receive_latency_ms)
+
+
 def multiarray_layout(shape):
     """[(label, size, stride)] for std_msgs/MultiArrayLayout: stride = elements spanned by one step of the
     dim above, i.e. dim[0].stride is the total size (the convention of MultiArrayLayout.msg)."""

@@ -91,7 +91,7 @@ def resolve_topology(spec, log):
 
 
 def parse_nets(text):
-    if not text:
+    if text is None:
         return list(PAPER_NETS)
     nets = [n.strip() for n in str(text).split(',') if n.strip()]
     unknown = [n for n in nets if n not in zoo.NETWORKS]

@@ -25,8 +25,15 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit 2, like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog='pipeit', description=__doc__.splitlines()[0])
+    parser = Parser(prog='pipeit', description=__doc__.splitlines()[0])
     parser.add_argument('--version', action='version', version=f'pipeit {__version__}')
     parser.add_argument('--debug', action='store_true', help='show tracebacks of internal errors')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
@@ -50,6 +57,9 @@ def error(message, code):
 
 
 def main(argv=None):
+    # onnxruntime persists a telemetry device id under XDG_CACHE_HOME when imported and prints a warning when it
+    # cannot (an unwritable cache): that must not become a second line next to our one-line error
+    os.environ.setdefault('ORT_DISABLE_TELEMETRY', '1')
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, '_run', None):

@@ -5,6 +5,7 @@ The plan comes from --plan FILE, --stages SPEC or --auto (the design-space explo
 baselines run. Prints frames/s, latency p50/p99, predicted and measured memory (a fresh process per candidate) and per-stage utilisation per candidate, with ratios
 to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX file or a zoo network name.
 """
+from pipeit_ros import cache
 from pipeit_ros.bench import benchmark as bench
 from pipeit_ros.bench.plot import plot
 from pipeit_ros.cli import paper_cmd
@@ -13,8 +14,10 @@ from pipeit_ros.cli.common import (
     add_json_flag,
     add_model_argument,
     add_topology_flag,
+    check_number,
     load_model,
     note,
+    plot_path,
     print_json,
 )
 from pipeit_ros.cost import profiler
@@ -69,7 +72,7 @@ def _plan(args, graph, topology):
         raise PipeitError('--source chooses the stage times of --auto; give --auto too')
     if args.plan:
         plan = Plan.load(args.plan)
-    elif args.stages:
+    elif args.stages is not None:
         plan = parse_spec(args.stages, topology)
     elif args.auto:
         plan = planning.auto_plan(graph, topology, source=args.source, log=note)
@@ -81,6 +84,13 @@ def _plan(args, graph, topology):
 
 
 def run(args):
+    check_number('--seconds', args.seconds, 0, 86_400, low_open=True)
+    check_number('--rounds', args.rounds, 1, 1000)
+    check_number('--warmup', args.warmup, 0, 100_000)
+    check_number('--queue-size', args.queue_size, 1, 1024)
+    if args.plot:
+        args.plot = plot_path(args.plot)
+    cache.cache_dir()                  # an unusable cache is said before anything is measured
     if args.paper_table:
         return paper_cmd.run(args)
 
@@ -95,7 +105,9 @@ def run(args):
     plan = _plan(args, graph, topology)
     if plan is not None:
         candidates[plan.name or 'plan'] = plan
-    wanted = NAMES if not args.only else [n.strip() for n in args.only.split(',') if n.strip()]
+    wanted = NAMES if args.only is None else [n.strip() for n in args.only.split(',') if n.strip()]
+    if not wanted:
+        raise PipeitError('--only: give at least one baseline (known: ' + ', '.join(NAMES) + ')')
     unknown = sorted(set(wanted) - set(NAMES))
     if unknown:
         raise PipeitError(f'--only: unknown baseline(s) {", ".join(unknown)} (known: {", ".join(NAMES)})')

@@ -11,17 +11,23 @@ import signal
 import time
 
 import rclpy
+from rclpy.exceptions import InvalidNamespaceException, InvalidTopicNameException
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_full_topic_name import validate_full_topic_name
+from rclpy.validate_namespace import validate_namespace
 
-from pipeit_ros.app import layout
+from pipeit_ros.app import camera_frames, layout
 from pipeit_ros.app.lifecycle import clean_leftovers, work_dir
+from pipeit_ros.app.planner_state import resolve_model_path
 from pipeit_ros.app.supervise import Supervisor
 from pipeit_ros.cli import error
-from pipeit_ros.cli.common import add_input_shape_flag, add_json_flag, note, print_json
+from pipeit_ros.cli.common import add_input_shape_flag, add_json_flag, check_number, note, print_json
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.hw.emulation import ACTIVE_ENV, emulated
+from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.ros.monitor import Monitor
 
 
@@ -54,15 +60,17 @@ def _on_sigterm(signum, frame):
 
 
 def run(args):
-
-    if args.duration is not None and args.duration <= 0:
-        raise PipeitError(f'--duration must be > 0 seconds, got {args.duration:g}')
+    check_number('--duration', args.duration, 0, 1e9, low_open=True)
+    check_number('--stop-timeout', args.stop_timeout, 0, 3600)
     params = layout.load_params_file(args.params_file or layout.default_params_file())
     spec = args.topology or layout.section(params, layout.PLANNER).get('topology', 'auto')
     topology = topology_mod.resolve(spec)
+    if args.image_topic is not None and not args.image_topic:
+        raise PipeitError('--image-topic: give a topic name (or leave the option out)')
     specs = layout.build_layout(params, topology, args.single_container, args.with_camera, model=args.model,
                                 image_topic=args.image_topic, namespace=args.namespace,
                                 input_shape=args.input_shape)
+    check_before_start(specs, args.namespace, args.with_camera)
     note(topology.describe())
     for s in specs:
         note(f'node {s.name}: cpus {list(s.cpus) if s.cpus else "any"}')
@@ -77,6 +85,27 @@ def run(args):
         shutil.rmtree(workdir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def check_before_start(specs, namespace, camera):
+    """What would make a node die at start, refused here (exit 2, one line) before any process starts: the
+    namespace and topic names (rclpy's own validation), the model, the camera source."""
+    absolute = '/' + namespace.strip('/') if namespace else '/'
+    try:
+        validate_namespace(absolute)
+        for s in specs:
+            topic = s.parameters.get('image_topic')
+            if topic is not None:
+                validate_full_topic_name(expand_topic_name(str(topic), s.name, absolute))
+    except (InvalidNamespaceException, InvalidTopicNameException) as exc:
+        lines = str(exc).splitlines()
+        raise PipeitError(f'{lines[0].rstrip(":")} ({lines[1].strip() if len(lines) > 1 else ""})') from None
+    except ValueError as exc:           # rcl's expand_topic_name: "..., at /path/expand_topic_name.c:73"
+        raise PipeitError(str(exc).split(', at /')[0]) from None
+    planner = next(s for s in specs if s.role == 'planner')
+    graph_mod.load(resolve_model_path(planner.parameters.get('model_path', '')))
+    if camera and camera != 'pattern':
+        camera_frames.open_source(camera).close()
 
 
 def _supervise(args, specs, workdir, topology):

@@ -1,7 +1,9 @@
 """Small helpers shared by the subcommands."""
 import argparse
 import json
+import math
 import os
+import stat
 import sys
 
 from pipeit_ros.errors import ModelError, PipeitError
@@ -35,9 +37,10 @@ def _input_shape(text):
 
 def load_model(args, default=None):
     """The LayerGraph of ``args.model`` (a file or zoo name; ``default`` when none) at ``args.input_shape``, its
-    cut points limited by ``--max-cut-tensors``."""
+    cut points limited by ``--max-cut-tensors``, its tensors by ``--memory-mb`` where the command has it."""
     spec = args.model if args.model is not None else default
-    return graph_mod.load(resolve_model(spec), getattr(args, 'input_shape', None), max_cut_tensors=cut_limit(args))
+    return graph_mod.load(resolve_model(spec), getattr(args, 'input_shape', None), max_cut_tensors=cut_limit(args),
+                          max_tensor_mb=getattr(args, 'memory_mb', None))
 
 
 def add_topology_flag(parser):
@@ -90,8 +93,51 @@ def resolve_model(spec):
 
 def save_output(obj, path, what):
     """``obj.save(path)`` for --out: an unwritable path is the user's to fix (exit 2), and it is said where."""
+    output_path(path, what)
     try:
         obj.save(path)
     except OSError as exc:
         raise PipeitError(f'{path}: cannot write the {what}: {exc.strerror or exc}') from None
     note(f'{what}: written to {path}')
+
+
+def check_number(option, value, low=None, high=None, low_open=False):
+    """``value`` of ``option`` when it is None or a finite number in [low, high] (low excluded with
+    ``low_open``); else PipeitError (exit 2, one line) before any work starts: nan, inf and out-of-range values
+    would make a command hang or allocate without bound."""
+    if value is None:
+        return value
+    ok = math.isfinite(value) and (low is None or value > low or (value == low and not low_open)) and \
+        (high is None or value <= high)
+    if not ok:
+        bounds = ([f'{">" if low_open else ">="} {low:g}'] if low is not None else []) + \
+                 ([f'<= {high:g}'] if high is not None else [])
+        raise PipeitError(f'{option} must be {" and ".join(bounds) or "finite"}, got {value!r}')
+    return value
+
+
+def output_path(path, what):
+    """Refuse an --out/--plot path that is a directory or not a regular file (a FIFO would block the write)."""
+    try:
+        st = os.stat(path)
+    except OSError:               # not there yet: its folder must be, and writable, before any work starts
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise PipeitError(f'cannot write {path}: folder {folder} does not exist (the {what} goes there)') from None
+        if not os.access(folder, os.W_OK):
+            raise PipeitError(f'cannot write {path}: folder {folder} is not writable (the {what} goes there)') from None
+        return path
+    if stat.S_ISDIR(st.st_mode):
+        raise PipeitError(f'{path}: is a directory; give a file name for the {what}')
+    if not stat.S_ISREG(st.st_mode):
+        raise PipeitError(f'{path}: not a regular file; give a file name for the {what}')
+    return path
+
+
+def plot_path(path):
+    """The file --plot writes: a directory is refused, a name without a suffix gets matplotlib's '.png'."""
+    if os.path.isdir(path):
+        raise PipeitError(f'--plot {path}: is a directory; give a file name such as {os.path.join(path, "plot.png")}')
+    if not os.path.splitext(path)[1]:
+        path += '.png'
+    return output_path(path, 'plot')

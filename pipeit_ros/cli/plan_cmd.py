@@ -12,8 +12,10 @@ from pipeit_ros.cli.common import (
     add_json_flag,
     add_model_argument,
     add_topology_flag,
+    check_number,
     load_model,
     note,
+    output_path,
     print_json,
     save_output,
 )
@@ -67,6 +69,11 @@ def describe(plan, graph, topology):
 
 def run(args):
 
+    check_number('--max-latency-ms', args.max_latency_ms, 0, 1e9, low_open=True)
+    check_number('--min-fps', args.min_fps, 0, 1e12, low_open=True)
+    check_number('--memory-mb', args.memory_mb, 0, 1e9, low_open=True)
+    if args.out:
+        output_path(args.out, 'plan')
     topology = topo.resolve(args.topology, check_cpus=False)
     graph = load_model(args)
     plan = planning.auto_plan(graph, topology, source=args.source, predictor_path=args.predictor,

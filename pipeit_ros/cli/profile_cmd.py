@@ -10,13 +10,14 @@ from pipeit_ros.cli.common import (
     add_json_flag,
     add_model_argument,
     add_topology_flag,
+    check_number,
     load_model,
     note,
+    output_path,
     print_json,
     save_output,
 )
 from pipeit_ros.cost import profiler
-from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 
 
@@ -36,10 +37,10 @@ def add_arguments(parser):
 
 def run(args):
 
-    if args.reps is not None and args.reps < 1:
-        raise PipeitError(f'--reps must be >= 1, got {args.reps}')
-    if args.budget is not None and args.budget <= 0:
-        raise PipeitError(f'--budget must be > 0 seconds, got {args.budget:g}')
+    check_number('--reps', args.reps, 1, 100_000)
+    check_number('--budget', args.budget, 0, 3600, low_open=True)
+    if args.out:
+        output_path(args.out, 'profile')
     topology = topo.resolve(args.topology)
     graph = load_model(args)
     options = {} if args.budget is None else {'budget_s': args.budget}

@@ -12,7 +12,7 @@ every core configuration. It profiles those networks first (cached), which is th
 """
 import os
 
-from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, print_json
+from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, output_path, print_json
 from pipeit_ros.cost import evaluate as predictor_eval
 from pipeit_ros.cost import predictor as pred
 from pipeit_ros.errors import PipeitError
@@ -46,6 +46,7 @@ def run(args):
         raise PipeitError(f'--nets: unknown zoo network(s) {", ".join(unknown) or "(none given)"} '
                           f'(choose from {", ".join(zoo.NETWORKS)})')
     if args.out:
+        output_path(args.out, 'predictor')
         directory = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
             raise PipeitError(f'--out {args.out}: directory {directory} does not exist or is not writable')

@@ -6,7 +6,7 @@ parameter and MAC counts. Random weights are enough to plan, profile and time a 
 import os
 import time
 
-from pipeit_ros.cli.common import add_json_flag, note, print_json
+from pipeit_ros.cli.common import add_json_flag, check_number, note, output_path, print_json
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.model import zoo
 
@@ -22,11 +22,12 @@ def add_arguments(parser):
 def run(args):
 
 
+    check_number('--seed', args.seed, 0, 2**32 - 1)
     if args.list:
         return _list(zoo, args.json)
     if not args.name:
         raise PipeitError(f'give a network NAME ({", ".join(zoo.NETWORKS)}) or --list')
-    path = args.out or f'{args.name}.onnx'
+    path = output_path(args.out or f'{args.name}.onnx', 'ONNX file')
     start = time.perf_counter()
     zoo.save(args.name, path, seed=args.seed)
     size = os.path.getsize(path)

@@ -35,8 +35,12 @@ def net_samples(graph, name, topology, *, runs=10, log=print, use_cache=True):
     """Per-layer ORT-profiler times of a whole network on every configuration of ``topology`` (cached)."""
     path = cache.entry_path('layer_times', graph.model_hash, topology.fingerprint(), runs, 'min', 'no-layout', suffix='.joblib')
     if use_cache and os.path.exists(path):
-        log(f'report: reusing cached layer times of {name} {path}')
-        return joblib.load(path)
+        try:
+            times = joblib.load(path)
+            log(f'report: reusing cached layer times of {name} {path}')
+            return times
+        except Exception as exc:  # noqa: BLE001 - pickle, EOF, zlib errors of a damaged file
+            cache.move_aside(path, f'{type(exc).__name__}: {exc}', log=log)
     configs = measure.core_configs(topology)
     lookup = measure.layer_lookup(graph.model, graph.layers)
     blob = graph.model.SerializeToString()

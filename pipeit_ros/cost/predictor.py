@@ -63,7 +63,7 @@ from pipeit_ros import cache
 from pipeit_ros.cost import profiler, synth
 from pipeit_ros.cost import timing as measure
 from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
-from pipeit_ros.errors import PipeitError
+from pipeit_ros.errors import PipeitError, check_regular_file
 
 OP_TYPES = ('conv', 'dwconv', 'gconv', 'fc', 'pool', 'gpool', 'eltwise', 'concat', 'other', 'deconv', 'matmul',
             'resize')
@@ -312,6 +312,7 @@ def default_path(topology, quick=False):
 
 def load(path, topology):
     """The predictor saved at ``path``; PipeitError when it was trained for another topology or ORT."""
+    check_regular_file(path, 'predictor file')
     try:
         data = joblib.load(path)
     except FileNotFoundError:

@@ -37,6 +37,7 @@ Results are cached under ``cache.entry_path('profiles', model hash, topology fin
 ORT version is part of every key); a rerun says that it reused the file.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,10 +69,16 @@ def cache_path(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DE
                             f'budget={budget_s:g}')
 
 
-def cached_profile(graph, topology, **options):
+def cached_profile(graph, topology, log=None, **options):
     """The cached profile of ``graph`` on ``topology`` (or None) and its path."""
     path = cache_path(graph, topology, **options)
-    return (CostTable.load(path) if os.path.exists(path) else None), path
+    if not os.path.exists(path):
+        return None, path
+    try:
+        return CostTable.load(path), path
+    except PipeitError as exc:
+        cache.move_aside(path, str(exc).removeprefix(f'{path}: '), log=log)
+        return None, path
 
 
 def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S, progress=True,
@@ -86,7 +93,7 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
         raise PipeitError(f'reps must be >= 1, got {reps}')
     if budget_s <= 0:
         raise PipeitError(f'budget must be > 0 seconds, got {budget_s:g}')
-    table, path = cached_profile(graph, topology, reps=reps, warmup=warmup, budget_s=budget_s)
+    table, path = cached_profile(graph, topology, log=log, reps=reps, warmup=warmup, budget_s=budget_s)
     if use_cache and table is not None:
         log(f'profile: reusing cached profile {path} (model {graph.model_hash[:12]}, '
             f'topology {topology.fingerprint()})')
@@ -278,10 +285,13 @@ def measure_handover(topology, *, log=print, use_cache=True):
         try:
             with open(path, encoding='utf-8') as f:
                 data = json.load(f)
+            for part in ('in_process', 'cross_process_copy'):
+                if not all(math.isfinite(data[part][k]) and data[part][k] >= 0 for k in ('fixed_ms', 'ms_per_mb')):
+                    raise ValueError(f'{part} holds negative or non-finite times')
             log(f'profile: reusing cached hand-over costs {path}')
             return data
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            cache.move_aside(path, f'{type(exc).__name__}: {exc}', log=log)
     src = topology.clusters[0].cpus[0]
     dst = topology.clusters[-1].cpus[0] if len(topology.clusters) > 1 else topology.clusters[0].cpus[-1]
     fixed, per_mb, points = measure.measure_in_process(src, dst)

@@ -339,8 +339,12 @@ def sweep(topology, size='full', *, progress=True, log=print, use_cache=True, se
     """Samples of the synthetic sweep on every core configuration of ``topology`` (cached)."""
     path = sweep_path(topology, size)
     if use_cache and os.path.exists(path):
-        log(f'train: reusing cached {size} sweep {path}')
-        return joblib.load(path)
+        try:
+            samples = joblib.load(path)
+            log(f'train: reusing cached {size} sweep {path}')
+            return samples
+        except Exception as exc:  # noqa: BLE001 - pickle, EOF, zlib errors of a damaged file
+            cache.move_aside(path, f'{type(exc).__name__}: {exc}', log=log)
     specs = sweep_specs(size, seed)
     configs = measure.core_configs(topology)
     started = time.perf_counter()

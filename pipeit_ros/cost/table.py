@@ -36,7 +36,7 @@ import json
 
 import numpy as np
 
-from pipeit_ros.errors import PipeitError
+from pipeit_ros.errors import PipeitError, check_regular_file
 
 DEFAULT_BASE_BYTES = 36 * 2**20   # PSS of a fresh engine process here (docs/memory.md); the profiler measures it
 
@@ -157,10 +157,16 @@ class CostTable:
 
     @classmethod
     def from_dict(cls, d):
+        """From :meth:`to_dict`'s form; ValueError for times that no measurement gives (negative, nan, inf)."""
         d = dict(d)
         if d.get('spread') is not None:
             d['spread'] = np.asarray(d['spread'], dtype=float)
-        return cls(**d)
+        table = cls(**d)
+        for name in ('seg_ms', 'overhead_ms', 'cut_ms'):
+            values = getattr(table, name)
+            if not np.all(np.isfinite(values)) or np.any(values < 0):
+                raise ValueError(f'{name} holds negative or non-finite times')
+        return table
 
     def save(self, path):
         with open(path, 'w', encoding='utf-8') as f:
@@ -169,10 +175,11 @@ class CostTable:
 
     @classmethod
     def load(cls, path):
+        check_regular_file(path, 'cost table (JSON)')
         try:
             with open(path, encoding='utf-8') as f:
                 return cls.from_dict(json.load(f))
         except OSError as exc:
             raise PipeitError(f'{path}: cannot read cost table: {exc.strerror}') from None
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise PipeitError(f'{path}: not a pipeit profile/cost table: {exc}') from None

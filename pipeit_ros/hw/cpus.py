@@ -8,6 +8,10 @@ import os
 import re
 import threading
 
+# CPU ids are below the kernel's largest NR_CPUS (CONFIG_NR_CPUS <= 8192): a range such as "0-99999999" is refused
+# before it is expanded (a topology of another board may name CPUs this machine lacks, so not this machine's count)
+CPU_LIMIT = 8192
+
 
 def parse_cpu_list(text):
     """'0-3,6' or '0 1 2' (sysfs related_cpus) -> sorted tuple of ints; ValueError on anything else.
@@ -25,6 +29,8 @@ def parse_cpu_list(text):
         lo_i, hi_i = int(lo), int(hi) if sep else int(lo)
         if hi_i < lo_i:
             raise ValueError(f'bad CPU range {part!r}')
+        if hi_i >= CPU_LIMIT:
+            raise ValueError(f'CPU {hi_i} in {part!r} is beyond any machine (CPU ids are below {CPU_LIMIT})')
         cpus.update(range(lo_i, hi_i + 1))
     return tuple(sorted(cpus))
 

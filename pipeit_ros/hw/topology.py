@@ -23,16 +23,17 @@ no emulation and is stored as ``None``. SMT siblings are ordinary logical CPUs o
 from dataclasses import dataclass, field
 import hashlib
 import json
+import math
 import os
 import re
 
 import yaml
 
 from pipeit_ros import paths
-from pipeit_ros.errors import TopologyError
+from pipeit_ros.errors import TopologyError, check_regular_file
 from pipeit_ros.hw import sysfs
 from pipeit_ros.hw.cluster import Cluster
-from pipeit_ros.hw.cpus import format_cpu_list, parse_cpu_list
+from pipeit_ros.hw.cpus import CPU_LIMIT, format_cpu_list, parse_cpu_list
 
 CLUSTER_KEYS = {'name', 'cpus', 'core_type', 'capacity', 'max_freq_khz', 'emulate'}
 DERIVED_CLUSTER_KEYS = {'size'}  # written by to_dict, ignored on reading
@@ -118,6 +119,8 @@ class Topology:
 def _number(value, what, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TopologyError(f'{where}: {what} must be a number, got {value!r}')
+    if not math.isfinite(value):
+        raise TopologyError(f'{where}: {what} must be a finite number, got {value!r}')
     return float(value)
 
 
@@ -139,7 +142,7 @@ def _cluster_from(raw, index, where):
             cpus = parse_cpu_list(cpus)
         elif isinstance(cpus, int) and not isinstance(cpus, bool):
             cpus = (cpus,)
-        elif isinstance(cpus, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+        elif isinstance(cpus, list) and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < CPU_LIMIT
                                             for c in cpus):
             if len(set(cpus)) != len(cpus):
                 raise ValueError(f'a CPU is listed twice in {cpus}')
@@ -222,10 +225,15 @@ def load_yaml(path, *, check_cpus=True):
 
     path = os.fspath(path)
     try:
+        check_regular_file(path, 'topology YAML file', TopologyError)
         with open(path, encoding='utf-8') as f:
             data = yaml.safe_load(f)
     except OSError as exc:
         raise TopologyError(f'{path}: cannot read topology file: {exc.strerror or exc}') from None
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f'{path}: not a text (UTF-8) YAML file (byte {exc.start} cannot be decoded)') from None
+    except RecursionError:
+        raise TopologyError(f'{path}: YAML nested too deeply to be a topology') from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, 'problem_mark', None)
         at = f'line {mark.line + 1}: ' if mark is not None else ''

@@ -107,7 +107,7 @@ class CutPoint:
                 'sizes': list(self.sizes), 'bytes': self.bytes}
 
 
-def load(path, input_shape=None, store=True, max_cut_tensors=DEFAULT_MAX_CUT_TENSORS):
+def load(path, input_shape=None, store=True, max_cut_tensors=DEFAULT_MAX_CUT_TENSORS, max_tensor_mb=None):
     """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`) with its input fixed to
     ``input_shape`` (else the sidecar's, :func:`pipeit_ros.model.meta.read_sidecar`) where the model leaves
     dims dynamic, its cut points where at most ``max_cut_tensors`` tensors cross; raises ModelError.
@@ -119,13 +119,16 @@ def load(path, input_shape=None, store=True, max_cut_tensors=DEFAULT_MAX_CUT_TEN
     file that every session maps (``graph.weights``), and a model prepared before (same file, same given
     shape) is read from there. Without it (the predictor's throw-away probes) the weights stay inside
     ``graph.model``.
+
+    A tensor larger than ``max_tensor_mb`` (default model.load.DEFAULT_MAX_TENSOR_MB) is refused before
+    onnxruntime allocates anything for it.
     """
-    graph = _load(path, input_shape, store, max_cut_tensors)
+    graph = _load(path, input_shape, store, max_cut_tensors, max_tensor_mb)
     graph.input_shape_given = input_shape
     return graph
 
 
-def _load(path, input_shape, store, max_cut_tensors):
+def _load(path, input_shape, store, max_cut_tensors, max_tensor_mb):
     if input_shape is None:
         input_shape = meta.read_sidecar(path).get('input_shape') or None
     if store:
@@ -139,11 +142,13 @@ def _load(path, input_shape, store, max_cut_tensors):
             return LayerGraph(path, model, digest, batch_fixed, weights, max_cut_tensors)
     model, digest = graph_load.read_model(path)
     name, batch_fixed, shape = graph_load.check_interface(path, model, input_shape)
+    graph_load.check_size(path, graph_load.static_shapes(model.graph), max_tensor_mb)   # before ORT sees it
     graph_load.check_runtime(path)
     own = next(i for i in model.graph.input if i.name == name).type.tensor_type.shape.dim
     if not all(graph_load.is_static(d) for d in own[1:]):
         digest = hashlib.sha256(f'{digest}|{"x".join(map(str, shape))}'.encode()).hexdigest()[:16]
     graph_load.make_static(path, model, shape)
+    graph_load.check_size(path, graph_load.static_shapes(model.graph), max_tensor_mb)
     graph_load.check_run(path, model)
     if not store:
         return LayerGraph(path, model, digest, batch_fixed, max_cut_tensors=max_cut_tensors)

@@ -35,11 +35,14 @@ from onnx.reference import ReferenceEvaluator
 import onnxruntime as ort
 
 from pipeit_ros import cache
-from pipeit_ros.errors import ModelError
+from pipeit_ros.errors import ModelError, check_regular_file
 
 MIN_OPSET = 11
 # Ops that must not be folded even when all their inputs are constants.
 _NO_FOLD = {'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli'}
+# The largest tensor (input or activation) a model may have unless the caller's memory bound says otherwise:
+# checked before onnxruntime allocates anything for a trial run (a 1x3x20000x20000 input is 4.5 GiB).
+DEFAULT_MAX_TENSOR_MB = 1024
 # Initializers larger than this travel to shape inference as typed inputs, not as data.
 _INFER_DATA_LIMIT = 4096
 
@@ -78,13 +81,12 @@ def first_line(exc):
 @contextlib.contextmanager
 def _reading(path):
     """Open ``path`` for reading; the reasons it cannot be read become one-line ModelErrors."""
+    check_regular_file(path, 'ONNX file', ModelError)
     try:
         with open(path, 'rb') as f:
             yield f
     except FileNotFoundError:
         raise fail(path, 'no such file') from None
-    except IsADirectoryError:
-        raise fail(path, 'is a directory, not an ONNX file') from None
     except OSError as exc:
         raise fail(path, f'cannot read it ({exc.strerror or exc})') from None
 
@@ -250,15 +252,30 @@ def default_opset(model):
 
 
 def check_runtime(path):
-    """Refuse a model onnxruntime cannot load (unknown ops, bad attributes) before cutting it."""
+    """Refuse a model onnxruntime cannot load (unknown ops, bad attributes) before cutting it; returns the
+    session for :func:`check_run`."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4
     options.intra_op_num_threads = 1
     try:
-        ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
         raise fail(path, f'onnxruntime cannot load it ({first_line(exc)})') from None
+
+
+def check_size(path, tensors, max_tensor_mb=None):
+    """Refuse a model whose largest tensor exceeds ``max_tensor_mb`` (default DEFAULT_MAX_TENSOR_MB) before
+    anything is allocated for it. ``tensors``: name -> (shape, dtype) as :func:`static_shapes` gives."""
+    limit = DEFAULT_MAX_TENSOR_MB if max_tensor_mb is None else max_tensor_mb
+    name, biggest = max(((n, math.prod(s) * helper.tensor_dtype_to_np_dtype(d).itemsize) for n, (s, d) in tensors.items()),
+                        key=lambda item: item[1], default=(None, 0))
+    if biggest > limit * 2**20 and max_tensor_mb is None:
+        raise fail(path, f'tensor {name!r} alone needs {biggest / 2**20:.0f} MiB, over the {limit:g} MiB a '
+                         f'model may have without a larger memory bound (--memory-mb / memory_mb)')
+    if biggest > limit * 2**20:
+        raise fail(path, f'no plan fits --memory-mb {limit:g}: the smallest needs more than '
+                         f'{biggest / 2**20:.3g} MiB (tensor {name!r} alone)')
 
 
 def check_run(path, model):

@@ -46,8 +46,10 @@ import os
 import tempfile
 
 import numpy as np
+import onnx
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
+from pipeit_ros import cache
 from pipeit_ros.errors import PipeitError
 
 # Bump when a network or the weight init changes, so cached files are rebuilt.
@@ -503,17 +505,23 @@ def save(name, path, seed=0):
 
 
 def cache_dir():
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return os.path.join(base, 'pipeit', 'zoo')
+    return cache.cache_dir('zoo')
 
 
-def zoo_path(name, seed=0):
-    """Path of the cached ONNX file of ``name`` (built on first use; keyed by name, seed and ZOO_VERSION)."""
+def zoo_path(name, seed=0, log=None):
+    """Path of the cached ONNX file of ``name`` (built on first use; keyed by name, seed and ZOO_VERSION). A
+    cached file that does not parse is moved aside (cache.move_aside) and built again."""
     _check_name(name)
     path = os.path.join(cache_dir(), f'{name}-s{seed}-v{ZOO_VERSION}.onnx')
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save(name, path, seed)
+    if os.path.exists(path):
+        try:
+            model = onnx.load_model(path, load_external_data=False)
+            if not model.graph.node:
+                raise ValueError('no graph nodes')
+            return path
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, OSError, ...
+            cache.move_aside(path, f'{type(exc).__name__}: {str(exc).strip() or "not an ONNX model"}', log=log)
+    save(name, path, seed)
     return path
 
 

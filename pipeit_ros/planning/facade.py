@@ -78,8 +78,9 @@ def _predictor(topology, path, log):
     """The predictor of ``topology``: the file, the cached one (full, then quick) or a quick one trained now."""
     from pipeit_ros.cost import predictor as pred  # noqa: PLC0415 - scikit-learn costs seconds of every start-up
     if path:
+        model = pred.load(path, topology)        # a bad file is refused before anything is said about it
         log(f'planning: predictor {path}')
-        return pred.load(path, topology)
+        return model
     for quick in (False, True):
         cached = pred.default_path(topology, quick)
         if os.path.exists(cached):

@@ -73,7 +73,12 @@ class CameraNode(Node):
             if self.publisher.get_subscription_count() < self.wait_for_subscribers:
                 return
             self.wait_for_subscribers = 0
+        skipped = getattr(self.source, 'unreadable', 0)
         frame = self.source.read()
+        if getattr(self.source, 'unreadable', 0) != skipped:
+            self.get_logger().warning(f'skipped an unreadable image ({self.source.skipped}); '
+                                      f'{self.source.unreadable} skipped so far',
+                                      throttle_duration_sec=10.0)
         if frame is None:
             self._finish('end of source')
             return

@@ -11,15 +11,16 @@ stage node on a thread of its own. Parameters are read at start, except ``top_k`
 Embedding (tests, benchmarks): ``with Container(context=ctx, parameters={'cluster': '*'}) as c: ...`` runs one
 container inside the calling process, its control node spinning on a background thread.
 """
+from collections import Counter
 from dataclasses import fields
 import faulthandler
-import itertools
 import json
 import os
 import signal
 import sys
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
@@ -35,9 +36,10 @@ from pipeit_ros.app.container_config import (
     pin_process,
 )
 from pipeit_ros.app.layout import PLANNER, dds_note
+from pipeit_ros.app.ledger import FrameLedger
 from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.app.results import load_labels
-from pipeit_ros.app.wire import topics
+from pipeit_ros.app.wire import diagnostics, topics
 from pipeit_ros.app.wire.plan_msg import decode_plan_message
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import threads as cpuload
@@ -45,14 +47,15 @@ from pipeit_ros.model import graph
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.node_main import run_node
 from pipeit_ros.ros.outlets import Outlets
-from pipeit_ros.ros.run import RunHost
+from pipeit_ros.ros.run import CUT_IDLE_S, RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
 
 TICK_S = 0.1            # state machine step (each control-node wake-up costs ~0.5 ms CPU)
 HEARTBEAT_S = 1.0
-STALE_S = 3.5           # a peer silent this long is gone (heartbeats come every HEARTBEAT_S)
+STALE_S = handoff.STALE_S   # a peer silent this long is gone (heartbeats come every HEARTBEAT_S)
 HANDOFF_WAIT_S = 2.0    # old head waits this long for the new head's first stamp, then cuts at once
 WARN_EVERY_S = 10.0
+LEDGER_PERIOD_S = 1.0
 WAIT_NOTE_S = 5.0       # a head still waiting for its peers this long says for whom
 
 
@@ -77,22 +80,26 @@ class ContainerNode(Node):
         self._latest = None         # newest PlanMessage received
         self.runs, self.old_runs = [], []
         self.outlets = Outlets(self)     # result and tensor publishers, which outlive the runs
+        self.ledger = FrameLedger()      # every frame in, out or dropped with a reason (pipeit_ros.app.ledger)
+        self._camera = Counter()         # camera inputs closed so far: 'received' and drops by reason
         self.built = False
         self.state = 'idle'
         self.error = None
         self.image_input = None
         self._input_thread = None
         self.peers = {}
-        self._frames = itertools.count()
+        self._next_seq = 0          # seq of the next camera frame a head run here admits
         self._warned = {}
         self._graphs = {}
         self._handoff_since = 0.0
         self._started = time.monotonic()
-        self._handed_over = None    # {'generation', 'last_stamp_ns'} once an old head run ended here
+        self._handed_over = None    # {'generation', 'first/last_stamp_ns', 'last_seq'} once an old head run ended here
         self._published_stamp = None
         self._done_before = 0           # frames finished by runs already closed (status 'done')
         self.graph_id = self.settings.graph_id
         self._status_pub = self.create_publisher(String, topics.STATUS, messages.STATUS_QOS)
+        self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_timer(LEDGER_PERIOD_S, self.publish_ledger)
         self.create_subscription(String, topics.STATUS, self._on_status, messages.STATUS_QOS)
         self.create_subscription(String, topics.PLAN, self._on_plan, messages.PLAN_QOS)
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -155,7 +162,8 @@ class ContainerNode(Node):
 
     # -- helpers the runs call ------------------------------------------------------------------------------
     def next_frame_number(self):
-        return next(self._frames)
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        return seq
 
     def warn_once(self, kind, text):
         """Log ``text`` at most once per WARN_EVERY_S for each ``kind`` (bad frames come in floods)."""
@@ -173,7 +181,7 @@ class ContainerNode(Node):
         waiting += sum(max(0, r.admitted - r.published) for r in runs if r.is_head)
         return {'container': self.name, 'cluster': self.cluster, 'generation': self.msg.generation if self.msg
                 else 0, 'state': self.state, 'stages': [i for r in self.runs for i in r.indices],
-                'pid': os.getpid(), 'graph': self.graph_id,
+                'pid': os.getpid(), 'graph': self.graph_id, 'cpus': list(self.cpus),
                 'done': self._done_before + sum(r.published for r in runs), 'waiting': waiting,
                 'first_stamp': None if stamp is None else {'sec': stamp.sec, 'nanosec': stamp.nanosec},
                 'handoff': self._handed_over}
@@ -183,6 +191,23 @@ class ContainerNode(Node):
         own = handoff.PeerStatus.from_dict(d, time.monotonic())
         self.peers[own.key] = own
         self._status_pub.publish(String(data=json.dumps(d)))
+
+    def ledger_snapshot(self):
+        """The ledger with the live runs' engine drops (booked when a run closes) and the camera input's counts."""
+        live = {'queue': sum(r.pipeline.dropped for r in self.runs + self.old_runs)}
+        snap = self.ledger.snapshot(live)
+        camera = Counter(self._camera)
+        if self.image_input is not None:
+            camera.update(self.image_input.drops)
+            camera['received'] += self.image_input.received
+        snap['camera_received'] = camera.pop('received', 0)
+        snap['camera_dropped'] = dict(camera)
+        return snap
+
+    def publish_ledger(self):
+        values = diagnostics.ledger_values(self.ledger_snapshot())
+        status = (messages.LEVEL['ok'], f'{self.name}/ledger', 'frames in, out and dropped', self.cluster, values)
+        self._diagnostics.publish(messages.diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def _set_state(self, state):
         if state != self.state:
@@ -235,10 +260,11 @@ class ContainerNode(Node):
             run.results_move = not tail_here
             if run.is_head and head_here:
                 run.request_cut()
-            elif run.is_head:
-                run.hold()
-            else:
+            elif not run.is_head:
                 run.retire()
+            # an old head whose camera input moves to another container keeps taking frames until that container
+            # says where its own begin (the hand-off cut): holding them instead lost those the new input had
+            # not subscribed in time for; the new head skips exactly the stamps this one took
         if head_here and self.image_input is None:
             s = self.settings
             self.image_input = ImageInput(context=self.context, namespace=self.get_namespace(),
@@ -257,9 +283,12 @@ class ContainerNode(Node):
             if run.is_head and not run.cut_requested:
                 stamp = handoff.handoff_stamp(self.msg.generation, handoff.head_cluster(self.msg.plan),
                                               self._live_peers())
+                waited = time.monotonic() - self._handoff_since
                 if stamp is not None:
                     run.request_cut(stamp)
-                elif time.monotonic() - self._handoff_since > HANDOFF_WAIT_S:
+                elif waited > HANDOFF_WAIT_S and (run.idle_s() > CUT_IDLE_S or waited > self.settings.replan_timeout_s):
+                    # frames still coming in here and none at the new head yet (its subscription not matched):
+                    # cutting now would lose the ones it misses, so this head keeps taking them a while longer
                     self.get_logger().warning('no first frame stamp from the new head container; cutting now')
                     run.request_cut()
 
@@ -283,8 +312,10 @@ class ContainerNode(Node):
                 pre = Preprocessor(PreprocessConfig.from_dict(msg.preprocess, mean=s.mean, std=s.std,
                                                               interpolation=s.interpolation))
             for indices in hosted:
-                inbox = self.image_input.inbox if indices[0] == 0 else None
-                self.runs.append(RunHost(self, msg, graph, indices, preprocessor=pre, image_inbox=inbox).start())
+                head = indices[0] == 0
+                self.runs.append(RunHost(self, msg, graph, indices, preprocessor=pre,
+                                         image_inbox=self.image_input.inbox if head else None,
+                                         evicted=self.image_input.evicted if head else None).start())
         except Exception as exc:  # noqa: BLE001 - a plan we cannot run leaves the container alive and saying why
             self.error = exc
             self.get_logger().error(f'generation {msg.generation}: cannot build stages {hosted}: '
@@ -304,7 +335,8 @@ class ContainerNode(Node):
             self._begin(latest)
         for run in [r for r in self.old_runs if r.finished.is_set()]:
             if run.is_head and run.last_stamp_ns is not None:
-                self._handed_over = {'generation': self.msg.generation, 'last_stamp_ns': run.last_stamp_ns}
+                self._handed_over = {'generation': self.msg.generation, 'first_stamp_ns': run.first_stamp_ns,
+                                     'last_stamp_ns': run.last_stamp_ns, 'last_seq': run.last_seq}
             run.close()
             self.old_runs.remove(run)
             self._done_before += run.published
@@ -358,13 +390,18 @@ class ContainerNode(Node):
         live = self._live_peers()
         ok, why = handoff.may_admit(gen, handoff.plan_clusters(self.msg.plan), live)
         if ok:
-            head.go(handoff.skip_until(gen, [p for p in live if p.pid != os.getpid() or p.container != self.name]))
+            others = [p for p in live if p.pid != os.getpid() or p.container != self.name]
+            self._next_seq = max(self._next_seq, handoff.next_seq(others))
+            head.go(handoff.skip_ranges(gen, others))
             self._set_state('running')
         elif time.monotonic() - self._handoff_since > WAIT_NOTE_S:
             self.warn_once('waiting', f'generation {gen}: frames wait: {why}')
         return None
 
     def _close_input(self):
+        self._camera.update(self.image_input.drops)
+        self._camera['received'] += self.image_input.received
+        self._camera['left_behind'] += len(self.image_input.inbox)   # the new head container holds them
         self.image_input.close()
         self._input_thread.stop()
         self.image_input = self._input_thread = None

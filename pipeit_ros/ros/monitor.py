@@ -1,10 +1,11 @@
 """The node ``pipeit bringup`` runs in its own process to show live throughput and latency.
 
 It listens to ``pipeit/classification`` and ``pipeit/detections`` (one message per frame on the one of the two
-that the model's task uses, carrying the source image's header stamp: latency = receipt time - stamp, both on
-this machine's clock), ``pipeit/plan`` (the generation running) and ``/diagnostics`` (per-stage figures, and
-the planner's verdict on each container: stalled or not), all of its own graph only (namespace, graph id).
-Best-effort subscriptions: they match reliable and best-effort
+that the model's task uses, carrying the source image's header stamp: latency = receipt time - stamp when the
+stamp is on this machine's clock, else the head container's receive-time latency the message carries, see
+results.end_to_end_latency_ms), ``pipeit/plan`` (the generation running) and ``/diagnostics`` (per-stage
+figures, and the planner's verdict on each container: stalled or not), all of its own graph only (namespace,
+graph id). Best-effort subscriptions: they match reliable and best-effort
 publishers alike, and a monitor must never slow the pipeline down.
 """
 from collections import deque
@@ -17,6 +18,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
+from pipeit_ros.app import results
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
 
@@ -51,8 +53,9 @@ class Monitor(Node):
     def _on_result(self, msg, as_dict):
         now, wall = time.monotonic(), time.time()
         try:
-            stamp = as_dict(msg)['header']['stamp']
-            latency = (wall - stamp['sec'] - stamp['nanosec'] * 1e-9) * 1000.0
+            d = as_dict(msg)
+            stamp = d['header']['stamp']
+            latency = results.end_to_end_latency_ms(wall, stamp['sec'] + stamp['nanosec'] * 1e-9, d.get('latency_ms'))
         except (ValueError, KeyError, TypeError):
             latency = float('nan')
         self.frames += 1

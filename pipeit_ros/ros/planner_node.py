@@ -1,7 +1,11 @@
 """`pipeit_planner`: plans the pipeline and publishes the plan, latched, on ``pipeit/plan``.
 
-Parameters (see ``pipeit_ros.app.planner_state.PARAMS``) are checked in the on-set callback, which rejects a bad
-value with the reason and leaves the running plan alone; the post-set callback queues a re-plan. Planning
+Parameters (see ``pipeit_ros.app.planner_state.PARAMS``) are checked in the on-set callback by planning with them:
+a change is accepted only when a plan can be made with it (on the memoised model, topology and cost table, so
+usually only the DSE runs; a new model or topology is loaded, and profiled when that is the source, inside the
+callback) and every running container (heard on ``pipeit/status``) can host that plan. A refused change is
+answered with the reason and leaves the parameters and the running plan as they were; the post-set callback
+publishes the plan the check made. Planning
 (loading the model, profiling or predicting, the DSE) runs on one worker thread of this node, never on the
 executor thread, so the parameter services and /diagnostics keep being served while it works: requests
 coalesce (the latest configuration wins, a parameter re-plan supersedes a pending adaptation), and the worker
@@ -20,7 +24,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from pipeit_ros.app import adapt
+from pipeit_ros.app import adapt, handoff
 from pipeit_ros.app import planner_state as planner_core
 from pipeit_ros.app.lifecycle import clean_leftovers
 from pipeit_ros.app.stall import StallWatch
@@ -67,10 +71,13 @@ class PlannerNode(Node):
         self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._job = None               # (kind, reason, config, drift) waiting for the worker
+        self._job = None               # (kind, reason, config, extra) waiting for the worker: extra is the
+        #                                drift of an 'adapt' job, the checked PlanResult of a 'publish' one
         self._busy = False
         self._stopping = False
         self._detector = adapt.DriftDetector(self.config.adapt_threshold, self.config.adapt_window_s)
+        self._validated = None         # (config, PlanResult) the last accepted parameter change planned
+        self._containers = {}          # (container, pid) -> handoff.PeerStatus from pipeit/status
         self._publisher = self.create_publisher(String, topics.PLAN, messages.PLAN_QOS)
         self._diag_prefix = messages.diagnostic_prefix(self.get_namespace())
         self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
@@ -108,15 +115,18 @@ class PlannerNode(Node):
         self.exit_code = CONFIG
         self.context.try_shutdown()
 
-    # -- stalled containers ---------------------------------------------------------------------------------
+    # -- the containers: which run (parameter checks), which stalled -----------------------------------------
     def _on_status(self, msg):
+        now = time.monotonic()
         try:
             d = json.loads(msg.data)
             if d.get('graph', '') != self.graph_id:
-                return
-            self._stall.update(d, time.monotonic())
+                return                 # another graph's container
+            peer = handoff.PeerStatus.from_dict(d, now)
+            self._stall.update(d, now)
         except (ValueError, KeyError, TypeError, AttributeError):
-            return
+            return                     # the containers warn about malformed status messages
+        self._containers[peer.key] = peer
 
     def _watch_containers(self):
         self._stall.timeout_s = self.config.stall_timeout_s
@@ -157,13 +167,22 @@ class PlannerNode(Node):
             reason = planner_core.check_value(name, value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        config = self.config.updated(values)
         try:
-            planner_core.check_config(self.config.updated(values), self.inputs)
+            planner_core.check_config(config, self.inputs)
+            if any(planner_core.PARAM_SPECS[n].replans for n in values):
+                result = planner_core.make_plan(config, self.inputs)
+                handoff.check_runnable(result.plan, self.running_containers())
+                self._validated = (config, result)
         except PipeitError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - a parameter service must answer, never raise
             return SetParametersResult(successful=False, reason=f'{type(exc).__name__}: {exc}')
         return SetParametersResult(successful=True)
+
+    def running_containers(self):
+        """Containers heard on pipeit/status within handoff's staleness bound (a dead one does not count)."""
+        return handoff.live_peers(self._containers, time.monotonic(), handoff.STALE_S)
 
     def _parameters_set(self, params):
         values = {p.name: p.value for p in params if p.name in planner_core.PARAM_SPECS}
@@ -173,7 +192,10 @@ class PlannerNode(Node):
         with self._lock:
             self._detector.configure(self.config.adapt_threshold, self.config.adapt_window_s)
         replanning = [n for n in values if planner_core.PARAM_SPECS[n].replans]
-        if replanning:
+        validated, self._validated = self._validated, None
+        if replanning and validated is not None and validated[0] == self.config:
+            self._request('publish', f'param:{replanning[0]}', self.config, validated[1])
+        elif replanning:
             self._request('plan', f'param:{replanning[0]}', self.config)
         elif self.config.adapt and self.current is not None and self.current.cost is None:
             self._request('prepare', 'adapt', self.config)   # a forced plan needs its cost table to adapt
@@ -200,11 +222,13 @@ class PlannerNode(Node):
                 self._request('adapt', 'adapt', self.config, drift)
 
     # -- worker -------------------------------------------------------------------------------------------
-    def _request(self, kind, reason, config, drift=None):
+    def _request(self, kind, reason, config, extra=None):
         with self._lock:
-            if self._job is not None and self._job[0] == 'plan' and kind != 'plan':
+            if self._job is not None and self._job[0] in ('plan', 'publish') and kind not in ('plan', 'publish'):
                 return                 # a parameter re-plan is queued already; it supersedes this
-            self._job = (kind, reason, config, drift)
+            if self._job is not None and self._job[0] in ('plan', 'publish'):
+                self.get_logger().info(f'{self._job[1]}: superseded by {reason} before it was published')
+            self._job = (kind, reason, config, extra)
             self._wake.notify_all()
 
     def _work(self):
@@ -222,9 +246,12 @@ class PlannerNode(Node):
                 with self._lock:
                     self._busy = False
 
-    def _do(self, kind, reason, config, drift):
+    def _do(self, kind, reason, config, extra):
         log = self.get_logger()
         t0 = time.perf_counter()
+        if kind == 'publish':          # planned (and checked) by the on-set callback
+            return self._publish(extra, reason, 0.0)
+        drift = extra
         try:
             if kind == 'plan':
                 result = planner_core.make_plan(config, self.inputs)
@@ -256,7 +283,24 @@ class PlannerNode(Node):
             return
         self._publish(result, reason, time.perf_counter() - t0)
 
+    def _superseded_while_starting(self, reason):
+        """Hold a new plan until the running generation has started in the containers (handoff.START_WAIT_S at
+        most): plans that come faster than a generation starts are coalesced, the newest wins. True (and a log
+        line) when a newer parameter re-plan arrived meanwhile, which replaces this one."""
+        deadline = time.monotonic() + handoff.START_WAIT_S
+        with self._lock:
+            while not self._stopping and time.monotonic() < deadline and self.generation and \
+                    not handoff.generation_started(self.generation, self.running_containers()):
+                if self._job is not None and self._job[0] in ('plan', 'publish'):
+                    self.get_logger().info(f'{reason}: superseded by {self._job[1]} before generation '
+                                           f'{self.generation} started; not published')
+                    return True
+                self._wake.wait(0.05)
+        return False
+
     def _publish(self, result, reason, seconds):
+        if self._superseded_while_starting(reason):
+            return
         with self._lock:
             self.generation += 1
             generation = self.generation

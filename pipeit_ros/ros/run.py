@@ -71,7 +71,7 @@ class RunHost:
     :meth:`close`.
     """
 
-    def __init__(self, owner, msg, graph, indices, *, preprocessor=None, image_inbox=None):
+    def __init__(self, owner, msg, graph, indices, *, preprocessor=None, image_inbox=None, evicted=None):
         self.owner, self.msg, self.indices = owner, msg, list(indices)
         self.gen = msg.generation
         n = len(msg.plan.stages)
@@ -81,17 +81,22 @@ class RunHost:
         p = owner.settings
         self.timeout_s = p.replan_timeout_s
         self.inbox = image_inbox if self.is_head else handoff.Inbox(p.queue_size, p.policy)
+        self._evicted = evicted         # stamps of camera frames the full inbox dropped (head run, drop_oldest)
         self.drops = Counter()
         self.sent = Counter()           # result messages published per topic (tail run; none without readers)
         self.latency = results.LatencyWindow()
         self.error = None
         self.admitted = self.published = 0
         self._cut = None
-        self._skip_ns = -1
+        self._skip = []                 # [(first, last)] stamps an old head in another container took
+        self.first_stamp_ns = None      # stamp of the first camera frame this (head) run took
         self.last_stamp_ns = None       # stamp of the last camera frame this (head) run took
+        self.last_seq = None            # and the seq it gave it
         self._hold = False
         self._retiring = False
         self._closing = False
+        self._close_lock = threading.Lock()
+        self._closed = None             # what close() returned, once it ran
         self._go = threading.Event()
         self._cut_set = threading.Event()
         self.finished = threading.Event()
@@ -131,12 +136,20 @@ class RunHost:
         """True when the next container's subscription is matched (no frame would go to nobody)."""
         return self.out_pub is None or self.out_pub.get_subscription_count() > 0
 
-    def go(self, skip_until_ns=None):
-        """Let frames in (head run; the others take what arrives), skipping frames stamped at or before
-        ``skip_until_ns``: the old head container took them before the camera input moved here."""
-        if skip_until_ns is not None:
-            self._skip_ns = int(skip_until_ns)
+    def go(self, skip=()):
+        """Let frames in (head run; the others take what arrives), skipping frames stamped inside the ``skip``
+        ranges [(first, last)] ns: an old head container took them before the camera input moved here."""
+        self._skip = [(int(lo), int(hi)) for lo, hi in skip]
         self._go.set()
+
+    def _skipped(self, stamp):
+        return any(lo <= stamp <= hi for lo, hi in self._skip)
+
+    def _taken(self, stamp):
+        if self.first_stamp_ns is None:
+            self.first_stamp_ns = stamp
+        self.last_stamp_ns = stamp
+        self.owner.ledger.count('took')
 
     def hold(self):
         """Head run: admit nothing more until :meth:`request_cut` says where this generation ends."""
@@ -147,6 +160,10 @@ class RunHost:
         self._cut_since = time.monotonic()          # before _cut: the feeder reads them in the other order
         self._cut = CUT_NOW if stamp_ns is None else int(stamp_ns)
         self._cut_set.set()
+
+    def idle_s(self):
+        """Seconds since this run last took an item from its inbox."""
+        return time.monotonic() - self._last_activity
 
     @property
     def cut_requested(self):
@@ -159,12 +176,22 @@ class RunHost:
 
     def close(self):
         """Stop the feeder, the engine and the stage nodes. The nodes are destroyed only once no thread of this
-        run can touch them any more; returns whether everything ended."""
+        run can touch them any more; returns whether everything ended. Only the first call acts (the control
+        node's tick and a container shutdown may both close a run)."""
+        with self._close_lock:
+            if self._closed is None:
+                self._closed = self._close()
+            return self._closed
+
+    def _close(self):
         self._closing = True
         if not self.is_head:
             self.inbox.close()
         self._feeder.join(2.0)
         ended = self.pipeline.stop() and not self._feeder.is_alive()
+        self.owner.ledger.drop('queue', self.pipeline.dropped)     # the engine's drop_oldest drops, booked once
+        inside = self.pipeline.submitted - self.published - self.pipeline.dropped - self.drops['replan']
+        self.owner.ledger.drop('abandoned', max(0, inside))        # still inside at a shutdown
         if not ended:
             self.owner.get_logger().warning(f'generation {self.gen} stages {self.indices}: a thread did not end; '
                                             f'leaving its nodes to the process exit')
@@ -187,6 +214,8 @@ class RunHost:
         try:
             if self.inbox.put(msg) is not None:
                 self.drops['input'] += 1
+                self.owner.ledger.count('received')     # it arrived, and left as a queue drop
+                self.owner.ledger.drop('queue')
         except handoff.Closed:
             pass
 
@@ -199,6 +228,7 @@ class RunHost:
                     return self.finished.set()
             else:
                 self._loop()
+                self._book_evicted()
             if self._closing:
                 return self.finished.set()
             self._finish()
@@ -218,6 +248,7 @@ class RunHost:
             if self._hold and self._cut is None:
                 self._cut_set.wait(0.1)             # the container cuts within HANDOFF_WAIT_S
                 continue
+            self._book_evicted()
             try:
                 item = self.inbox.get(timeout=0.1)
             except handoff.Closed:
@@ -242,9 +273,9 @@ class RunHost:
                 stamp = handoff.stamp_ns(msg.header.stamp)
                 if cut is not None and stamp >= cut:
                     return                          # the new head holds it and the ones after
-                if stamp <= self._skip_ns:
-                    continue                        # the old head took it
-                self.last_stamp_ns = stamp
+                if self._skipped(stamp):
+                    continue                        # the old head took it (and counts it)
+                self._taken(stamp)
                 self._admit_image(msg, t_recv)
             else:
                 try:
@@ -252,20 +283,39 @@ class RunHost:
                     inputs = None if packet.kind == 'eos' else packet.ordered(self.pipeline.input_names)
                 except PipeitError as exc:
                     self.drops['malformed'] += 1
+                    self.owner.ledger.count('received')
+                    self.owner.ledger.drop('bad_frame')
                     self.owner.warn_once('malformed', f'tensor message dropped: {exc}')
                     continue
                 if packet.kind == 'eos':
                     return
+                self.owner.ledger.count('received')
                 self._submit(inputs, FrameMeta(item.header, packet.t_recv_ns, packet.seq, packet.src_hw))
+
+    def _book_evicted(self):
+        """Head run: book the camera frames the full inbox dropped (drop_oldest) as taken and dropped ('queue'),
+        by the same ownership as taken frames: not those an old head took (skip ranges), not those at or after a
+        hand-off cut (the new head's copies), and none on a cut where the head stays (the next run's)."""
+        if not self._evicted or not self._go.is_set():
+            return
+        cut = self._cut
+        while self._evicted and cut != CUT_NOW:
+            stamp = self._evicted.popleft()
+            if self._skipped(stamp) or (cut is not None and stamp >= cut):
+                continue
+            self._taken(stamp)
+            self.owner.ledger.drop('queue')
 
     def _admit_image(self, msg, t_recv):
         try:
             x = self.pre.convert_msg(msg)
         except ImageError as exc:
             self.drops[exc.kind] += 1
+            self.owner.ledger.drop('bad_frame')
             self.owner.warn_once(exc.kind, f'frame dropped and counted as drops_{exc.kind}: {exc}')
             return
-        self._submit(x, FrameMeta(msg.header, t_recv, self.owner.next_frame_number(), (msg.height, msg.width)))
+        self.last_seq = self.owner.next_frame_number()
+        self._submit(x, FrameMeta(msg.header, t_recv, self.last_seq, (msg.height, msg.width)))
 
     def _submit(self, x, meta):
         while not self._closing:
@@ -275,6 +325,7 @@ class RunHost:
                 return
             except queue.Full:
                 continue
+        self.owner.ledger.drop('abandoned')         # the run closed (shutdown) while this frame waited
 
     # -- output (engine output thread, frame order) -------------------------------------------------------------
     def _on_output(self, frame):
@@ -283,6 +334,7 @@ class RunHost:
             self.out_pub.publish(messages.tensor_msg(meta.header, self.pipeline.output_names, frame.outputs,
                                                      seq=meta.seq, generation=self.gen, t_recv_ns=meta.t_recv_ns,
                                                      src_hw=meta.src_hw))
+            self.owner.ledger.count('sent')
             self.published += 1
             return
         out = frame.outputs[0]
@@ -308,6 +360,7 @@ class RunHost:
             dets = results.decode_detections(out, spec, geometry(self.pre_config, src), src)
             self.det_pub.publish(messages.detections_msg(meta.header, meta.seq, dets, self.gen, latency_ms))
             self.sent['detections'] += 1
+        self.owner.ledger.count('out')
         self.published += 1
 
     def _finish(self):
@@ -315,7 +368,9 @@ class RunHost:
             return self.finished.set()
         try:
             if not self.pipeline.drain(timeout=self.timeout_s):
-                self.drops['replan'] += self.pipeline.submitted - self.published
+                left = self.pipeline.submitted - self.published - self.pipeline.dropped
+                self.drops['replan'] += left
+                self.owner.ledger.drop('replan', left)
                 self.owner.get_logger().warning(f'generation {self.gen}: engine did not drain in '
                                                 f'{self.timeout_s:.1f} s')
         finally:

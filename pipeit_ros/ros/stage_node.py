@@ -13,7 +13,7 @@ These nodes ignore the process's command-line arguments (``use_global_arguments=
 ``-r __node:=pipeit_container_big`` renames every node of a process, and would give them all one name. They
 take the container's namespace explicitly.
 """
-from collections import Counter
+from collections import Counter, deque
 import threading
 import time
 
@@ -104,6 +104,7 @@ class ImageInput:
     def __init__(self, *, context, namespace, topic, qos_name, policy, queue_size):
         self.node = pumped_node('image_input', context=context, namespace=namespace)
         self.inbox = handoff.Inbox(queue_size, policy)
+        self.evicted = deque()          # stamps of the frames the full inbox dropped, for the head run's ledger
         self.drops = Counter()
         self.received = 0
         self.first_stamp = None         # header stamp of the first frame received (re-plan hand-off)
@@ -129,8 +130,10 @@ class ImageInput:
             self.first_stamp = msg.header.stamp
         self.received += 1
         try:
-            if self.inbox.put((msg, t_recv)) is not None:
+            dropped = self.inbox.put((msg, t_recv))
+            if dropped is not None:
                 self.drops['input'] += 1
+                self.evicted.append(handoff.stamp_ns(dropped[0].header.stamp))
         except handoff.Closed:
             pass
 

@@ -33,3 +33,36 @@ def drops_key(reason):
 def drops_of(values):
     """{reason: count} from a status' {key: value} (the ``drops_*`` keys)."""
     return {k[len(DROPS_PREFIX):]: int(v) for k, v in values.items() if k.startswith(DROPS_PREFIX)}
+
+
+# -- the frame ledger: one status per container, named <container>/ledger (pipeit_ros.app.ledger) ----------
+LEDGER_IN = 'ledger_in'
+LEDGER_OUT = 'ledger_out'
+LEDGER_SENT = 'ledger_sent'
+LEDGER_RECEIVED = 'ledger_received'
+LEDGER_DROPPED_PREFIX = 'ledger_dropped_'
+CAMERA_RECEIVED = 'camera_received'
+CAMERA_DROPPED_PREFIX = 'camera_dropped_'
+LEDGER_NAME_SUFFIX = '/ledger'          # a ledger status' name: '<container>/ledger'
+_FIELDS = {'in': LEDGER_IN, 'out': LEDGER_OUT, 'sent': LEDGER_SENT, 'received': LEDGER_RECEIVED}
+
+
+def ledger_values(snapshot):
+    """[(key, value string)] of a container's ledger status from FrameLedger.snapshot()'s dict."""
+    values = [(key, str(int(snapshot[name]))) for name, key in _FIELDS.items()]
+    values += [(LEDGER_DROPPED_PREFIX + r, str(int(n))) for r, n in sorted(snapshot['dropped'].items())]
+    if 'camera_received' in snapshot:
+        values.append((CAMERA_RECEIVED, str(int(snapshot['camera_received']))))
+        values += [(CAMERA_DROPPED_PREFIX + r, str(int(n))) for r, n in sorted(snapshot['camera_dropped'].items())]
+    return values
+
+
+def ledger_of(values):
+    """The snapshot dict back from a ledger status' {key: value}."""
+    out = {name: int(values.get(key, 0)) for name, key in _FIELDS.items()}
+    out['dropped'] = {k[len(LEDGER_DROPPED_PREFIX):]: int(v) for k, v in values.items()
+                      if k.startswith(LEDGER_DROPPED_PREFIX)}
+    out['camera_received'] = int(values.get(CAMERA_RECEIVED, 0))
+    out['camera_dropped'] = {k[len(CAMERA_DROPPED_PREFIX):]: int(v) for k, v in values.items()
+                             if k.startswith(CAMERA_DROPPED_PREFIX)}
+    return out
