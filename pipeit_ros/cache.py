@@ -8,8 +8,6 @@ import os
 import sys
 import time
 
-import onnxruntime
-
 from pipeit_ros.errors import PipeitError
 
 
@@ -44,6 +42,9 @@ def move_aside(path, reason, log=None):
 
 
 def ort_version():
+    # imported here: the cache is imported by modules that never run a model (hw/emulation), and onnxruntime
+    # costs every such process its import time and a thread
+    import onnxruntime  # noqa: PLC0415 - see above
     return onnxruntime.__version__
 
 

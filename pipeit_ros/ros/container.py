@@ -140,7 +140,7 @@ class ContainerNode(Node):
         tools install it): ``ros2 component list`` shows the stage nodes this container hosts; load and unload
         are refused, since plans place stages, not users."""
         try:
-            from composition_interfaces.srv import ListNodes, LoadNode, UnloadNode  # noqa: PLC0415
+            from composition_interfaces.srv import ListNodes, LoadNode, UnloadNode  # noqa: PLC0415 - optional
         except ImportError:
             return
         self.create_service(ListNodes, '~/_container/list_nodes', self._list_nodes)
