@@ -57,6 +57,9 @@ def run_node(name, build, spin, stop=None, args=None):
         finally:
             rclpy.try_shutdown()
     code = code or (getattr(obj, 'exit_code', None) or OK)
+    reason = getattr(obj, 'exit_reason', None)
+    if code == CONFIG and reason:   # the last line, after what tear-down printed: supervisors quote the last line
+        print(f'{name}: error: {reason}', file=sys.stderr, flush=True)
     if not stopped:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -69,6 +69,7 @@ class PlannerNode(Node):
         self.current = None            # PlanResult being published
         self.generation = 0
         self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
+        self.exit_reason = None        # and why, in one line
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._job = None               # (kind, reason, config, extra) waiting for the worker: extra is the
@@ -113,6 +114,7 @@ class PlannerNode(Node):
                    f'graph in another namespace')
         self.get_logger().fatal(message)
         self.exit_code = CONFIG
+        self.exit_reason = message
         self.context.try_shutdown()
 
     # -- the containers: which run (parameter checks), which stalled -----------------------------------------
@@ -277,6 +279,7 @@ class PlannerNode(Node):
             if self.current is None:
                 log.fatal(f'cannot make the first plan: {message}')
                 self.exit_code = exit_code_of(exc)
+                self.exit_reason = f'cannot make the first plan: {message}'
                 self.context.try_shutdown()
             else:
                 log.error(f'{reason}: planning failed, generation {self.generation} stays: {message}')
