@@ -184,7 +184,7 @@ def test_bad_topology_file_is_one_line_exit_2(run_cli, tmp_path, case):
 
 
 def test_missing_file_and_library_error(run_cli, tmp_path):
-    with pytest.raises(TopologyError, match='cannot read topology file'):
+    with pytest.raises(TopologyError, match='cannot read topology'):
         load_yaml(tmp_path / 'absent.yaml')
     code, _, err = run_cli('topology', '--config', 'no-such-board')
     assert code == 2 and "unknown topology 'no-such-board'" in err

@@ -25,8 +25,9 @@ import yaml
 from pipeit_ros import paths
 from pipeit_ros.app.planner_state import PARAM_SPECS, check_value
 from pipeit_ros.app.wire.plan_msg import new_graph_id
-from pipeit_ros.errors import PipeitError, check_regular_file
+from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
+from pipeit_ros.yamlfile import read_yaml
 
 PACKAGE = paths.PACKAGE
 DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
@@ -80,18 +81,7 @@ def load_params_file(path):
 
     if path is None:
         return {}
-    try:
-        check_regular_file(path, 'parameter file')
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise PipeitError(f'{path}: cannot read parameter file: {exc.strerror or exc}') from None
-    except UnicodeDecodeError as exc:
-        raise PipeitError(f'{path}: not a text (UTF-8) parameter file (byte {exc.start} cannot be decoded)') from None
-    except RecursionError:
-        raise PipeitError(f'{path}: YAML nested too deeply to be a parameter file') from None
-    except yaml.YAMLError as exc:
-        raise PipeitError(f'{path}: not valid YAML: {str(exc).splitlines()[0]}') from None
+    data = read_yaml(path, 'parameter file') or {}
     if not isinstance(data, dict):
         raise PipeitError(f'{path}: a parameter file maps node names to {{ros__parameters: ...}}')
     out = {}

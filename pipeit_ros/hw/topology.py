@@ -27,13 +27,12 @@ import math
 import os
 import re
 
-import yaml
-
 from pipeit_ros import paths
-from pipeit_ros.errors import TopologyError, check_regular_file
+from pipeit_ros.errors import TopologyError
 from pipeit_ros.hw import sysfs
 from pipeit_ros.hw.cluster import Cluster
 from pipeit_ros.hw.cpus import CPU_LIMIT, format_cpu_list, parse_cpu_list
+from pipeit_ros.yamlfile import read_yaml
 
 CLUSTER_KEYS = {'name', 'cpus', 'core_type', 'capacity', 'max_freq_khz', 'emulate'}
 DERIVED_CLUSTER_KEYS = {'size'}  # written by to_dict, ignored on reading
@@ -224,21 +223,7 @@ def load_yaml(path, *, check_cpus=True):
     """Read a topology YAML file; with `check_cpus` its CPUs must be online here and allowed to us."""
 
     path = os.fspath(path)
-    try:
-        check_regular_file(path, 'topology YAML file', TopologyError)
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise TopologyError(f'{path}: cannot read topology file: {exc.strerror or exc}') from None
-    except UnicodeDecodeError as exc:
-        raise TopologyError(f'{path}: not a text (UTF-8) YAML file (byte {exc.start} cannot be decoded)') from None
-    except RecursionError:
-        raise TopologyError(f'{path}: YAML nested too deeply to be a topology') from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, 'problem_mark', None)
-        at = f'line {mark.line + 1}: ' if mark is not None else ''
-        reason = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
-        raise TopologyError(f'{path}: not valid YAML: {at}{reason}') from None
+    data = read_yaml(path, 'topology YAML file', TopologyError)
     topology = _from_mapping(data, where=path, source=f'yaml:{path}')
     if check_cpus:
         check_cpus_here(topology, where=path)

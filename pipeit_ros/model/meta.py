@@ -15,9 +15,8 @@ import ast
 import json
 import os
 
-import yaml
-
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.yamlfile import read_yaml
 
 SIDECAR_SUFFIX = '.pipeit.yaml'
 
@@ -118,11 +117,7 @@ def read_sidecar(model_path):
     path = sidecar_path(model_path)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
-        raise PipeitError(f'{path}: cannot read the sidecar ({str(exc).splitlines()[0]})') from None
+    data = read_yaml(path, 'model sidecar')
     if data is None:
         return {}
     if not isinstance(data, dict):
