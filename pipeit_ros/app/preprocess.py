@@ -21,7 +21,7 @@ The map runs where there are fewer pixels: after a downscale as a ``cv2.LUT`` of
 an upscale as a SIMD conversion of the source's (:meth:`Preprocessor._map`), whose floats are then resized
 into place. A grey model's ``cvtColor`` also runs on the fewer pixels. A uint8 input gets the pixels as they
 are. CPU time per 640x480 frame, one thread (``tools/precost.py``, docs/architecture.md): 0.2 ms to 224x224,
-0.4 ms to 320x320, 0.5-0.85 ms to 640x640. :func:`geometry` gives the affine map from source pixels to model
+0.4 ms to 320x320, 0.5-0.9 ms to 640x640. :func:`geometry` gives the affine map from source pixels to model
 pixels (detections are mapped back with it). Frames that cannot be read raise
 :class:`ImageError` whose ``kind`` ('encoding', 'size', 'empty') lets the input node count drops per reason.
 """
@@ -45,7 +45,6 @@ COLOURS = ('rgb', 'bgr', 'grey')
 LAYOUTS = ('nchw', 'nhwc')
 DTYPES = ('float32', 'uint8')
 OUTPUT_POOL = 8       # outputs a Preprocessor keeps for reuse once their users let go of them
-_POOL_ONLY = 3        # sys.getrefcount of a pooled array nobody else holds: the pool, the loop name, the call
 
 
 class ImageError(PipeitError):
@@ -224,6 +223,15 @@ def geometry(config, src_hw):
     return tw / cw, th / ch, -left * tw / cw, -top * th / ch
 
 
+def _refcounts(arrays):
+    """sys.getrefcount of each of ``arrays`` as this function sees it (the interpreter decides how many
+    references its own frame adds, so the count of an array only a list holds is measured, :data:`_POOL_ONLY`)."""
+    return [sys.getrefcount(a) for a in arrays]
+
+
+_POOL_ONLY = _refcounts([np.empty(0)])[0]
+
+
 class Preprocessor:
     """Callable turning frames into model inputs for one :class:`PreprocessConfig` (module docstring).
 
@@ -361,8 +369,8 @@ class Preprocessor:
         it saves the page faults of fresh memory (glibc maps each block this large anew: 0.14 ms of 1.1 ms
         at 640x640)."""
         with self._outputs_lock:
-            for arr in self._outputs:
-                if sys.getrefcount(arr) == _POOL_ONLY:
+            for arr, refs in zip(self._outputs, _refcounts(self._outputs)):
+                if refs == _POOL_ONLY:
                     return arr
             arr = np.empty(self.config.input_shape, self._dtype)
             if len(self._outputs) < OUTPUT_POOL:
