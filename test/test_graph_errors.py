@@ -57,7 +57,7 @@ CASES = {
                    '2 graph inputs'),
     'int-input': (lambda: _model([helper.make_node('Cast', ['input'], ['y'], name='cast', to=1)],
                                  inputs=[helper.make_tensor_value_info('input', TensorProto.INT64, [1, 3, 8, 8])]),
-                  'not a float32 image'),
+                  'is int64; Pipe-it feeds float32 or uint8'),
     '3d-input': (lambda: _model([_relu()], inputs=[helper.make_tensor_value_info('input', TensorProto.FLOAT, [1, 3, 8])],
                                 outputs=[helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 3, 8])]),
                  'not a 4-D'),

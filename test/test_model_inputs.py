@@ -195,3 +195,111 @@ def test_planner_parameters_for_shape_preprocessing_and_task_are_checked_and_rep
         assert m.model_hash != listener.plans[0].model_hash          # another input size, another profile key
     finally:
         ros.close()
+
+
+# -- models whose input is not float32 ------------------------------------------------------------------------------
+def pixel_net(path, elem=TensorProto.UINT8, shape=(1, 3, 32, 32)):
+    """An image model that casts its own pixels, as detectors exported for embedded targets do: input of
+    ``elem`` -> Cast(float) -> x/255 -> [Conv 3x3 -> Relu] x 3 (one MaxPool) -> GlobalAveragePool -> Gemm(4)."""
+    rng = np.random.default_rng(3)
+    inits, nodes, x, cin = [numpy_helper.from_array(np.array(1 / 255, np.float32), 'inv255')], [], 'pixels', shape[1]
+    nodes += [helper.make_node('Cast', ['input'], ['pixels'], name='cast', to=TensorProto.FLOAT),
+              helper.make_node('Mul', ['pixels', 'inv255'], ['x0'], name='norm')]
+    x = 'x0'
+    for i, cout in enumerate((8, 8, 16)):
+        inits.append(numpy_helper.from_array(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) / 3, f'w{i}'))
+        nodes += [helper.make_node('Conv', [x, f'w{i}'], [f'c{i}'], name=f'conv{i}', pads=[1, 1, 1, 1]),
+                  helper.make_node('Relu', [f'c{i}'], [f'r{i}'], name=f'relu{i}')]
+        x, cin = f'r{i}', cout
+        if i == 1:
+            nodes.append(helper.make_node('MaxPool', [x], ['p'], name='pool', kernel_shape=[2, 2], strides=[2, 2]))
+            x = 'p'
+    inits.append(numpy_helper.from_array(rng.standard_normal((4, cin)).astype(np.float32), 'fc_w'))
+    nodes += [helper.make_node('GlobalAveragePool', [x], ['g'], name='gpool'),
+              helper.make_node('Flatten', ['g'], ['f'], name='flatten'),
+              helper.make_node('Gemm', ['f', 'fc_w'], ['logits'], name='fc', transB=1)]
+    g = helper.make_graph(nodes, 'pixels', [helper.make_tensor_value_info('input', elem, list(shape))],
+                          [helper.make_tensor_value_info('logits', TensorProto.FLOAT, [1, 4])], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_a_uint8_input_is_a_fact_of_the_model_and_every_byte_count_follows_it(tmp_path):
+    from pipeit_ros.cost.predictor import segment_bytes
+    g = graph_mod.load(pixel_net(tmp_path / 'u8.onnx'))
+    assert g.input_dtype == np.uint8 and g.summary()['input_dtype'] == 'uint8'
+    assert g.input_bytes == 3 * 32 * 32                            # a quarter of the float32 figure
+    x = g.sample_input(0)
+    assert x.dtype == np.uint8 and x.shape == (1, 3, 32, 32) and x.max() > 200
+    assert all(layer.output_bytes > 0 for layer in g.layers) and all(c.bytes > 0 for c in g.cut_points)
+    in_bytes, out_bytes, _, acts = segment_bytes(g, g.segments())
+    assert in_bytes[0] == g.input_bytes and min(in_bytes + out_bytes + acts) > 0
+
+
+def test_a_uint8_model_split_and_chained_at_several_cuts_equals_the_whole(tmp_path):
+    """Through the engine: every plan of 1-4 stages gives onnxruntime's own output on the unsplit file."""
+    import onnxruntime as ort
+
+    from pipeit_ros.engine.pipeline import Pipeline
+    from pipeit_ros.hw.cpus import allowed_cpus
+    from pipeit_ros.plan import Plan, Stage
+    path = pixel_net(tmp_path / 'u8.onnx')
+    g = graph_mod.load(path)
+    cuts = [c.index for c in g.cut_points]
+    assert len(cuts) >= 3
+    xs = [g.sample_input(seed) for seed in range(4)]
+    whole = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    want = [whole.run(None, {'input': x})[0] for x in xs]
+    cpu = allowed_cpus()[:1]
+    for chosen in ([], cuts[:1], cuts[1:3], cuts[:3]):
+        bounds = [0, *chosen, len(g.layers)]
+        plan = Plan(stages=tuple(Stage(a, b - 1, 'any', cpu, threads=1, pinned=False)
+                                 for a, b in zip(bounds, bounds[1:])))
+        with Pipeline(g, plan) as pipe:
+            got = pipe.run(xs)
+        for r, w in zip(got, want):
+            np.testing.assert_allclose(r.outputs[0], w, rtol=1e-5, atol=1e-6, err_msg=str(chosen))
+
+
+def test_a_uint8_model_gets_its_pixels_as_they_are(tmp_path):
+    """The planner's record for a uint8 model is uint8, scale 1, mean 0, std 1; what the container's input
+    node makes of a frame is the numpy resize of the frame, laid out NCHW or NHWC."""
+    import cv2
+
+    from pipeit_ros.app.planner_state import PlannerConfig, model_io
+    from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
+    rng = np.random.default_rng(7)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (5, 5), 2)
+    for shape in ((1, 3, 32, 32), (1, 24, 40, 3)):
+        path = pixel_net(tmp_path / f'u8_{shape[1]}.onnx', shape=shape) if shape[1] == 3 else None
+        if path is None:      # NHWC: the record from the input's shape, as resolve() finds it for such a model
+            cfg = PreprocessConfig(input_shape=shape, layout='nhwc', dtype='uint8', scale=1, mean=0, std=1)
+        else:
+            pre, _ = model_io(PlannerConfig(model_path=path), graph_mod.load(path))
+            assert (pre['dtype'], pre['scale'], list(pre['mean']), list(pre['std'])) == ('uint8', 1.0, [0.0] * 3,
+                                                                                          [1.0] * 3)
+            cfg = PreprocessConfig.from_dict(pre)
+        out = Preprocessor(cfg)('rgb8', 48, 64, 64 * 3, frame.tobytes())
+        h, w = cfg.size
+        ref = cv2.resize(frame.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        ref = ref.transpose(2, 0, 1)[None] if cfg.layout == 'nchw' else ref[None]
+        assert out.dtype == np.uint8 and out.shape == shape
+        np.testing.assert_allclose(out.astype(np.float64), ref, atol=1.01, rtol=0)
+
+
+@pytest.mark.parametrize('command', sorted(COMMANDS), ids=sorted(COMMANDS))
+def test_a_uint8_model_goes_through_every_command(tmp_path, run_cli, command):
+    fewer = ['--only', 'ort_all_cores', '--warmup', '2'] if command == 'bench' else []   # 2 fresh processes, not 5
+    code, out, err = run_cli(*COMMANDS[command], *fewer, pixel_net(tmp_path / 'u8.onnx'))
+    assert code == 0 and 'Traceback' not in err, err
+
+
+@pytest.mark.parametrize('elem,name', [(TensorProto.FLOAT16, 'float16'), (TensorProto.INT64, 'int64'),
+                                       (TensorProto.INT8, 'int8')], ids=['float16', 'int64', 'int8'])
+def test_other_input_types_exit_2_naming_the_type(tmp_path, run_cli, elem, name):
+    path = pixel_net(tmp_path / f'{name}.onnx', elem=elem)
+    code, out, err = run_cli('inspect', path)
+    assert code == 2 and out == '' and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert f"input 'input' is {name}" in err and 'float32 or uint8' in err

@@ -27,13 +27,15 @@ def save(model, path):
 
 
 def two_output_net(path):
-    """Conv -> Relu -> (a) GlobalAveragePool -> Flatten [1, 4] and (b) the Relu map itself [1, 4, 8, 8]."""
+    """uint8 pixels -> Cast -> Conv -> Relu -> (a) GlobalAveragePool -> Flatten [1, 4] and (b) the Relu map
+    itself [1, 4, 8, 8]."""
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), 'w')
-    nodes = [helper.make_node('Conv', ['input', 'w'], ['c'], name='conv', pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node('Cast', ['input'], ['x'], name='cast', to=TensorProto.FLOAT),
+             helper.make_node('Conv', ['x', 'w'], ['c'], name='conv', pads=[1, 1, 1, 1]),
              helper.make_node('Relu', ['c'], ['features'], name='relu'),
              helper.make_node('GlobalAveragePool', ['features'], ['p'], name='pool'),
              helper.make_node('Flatten', ['p'], ['logits'], name='flatten')]
-    g = helper.make_graph(nodes, 'two', [helper.make_tensor_value_info('input', TensorProto.FLOAT, [1, 3, 8, 8])],
+    g = helper.make_graph(nodes, 'two', [helper.make_tensor_value_info('input', TensorProto.UINT8, [1, 3, 8, 8])],
                           [helper.make_tensor_value_info('logits', TensorProto.FLOAT, [1, 4]),
                            helper.make_tensor_value_info('features', TensorProto.FLOAT, [1, 4, 8, 8])],
                           initializer=[w])
@@ -76,6 +78,10 @@ def run_graph(path, frames, want, **planner_params):
 
 
 def test_every_output_of_a_two_output_model_is_published_in_order(tmp_path):
+    """... and a uint8-input model gets the frame's resized pixels as they are: onnxruntime's outputs on the
+    numpy reference input."""
+    import cv2
+    import onnxruntime as ort
     path = two_output_net(tmp_path / 'two.onnx')
     g = graph_mod.load(path)
     stages = f'0-{len(g.layers) - 1}@c0'
@@ -86,6 +92,12 @@ def test_every_output_of_a_two_output_model_is_published_in_order(tmp_path):
     for i in range(3):   # the classification summarises the first output of the same frame
         assert col.classifications[i]['top_k'][0]['class_id'] == int(np.argmax(col.outputs[2 * i]))
     assert result.output['task'] == 'classification'
+    assert result.preprocess['dtype'] == 'uint8' and result.preprocess['scale'] == 1.0
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for i, f in enumerate(frames):
+        x = cv2.resize(f, (8, 8), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)[None].copy()
+        for got, want in zip(col.outputs[2 * i:2 * i + 2], session.run(None, {'input': x})):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_detections_carry_the_image_header_and_source_pixel_boxes(tmp_path):

@@ -33,17 +33,18 @@ def reference(cfg, pixels, encoding):
     h, w = x.shape[:2]
     th, tw = cfg.size
     sx, sy, ox, oy = geometry(cfg, (h, w))
-    if cfg.resize == 'center_crop':          # OpenCV scales by the factor there, not to a size
-        r = cv2.resize(x.astype(np.float32), None, fx=sx, fy=sy, interpolation=cv2.INTER_LINEAR)
-    else:
-        r = cv2.resize(x.astype(np.float32), (round(w * sx), round(h * sy)), interpolation=cv2.INTER_LINEAR)
+    if cfg.resize == 'center_crop':          # the source region that maps onto the input, resized to it
+        left, top = round(-ox / sx), round(-oy / sy)
+        x = x[top:top + round(th / sy), left:left + round(tw / sx)]
+        assert x.shape[1] / x.shape[0] == pytest.approx(tw / th, rel=0.01) and min(left, top) == 0
+        h, w = x.shape[:2]
+        sx, sy, ox, oy = tw / w, th / h, 0, 0
+    r = cv2.resize(x.astype(np.float32), (round(w * sx), round(h * sy)), interpolation=cv2.INTER_LINEAR)
     r = r.reshape(r.shape[0], r.shape[1], -1)
     rh, rw = r.shape[:2]
     if cfg.resize == 'letterbox':
         out = np.full((th, tw, r.shape[2]), cfg.pad_value, np.float32)
         out[int(oy):int(oy) + rh, int(ox):int(ox) + rw] = r
-    elif cfg.resize == 'center_crop':
-        out = r[int(-oy):int(-oy) + th, int(-ox):int(-ox) + tw]
     else:
         out = r
     out = (out * cfg.scale - np.array(cfg.mean)) / np.array(cfg.std)
@@ -79,6 +80,37 @@ def test_each_mode_matches_the_numpy_reference(resize, colour, layout, size, enc
     assert out.shape == ref.shape == shape and out.dtype == np.float32 and out.flags['C_CONTIGUOUS']
     # OpenCV resizes uint8 (and grey-converts to whole levels): within 1.5 levels after normalisation
     np.testing.assert_allclose(out, ref, atol=1.5 / 255 / 0.25, rtol=0)
+
+
+UPSCALE = [(r, c, lay, d) for r in ('stretch', 'letterbox', 'center_crop') for c, lay, d in
+           (('rgb', 'nchw', 'float32'), ('grey', 'nhwc', 'float32'), ('bgr', 'nchw', 'uint8'), ('rgb', 'nhwc', 'uint8'))]
+
+
+@pytest.mark.parametrize('resize,colour,layout,dtype', UPSCALE, ids=['-'.join(c) for c in UPSCALE])
+def test_upscaling_and_uint8_inputs_match_the_numpy_reference(resize, colour, layout, dtype):
+    """640x480 -> 640x640 and 800x512 (the paths that map pixels before resizing), float32 and uint8."""
+    c = 1 if colour == 'grey' else 3
+    affine = dict(mean=0.5, std=0.25) if dtype == 'float32' else dict(scale=1, mean=0, std=1)
+    pixels = frame('bgr8')
+    for size in ((640, 640), (512, 800)):
+        shape = (1, c, *size) if layout == 'nchw' else (1, *size, c)
+        cfg = PreprocessConfig(input_shape=shape, resize=resize, colour=colour, layout=layout, dtype=dtype,
+                               pad_value=114, **affine)
+        pre = Preprocessor(cfg)
+        out = pre('bgr8', 480, 640, 640 * 3, pixels.tobytes())
+        ref = reference(cfg, pixels, 'bgr8')
+        assert out.shape == ref.shape == shape and out.dtype == np.dtype(dtype) and out.flags['C_CONTIGUOUS']
+        levels = 1.5 if dtype == 'uint8' else 1.5 / 255 / 0.25
+        np.testing.assert_allclose(out.astype(np.float64), ref, atol=levels, rtol=0, err_msg=str(size))
+
+
+def test_outputs_held_by_a_caller_are_never_handed_out_again():
+    """Outputs are reused only once nothing holds them: 12 held (whole or as a view) stay distinct."""
+    pre = Preprocessor(PreprocessConfig(input_shape=(1, 3, 8, 8)))
+    held = [pre('rgb8', 8, 8, 24, bytes([i]) * 192) for i in range(6)]
+    held += [pre('rgb8', 8, 8, 24, bytes([i]) * 192)[0, 1:] for i in range(6, 12)]
+    assert all(not np.shares_memory(a, b) for i, a in enumerate(held) for b in held[i + 1:])
+    assert [float(h.reshape(-1)[-1]) for h in held] == sorted({float(h.reshape(-1)[-1]) for h in held})
 
 
 def test_letterbox_border_is_the_pad_value_and_the_image_is_centred():

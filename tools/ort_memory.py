@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxruntime as ort
 
 from pipeit_ros.hw import memory
+from pipeit_ros.model.load import session_feeds
 
 MODES = ('bytes', 'path', 'ort-direct', 'external', 'add-initializer', 'add-initializer-mmap')
 
@@ -97,10 +98,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     before = memory.usage()
     held, keep = sessions(os.path.abspath(args.model), args.mode, args.replicas)
-    inp = held[0].get_inputs()[0]
-    x = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
+    feeds = session_feeds(held[0])        # zeros in the input's own dtype
     for s in held:
-        s.run(None, {inp.name: x})
+        s.run(None, feeds)
     memory.trim()
     time.sleep(args.hold)
     print(json.dumps({'mode': args.mode, 'replicas': args.replicas, 'imports': before.mib(),

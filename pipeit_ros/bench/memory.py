@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.model import graph as graph_mod
@@ -44,7 +42,7 @@ def main():
     request = json.load(sys.stdin)
     graph = graph_mod.load(request['model'], request.get('input_shape'))
     plan = Plan.from_dict(request['plan'])
-    x = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+    x = graph.sample_input(0)
     with Pipeline(graph, plan) as pipe:
         for _ in range(request['frames']):
             pipe.submit(x)

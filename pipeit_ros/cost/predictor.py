@@ -273,7 +273,7 @@ def segment_bytes(graph, segments):
     """(in_bytes, out_bytes, weight_bytes, act_bytes) per segment from the graph's cut points."""
     cuts = {c.index: c.bytes for c in graph.cut_points}
     layers = graph.layers
-    in_bytes = [int(np.prod(graph.input_shape)) * 4 if a == 0 else int(cuts.get(a, layers[a - 1].output_bytes))
+    in_bytes = [int(graph.input_bytes) if a == 0 else int(cuts.get(a, layers[a - 1].output_bytes))
                 for a, _ in segments]
     out_bytes = [int(cuts.get(b + 1, layers[b].output_bytes)) for _, b in segments]
     weights = [int(sum(layers[i].weight_bytes for i in range(a, b + 1))) for a, b in segments]

@@ -304,7 +304,7 @@ def measure_units(units, configs, *, budget_s, trace_runs=5, progress=True, desc
         descriptors += g.layers
         groups += [name] * len(g.layers)
         unit_layers.append(list(range(base, base + len(g.layers))))
-        io_bytes.append(math.prod(g.input_shape) * 4 + g.layers[-1].output_bytes)
+        io_bytes.append(g.input_bytes + g.layers[-1].output_bytes)
         per_cfg, walls = [], []
         for cfg in configs:
             times, _ = measure.trace_layer_times(blob, cfg, lookup, len(g.layers), runs=trace_runs, rng=rng,

@@ -28,6 +28,7 @@ import onnxruntime as ort
 from pipeit_ros.engine.sessions import make_session, session_options
 from pipeit_ros.hw.cpus import pin_current_thread
 from pipeit_ros.hw.emulation import emulated
+from pipeit_ros.model import load as graph_load
 
 
 @dataclass(frozen=True)
@@ -211,12 +212,9 @@ def identity_model():
 
 
 def feeds_for(session, rng):
-    """Random float inputs for every input of ``session`` (symbolic dims -> 1)."""
-    feeds = {}
-    for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
+    """Random inputs in each input's own type for every input of ``session`` (symbolic dims -> 1; a uint8
+    image input gets pixels 0..255): model.load.session_feeds."""
+    return graph_load.session_feeds(session, rng)
 
 
 # ------------------------------------------------------------------ per-layer times from ORT's profiler

@@ -42,6 +42,7 @@ import math
 import operator
 import threading
 
+import numpy as np
 from onnx import helper
 import onnx.utils
 
@@ -243,6 +244,15 @@ class LayerGraph:
         return cuts
 
     @property
+    def input_bytes(self):
+        """Bytes of the model input (its own dtype: a uint8 input is a quarter of a float32 one)."""
+        return self._nbytes(self.input_name)
+
+    def sample_input(self, seed=0):
+        """A seeded dummy model input in the input's shape and dtype (model.load.sample_input)."""
+        return graph_load.sample_input(self.input_shape, self.input_dtype, np.random.default_rng(seed))
+
+    @property
     def total_macs(self):
         return sum(layer.macs for layer in self.layers)
 
@@ -324,6 +334,7 @@ class LayerGraph:
         return {
             'path': self.path, 'model_hash': self.model_hash, 'opset': self.opset,
             'input_name': self.input_name, 'input_shape': list(self.input_shape),
+            'input_dtype': np.dtype(self.input_dtype).name,
             'output_names': list(self.output_names),
             'output_shapes': [list(s) for s in self.output_shapes],
             'batch_fixed': self.batch_fixed, 'n_layers': len(self.layers), 'max_cut_tensors': self.max_cut_tensors,

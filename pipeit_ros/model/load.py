@@ -12,6 +12,11 @@ batch becomes 1; any other dynamic dim needs the shape from the user (``--input-
 parameter ``input_shape``). Output dims still dynamic after onnx shape inference come from one onnxruntime run.
 A model that loads but does not run in onnxruntime is refused with onnxruntime's reason (:func:`check_run`).
 
+Input types: the image input is float32 or uint8 (:data:`INPUT_TYPES`; a uint8 model casts the pixels
+itself, as ``Cast`` first). Any other type is refused naming it. The type is a fact of the loaded model
+(``LayerGraph.input_dtype``): every dummy input (:func:`sample_input`, :func:`session_feeds`) and byte count
+made for it follows it.
+
 Weights held once (docs/memory.md): the prepared model is stored in the cache (``models/<hash>``) as an ONNX
 file whose initializers of at least ``EXTERNAL_MIN_BYTES`` lie in one external-data file, ``weights.data``.
 The model kept in Python then holds only their names, types, dims and file offsets; every onnxruntime
@@ -53,6 +58,7 @@ PREPARED_FORMAT = 'v2-external-weights'   # bump when preparation changes, so ol
 WEIGHTS_FILE = 'weights.data'
 _BATCH_FIXED_KEY = 'pipeit.batch_fixed'
 _MODEL_HASH_KEY = 'pipeit.model_hash'
+INPUT_TYPES = {TensorProto.FLOAT: 'float32', TensorProto.UINT8: 'uint8'}   # image input types Pipe-it feeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +211,7 @@ def dim_text(dim):
 
 
 def check_interface(path, model, input_shape=None):
-    """(input name, batch_fixed, shape): one 4-D float32 image input; opset >= 11; ``batch_fixed`` True when
+    """(input name, batch_fixed, shape): one 4-D float32 or uint8 image input; opset >= 11; ``batch_fixed`` True when
     the model's batch is dynamic and so is set to 1 here; ``shape`` the input's dims
     with every dynamic one fixed (batch 1, the others from ``input_shape``, which must agree with the dims
     the model fixes). A model with dynamic C, H or W and no ``input_shape`` is refused naming those dims."""
@@ -220,10 +226,10 @@ def check_interface(path, model, input_shape=None):
         raise fail(path, f'has {len(inputs)} graph inputs ({names}); Pipe-it needs exactly one image input')
     inp = inputs[0]
     tensor = inp.type.tensor_type
-    if not inp.type.HasField('tensor_type') or tensor.elem_type != TensorProto.FLOAT:
-        kind = helper.tensor_dtype_to_string(tensor.elem_type).split('.')[-1].lower() \
-            if inp.type.HasField('tensor_type') else 'not a tensor'
-        raise fail(path, f'input {inp.name!r} is {kind}, not a float32 image tensor')
+    if not inp.type.HasField('tensor_type') or tensor.elem_type not in INPUT_TYPES:
+        kind = type_name(tensor.elem_type) if inp.type.HasField('tensor_type') else 'not a tensor'
+        raise fail(path, f'input {inp.name!r} is {kind}; Pipe-it feeds {" or ".join(INPUT_TYPES.values())} '
+                         'image inputs (re-export it with one of those)')
     dims = list(tensor.shape.dim) if tensor.HasField('shape') else []
     text = 'x'.join(dim_text(d) for d in dims)
     if len(dims) != 4:
@@ -245,6 +251,42 @@ def check_interface(path, model, input_shape=None):
         raise fail(path, f'input {inp.name!r} is [{text}] with dynamic {", ".join(dynamic)}; give its shape '
                          f'with {INPUT_SHAPE_FLAG} NxCxHxW (e.g. 1x3x480x640; planner parameter input_shape)')
     return inp.name, batch_fixed, (1,) + tuple(d.dim_value for d in dims[1:])
+
+
+def type_name(elem_type):
+    """'float16', 'int64', ... for an onnx element type (numpy's name where there is one)."""
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).name
+    except (KeyError, TypeError, ValueError):
+        return helper.tensor_dtype_to_string(elem_type).split('.')[-1].lower() if elem_type else 'undefined'
+
+
+def sample_input(shape, dtype, rng=None):
+    """A dummy input of ``shape`` and numpy ``dtype``: standard normal values for a float type, pixels
+    (0..255) for uint8 and other integers, as a camera would give them; ``rng`` None gives zeros."""
+    dtype = np.dtype(dtype)
+    if rng is None:
+        return np.zeros(shape, dtype)
+    if dtype.kind == 'f':
+        return rng.standard_normal(shape).astype(dtype)
+    high = 2 if dtype.kind == 'b' else min(256, int(np.iinfo(dtype).max) + 1)
+    return rng.integers(0, high, shape).astype(dtype)
+
+
+_ORT_NAMES = {'float': 'float32', 'double': 'float64'}
+
+
+def ort_dtype(type_text):
+    """numpy dtype of an onnxruntime input/output type string ('tensor(float)' -> float32)."""
+    name = type_text[len('tensor('):-1] if type_text.startswith('tensor(') else type_text
+    return np.dtype(_ORT_NAMES.get(name, name))
+
+
+def session_feeds(session, rng=None):
+    """A :func:`sample_input` for every input of an onnxruntime ``session``, in its own type (symbolic dims
+    -> 1)."""
+    return {i.name: sample_input([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], ort_dtype(i.type), rng)
+            for i in session.get_inputs()}
 
 
 def default_opset(model):
@@ -281,13 +323,12 @@ def check_size(path, tensors, max_tensor_mb=None):
 def check_run(path, model):
     """Run the prepared (static) ``model`` once on zeros: a model onnxruntime loads but cannot run (an op
     it lacks for these types, NHWC data where NCHW is expected, ...) is refused with onnxruntime's reason."""
-    inp = model.graph.input[0]
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.intra_op_num_threads = 1
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=['CPUExecutionProvider'])
-        session.run(None, {inp.name: np.zeros([d.dim_value for d in inp.type.tensor_type.shape.dim], np.float32)})
+        session.run(None, session_feeds(session))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
         raise fail(path, f'onnxruntime cannot run it ({first_line(exc)})') from None
 
@@ -438,13 +479,11 @@ def _runtime_shapes(path, model, names):
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
-    inp = model.graph.input[0]
-    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=['CPUExecutionProvider'])
-        results = session.run(names, {inp.name: np.zeros(shape, np.float32)})
+        results = session.run(names, session_feeds(session))
     except Exception as exc:  # noqa: BLE001
         raise fail(path, f'cannot find static tensor shapes ({first_line(exc)})') from None
     by_name = {o.name: o for o in model.graph.output}
