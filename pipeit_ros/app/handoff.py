@@ -128,6 +128,15 @@ class Inbox:
             self._cond.notify_all()
             return item
 
+    def take_if(self, predicate):
+        """Remove and return the items for which ``predicate`` is true (the others stay, in order)."""
+        with self._cond:
+            taken = [item for item in self._items if predicate(item)]
+            if taken:
+                self._items = deque(item for item in self._items if not predicate(item))
+                self._cond.notify_all()
+            return taken
+
     def clear(self):
         with self._cond:
             items = list(self._items)

@@ -169,6 +169,16 @@ class RunHost:
     def cut_requested(self):
         return self._cut is not None
 
+    @property
+    def cut_stamp(self):
+        """The hand-off cut's stamp (ns): the new head container's first frame; None without one."""
+        return None if self._cut in (None, CUT_NOW) else self._cut
+
+    @property
+    def went(self):
+        """True once frames were let in (:meth:`go`)."""
+        return self._go.is_set()
+
     def retire(self):
         """Non-head run: end at the end-of-generation marker (or after replan_timeout_s without progress)."""
         self._last_activity = time.monotonic()
@@ -255,7 +265,10 @@ class RunHost:
                 return
             now = time.monotonic()
             if item is None:
-                if self._cut is not None and (self._cut == CUT_NOW or now - self._cut_since > CUT_IDLE_S):
+                # a hand-off cut ends when a frame at/after its stamp comes; only a camera that stopped (or lost
+                # that frame, best effort) leaves the run idle this long, counted from the last frame taken
+                if self._cut == CUT_NOW or \
+                        (self._cut is not None and now - max(self._cut_since, self._last_activity) > CUT_IDLE_S):
                     return
                 if self._retiring and now - self._last_activity > self.timeout_s:
                     self.owner.get_logger().warning(
