@@ -87,6 +87,7 @@ class RunHost:
         self.latency = results.LatencyWindow()
         self.error = None
         self.admitted = self.published = 0
+        self._arrived = 0               # tensor messages of this generation taken from the input topic
         self._cut = None
         self._skip = []                 # [(first, last)] stamps an old head in another container took
         self.first_stamp_ns = None      # stamp of the first camera frame this (head) run took
@@ -221,6 +222,7 @@ class RunHost:
         if gen != self.gen:
             self.drops['stale'] += 1
             return
+        self._arrived += 1
         try:
             if self.inbox.put(msg) is not None:
                 self.drops['input'] += 1
@@ -301,9 +303,20 @@ class RunHost:
                     self.owner.warn_once('malformed', f'tensor message dropped: {exc}')
                     continue
                 if packet.kind == 'eos':
-                    return
+                    return self._book_lost(packet.sent)
                 self.owner.ledger.count('received')
                 self._submit(inputs, FrameMeta(item.header, packet.t_recv_ns, packet.seq, packet.src_hw))
+
+    def _book_lost(self, sent):
+        """At the end-of-generation marker: tensor messages published upstream that never arrived (DDS lost them:
+        keep-last under drop_oldest) are booked as received and dropped ('dds'), so the graph's ledger balances."""
+        lost = 0 if sent is None else sent - self._arrived
+        if lost > 0:
+            self.drops['dds'] += lost
+            self.owner.ledger.count('received', lost)
+            self.owner.ledger.drop('dds', lost)
+            self.owner.warn_once('tensor_lost', f'generation {self.gen} stages {self.indices}: {lost} tensor '
+                                                f'message(s) lost between containers (drops_dds)')
 
     def _book_evicted(self):
         """Head run: book the camera frames the full inbox dropped (drop_oldest) as taken and dropped ('queue'),
@@ -391,7 +404,7 @@ class RunHost:
                 deadline = time.monotonic() + MATCH_TIMEOUT_S
                 while self.out_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
                     time.sleep(0.02)
-                self.out_pub.publish(messages.eos_msg(self.gen))
+                self.out_pub.publish(messages.eos_msg(self.gen, sent=self.published))
             if self.is_tail and self.results_move:
                 for pub in (self.output_pub, self.class_pub):
                     pub.wait_for_all_acked(Duration(seconds=RESULT_ACK_TIMEOUT_S))
