@@ -325,9 +325,11 @@ def graph_ledger(containers):
     return total
 
 
-def balanced(ledger):
-    lost_between = ledger['sent'] - ledger['received']
-    return ledger['in'] == ledger['out'] + sum(ledger['dropped'].values()) + lost_between
+def settled(ledger, n):
+    """Every camera frame entered and left once (a tensor DDS lost between containers is booked as a 'dds' drop
+    at its generation's end marker, so none is still on its way)."""
+    return ledger['in'] == n == ledger['out'] + sum(ledger['dropped'].values()) and \
+        ledger['sent'] == ledger['received']
 
 
 @pytest.mark.parametrize('policy', ['block', 'drop_oldest'])
@@ -369,8 +371,7 @@ def test_frame_ledger_balances_across_replans(tiny, topo, policy, interval_s):
                     next_replan += interval_s
                 src.send(harness.image_msg(frames[i % len(frames)], 'rgb8', stamp_ns(i)))
                 time.sleep(period)
-            settled = harness.wait(lambda: graph_ledger(containers)['in'] == n and balanced(graph_ledger(containers))
-                                   and planner.idle(), 60)
+            done = harness.wait(lambda: settled(graph_ledger(containers), n) and planner.idle(), 60)
             ledger = graph_ledger(containers)
             if policy == 'block':
                 col.wait_for(ledger['out'], 30)
@@ -381,7 +382,7 @@ def test_frame_ledger_balances_across_replans(tiny, topo, policy, interval_s):
                   f'missing={missing if policy == "block" else "-"} camera: '
                   + '; '.join(f'{c.node.name} {c.node.ledger_snapshot()["camera_received"]} received, '
                               f'{c.node.ledger_snapshot()["camera_dropped"]}' for c in containers))
-            assert settled, f'the ledger does not balance: {ledger}'
+            assert done, f'the ledger does not balance: {ledger}'
             assert ledger['in'] == n, f'{n - ledger["in"]} camera frames never entered: {ledger}'
             if policy == 'block':        # nothing dropped; every frame comes out once, in camera order
                 assert ledger['dropped'] == {} and ledger['sent'] == ledger['received'] and ledger['out'] == n

@@ -310,10 +310,14 @@ class ContainerNode(Node):
         others = [p for p in self._live_peers() if p.key != (self.name, os.getpid())]
         ranges = handoff.skip_ranges(run.gen, others)
         left = self.image_input.inbox.take_if(lambda item: handoff.stamp_ns(item[0].header.stamp) < cut)
-        lost = [m for m, _ in left if not any(lo <= handoff.stamp_ns(m.header.stamp) <= hi for lo, hi in ranges)]
+        lost = [item for item in left
+                if not any(lo <= handoff.stamp_ns(item[0].header.stamp) <= hi for lo, hi in ranges)]
         if lost:
             self.ledger.count('took', len(lost))
             self.ledger.drop('replan', len(lost))
+            dds = sum(item[2] for item in lost)
+            self.ledger.count('took', dds)
+            self.ledger.drop('dds', dds)
             self.get_logger().warning(f'generation {run.gen} never started: {len(lost)} frame(s) it held are '
                                       f'dropped (replan)')
 
@@ -381,6 +385,8 @@ class ContainerNode(Node):
                 self._handed_over = {'generation': self.msg.generation, 'first_stamp_ns': run.first_stamp_ns,
                                      'last_stamp_ns': run.last_stamp_ns, 'last_seq': run.last_seq}
             run.close()
+            if run not in self.old_runs:
+                continue                # shutdown() took the runs meanwhile (a test's stop during a tick)
             self.old_runs.remove(run)
             self._done_before += run.published
             if run.out_pub is not None:

@@ -146,11 +146,13 @@ class RunHost:
     def _skipped(self, stamp):
         return any(lo <= stamp <= hi for lo, hi in self._skip)
 
-    def _taken(self, stamp):
+    def _taken(self, stamp, lost=0):
+        """Book a camera frame as taken, and the ``lost`` ones DDS lost just before it as taken and dropped."""
         if self.first_stamp_ns is None:
             self.first_stamp_ns = stamp
         self.last_stamp_ns = stamp
-        self.owner.ledger.count('took')
+        self.owner.ledger.count('took', 1 + lost)
+        self.owner.ledger.drop('dds', lost)
 
     def hold(self):
         """Head run: admit nothing more until :meth:`request_cut` says where this generation ends."""
@@ -280,7 +282,7 @@ class RunHost:
                 continue
             self._last_activity = now
             if self.is_head:
-                msg, t_recv = item
+                msg, t_recv, lost = item
                 cut = self._cut                     # set by the container thread: read it once
                 if cut == CUT_NOW:
                     self.inbox.unget(item)          # the next generation's first frame
@@ -290,7 +292,7 @@ class RunHost:
                     return                          # the new head holds it and the ones after
                 if self._skipped(stamp):
                     continue                        # the old head took it (and counts it)
-                self._taken(stamp)
+                self._taken(stamp, lost)
                 self._admit_image(msg, t_recv)
             else:
                 try:
@@ -326,10 +328,10 @@ class RunHost:
             return
         cut = self._cut
         while self._evicted and cut != CUT_NOW:
-            stamp = self._evicted.popleft()
+            stamp, lost = self._evicted.popleft()
             if self._skipped(stamp) or (cut is not None and stamp >= cut):
                 continue
-            self._taken(stamp)
+            self._taken(stamp, lost)
             self.owner.ledger.drop('queue')
 
     def _admit_image(self, msg, t_recv):
