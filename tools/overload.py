@@ -12,7 +12,9 @@ waits until the containers' ledgers (``<container>/ledger`` on /diagnostics) sto
 - ``in``, ``out``, ``dropped`` (by reason): the ledger summed over the containers;
 - ``uncounted`` = published - in: frames the graph never accounted for (a QoS loss at the very end of the stream,
   with no later frame to show the sequence gap, is the only one the ledger cannot see);
-- ``unbalanced`` = in - out - dropped (0 when every frame that entered left once).
+- ``unbalanced`` = in - out - dropped (0 when every frame that entered left once);
+- ``no_result_at``: positions of the published frames no result came back for (from ``pipeit/classification``
+  stamps): dropped ones, counted, and uncounted ones; the first and the last show where no gap can tell.
 """
 import argparse
 import json
@@ -38,12 +40,15 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from pipeit_ros.app.wire import diagnostics
+from pipeit_ros.app.wire import diagnostics, topics
 from pipeit_ros.app.wire import tensor_msg as tensormsg
+from pipeit_ros.ros import messages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 90.0
-SETTLE_S = 4.0          # ledgers unchanged this long (they are published once a second) = settled
+SETTLE_S = 4.0
+DISCOVERY_S = 1.0       # after this process sees the container's reader, before the first frame: the reader's side
+                        # of discovery may lag, and a best-effort frame published before it matched was never in          # ledgers unchanged this long (they are published once a second) = settled
 
 
 def params_file(tmp):
@@ -63,6 +68,9 @@ class Bench(Node):
         self.ledgers = {}
         self.changed = time.monotonic()
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+        self.published, self.results = [], set()     # stamps (ns) published here, and of the results that came
+        self.create_subscription(messages.classification_type(), topics.CLASSIFICATION, self._on_result,
+                                 messages.RESULT_QOS)
         rng = np.random.default_rng(0)
         self.frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(2)]
         self.msgs = []
@@ -80,10 +88,19 @@ class Bench(Node):
                     self.ledgers[status.name] = ledger
                     self.changed = time.monotonic()
 
+    def _on_result(self, msg):
+        stamp = messages.classification_dict(msg)['header']['stamp']
+        self.results.add(stamp['sec'] * 1_000_000_000 + stamp['nanosec'])
+
     def send(self, i):
         msg = self.msgs[i % len(self.msgs)]
         msg.header.stamp = self.get_clock().now().to_msg()
+        self.published.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
         self.pub.publish(msg)
+
+    def missing_at(self):
+        """Positions (0-based, in publishing order) of the frames with no result: lost or dropped."""
+        return [i for i, stamp in enumerate(self.published) if stamp not in self.results]
 
 
 def total(ledgers):
@@ -125,6 +142,9 @@ def main(argv=None):
             if node.pub.get_subscription_count() == 0:
                 log.seek(0)
                 raise SystemExit(f'overload: the graph did not start:\n{log.read()[-3000:]}')
+            end = time.monotonic() + DISCOVERY_S
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.1)
             t0 = time.monotonic()
             for i in range(n):
                 node.send(i)
@@ -148,10 +168,13 @@ def main(argv=None):
               'publish_s': round(sent_s, 2), 'in': led['in'], 'out': led['out'], 'dropped': led['dropped'],
               'uncounted': n - led['in'], 'unbalanced': led['in'] - led['out'] - dropped,
               'camera_dropped': led['camera_dropped'], 'load': os.getloadavg()[0]}
+    missing = node.missing_at()
+    result['no_result_at'] = missing if len(missing) <= 20 else missing[:10] + ['...'] + missing[-10:]
     print(json.dumps(result) if args.json else
           f'{n} published at {args.rate:g} Hz ({args.width}x{args.height}, {sent_s:.1f} s): in {led["in"]}, '
           f'out {led["out"]}, dropped {dropped} {led["dropped"]}; uncounted {result["uncounted"]}, unbalanced '
-          f'{result["unbalanced"]}; camera inputs {led["camera_dropped"]}; load {result["load"]:.1f}')
+          f'{result["unbalanced"]}; camera inputs {led["camera_dropped"]}; no result for frames '
+          f'{result["no_result_at"]}; load {result["load"]:.1f}')
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
