@@ -303,7 +303,8 @@ class ContainerNode(Node):
     def _book_unstarted(self, run):
         """A head run that never started hands the camera input over to another container: the frames it holds
         stamped before that container's first were taken by no head. They are booked as taken and dropped
-        ('replan'), except those an old head in another container took (its skip ranges)."""
+        ('replan'; 'queue' for those the full inbox dropped meanwhile, 'dds' for sequence gaps before them),
+        except those an old head in another container took (its skip ranges)."""
         cut = run.cut_stamp
         if self.image_input is None or run.went or cut is None:
             return
@@ -312,12 +313,15 @@ class ContainerNode(Node):
         left = self.image_input.inbox.take_if(lambda item: handoff.stamp_ns(item[0].header.stamp) < cut)
         lost = [item for item in left
                 if not any(lo <= handoff.stamp_ns(item[0].header.stamp) <= hi for lo, hi in ranges)]
+        evicted = self.image_input.evicted      # drop_oldest: the full inbox dropped these meanwhile
+        queue = [e for e in (evicted.popleft() for _ in range(len(evicted)))
+                 if e[0] < cut and not any(lo <= e[0] <= hi for lo, hi in ranges)]
+        dds = sum(item[2] for item in lost) + sum(lost_before for _, lost_before in queue)
+        self.ledger.count('took', len(lost) + len(queue) + dds)
+        self.ledger.drop('replan', len(lost))
+        self.ledger.drop('queue', len(queue))
+        self.ledger.drop('dds', dds)
         if lost:
-            self.ledger.count('took', len(lost))
-            self.ledger.drop('replan', len(lost))
-            dds = sum(item[2] for item in lost)
-            self.ledger.count('took', dds)
-            self.ledger.drop('dds', dds)
             self.get_logger().warning(f'generation {run.gen} never started: {len(lost)} frame(s) it held are '
                                       f'dropped (replan)')
 
