@@ -150,6 +150,21 @@ class Inbox:
             self._cond.notify_all()
 
 
+class SequenceGaps:
+    """Frames a reader never got, from the publishers' sequence numbers (one counter per publisher): a best-effort
+    reader loses frames in transport or in a full history, and DDS does not always report them. The first frame
+    from a publisher only sets its counter (a reader that joins late has missed nothing)."""
+
+    def __init__(self):
+        self._last = {}
+
+    def lost(self, publisher, seq):
+        """Frames lost just before ``seq`` of ``publisher`` (0 for a repeated or older number)."""
+        last = self._last.get(publisher)
+        self._last[publisher] = seq if last is None else max(last, seq)
+        return 0 if last is None else max(0, seq - last - 1)
+
+
 # -- peers and the go decision ---------------------------------------------------------------------------------
 @dataclass
 class PeerStatus:

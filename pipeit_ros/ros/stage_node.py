@@ -105,7 +105,7 @@ class ImageInput:
         self.node = pumped_node('image_input', context=context, namespace=namespace)
         self.inbox = handoff.Inbox(queue_size, policy)
         self.evicted = deque()          # (stamp, lost before it) of frames the full inbox dropped, for the ledger
-        self._last_seq = {}             # publisher gid -> last publication sequence number
+        self._gaps = handoff.SequenceGaps()
         self._lost_pending = 0          # lost before a frame not yet in the inbox (a bad frame came between)
         self.drops = Counter()
         self.received = 0
@@ -127,9 +127,7 @@ class ImageInput:
             gid, seq = bytes(info['publisher_gid']['data']), int(info['publication_sequence_number'])
         except (TypeError, KeyError, ValueError):
             return 0
-        last = self._last_seq.get(gid)
-        self._last_seq[gid] = seq if last is None else max(last, seq)
-        return max(0, seq - last - 1) if last is not None else 0
+        return self._gaps.lost(gid, seq)
 
     def _on_image(self, serialized, info=None):
         """A raw (serialized) frame: read in place by pipeit_ros.app.wire.image_cdr, one copy fewer than a typed
