@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import yaml
@@ -47,7 +48,7 @@ from pipeit_ros.ros import messages
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 90.0
 SETTLE_S = 4.0
-DISCOVERY_S = 1.0       # after this process sees the container's reader, before the first frame: the reader's side
+DISCOVERY_S = 3.0       # after this process sees the container's reader, before the first frame: the reader's side
                         # of discovery may lag, and a best-effort frame published before it matched was never in          # ledgers unchanged this long (they are published once a second) = settled
 
 
@@ -128,6 +129,9 @@ def main(argv=None):
     node = Bench(args.width, args.height)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    # results and ledgers are taken on a thread of their own: taken between frames, 200 results/s overran the
+    # result reader's history and looked like frames without a result
+    threading.Thread(target=executor.spin, daemon=True).start()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [os.path.join(os.path.dirname(sys.executable), 'pipeit'), 'bringup', '--model', args.model, '--single-container',
                '--params-file', params_file(tmp), '--quiet', '--duration', str(args.seconds + START_TIMEOUT_S + 60)]
@@ -136,26 +140,24 @@ def main(argv=None):
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while (node.pub.get_subscription_count() == 0 or not node.ledgers) and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.1)
+                time.sleep(0.1)
                 if proc.poll() is not None:
                     break
             if node.pub.get_subscription_count() == 0:
                 log.seek(0)
                 raise SystemExit(f'overload: the graph did not start:\n{log.read()[-3000:]}')
             end = time.monotonic() + DISCOVERY_S
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.1)
+            time.sleep(max(0.0, end - time.monotonic()))
             t0 = time.monotonic()
             for i in range(n):
                 node.send(i)
-                executor.spin_once(timeout_sec=0)
                 wait = t0 + (i + 1) / args.rate - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
             sent_s = time.monotonic() - t0
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and time.monotonic() - node.changed < SETTLE_S:
-                executor.spin_once(timeout_sec=0.1)
+                time.sleep(0.1)
         finally:
             proc.terminate()
             try:
@@ -175,6 +177,7 @@ def main(argv=None):
           f'out {led["out"]}, dropped {dropped} {led["dropped"]}; uncounted {result["uncounted"]}, unbalanced '
           f'{result["unbalanced"]}; camera inputs {led["camera_dropped"]}; no result for frames '
           f'{result["no_result_at"]}; load {result["load"]:.1f}')
+    executor.shutdown(timeout_sec=2)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
