@@ -158,3 +158,17 @@ def test_ledger_snapshot_and_its_diagnostic_values():
     assert values['ledger_in'] == '5' and values['ledger_dropped_queue'] == '3' and values['camera_dropped_input'] == '1'
     back = diagnostics.ledger_of(values)
     assert (back['in'], back['dropped'], back['camera_received']) == (5, {'bad_frame': 1, 'queue': 3}, 6)
+
+
+def test_sequence_gaps_count_frames_lost_per_publisher():
+    gaps = handoff.SequenceGaps()
+    assert [gaps.lost('a', s) for s in (7, 8, 11, 11, 10, 12)] == [0, 0, 2, 0, 0, 0]   # joined late at 7
+    assert [gaps.lost('b', s) for s in (1, 4)] == [0, 2]                              # its own counter
+
+
+def test_inbox_take_if_keeps_the_others_in_order():
+    box = handoff.Inbox(8)
+    for i in range(6):
+        box.put(i)
+    assert box.take_if(lambda i: i % 2) == [1, 3, 5]
+    assert [box.get(0) for _ in range(3)] == [0, 2, 4]

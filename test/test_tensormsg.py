@@ -81,8 +81,9 @@ def test_unpack_views_the_message_buffer():
 def test_end_of_generation_marker():
     msg = tensormsg.pack_eos(blank(), 7)
     p = tensormsg.unpack(msg)
-    assert (p.kind, p.generation, p.arrays) == ('eos', 7, [])
+    assert (p.kind, p.generation, p.arrays, p.sent) == ('eos', 7, [], None)
     assert len(msg.data) == 0 and tensormsg.is_pipeit_encoding(msg.encoding)
+    assert tensormsg.unpack(tensormsg.pack_eos(blank(), 7, sent=41)).sent == 41   # the receiver books any missing
     assert not tensormsg.is_pipeit_encoding('rgb8')
 
 

@@ -128,6 +128,15 @@ class Inbox:
             self._cond.notify_all()
             return item
 
+    def take_if(self, predicate):
+        """Remove and return the items for which ``predicate`` is true (the others stay, in order)."""
+        with self._cond:
+            taken = [item for item in self._items if predicate(item)]
+            if taken:
+                self._items = deque(item for item in self._items if not predicate(item))
+                self._cond.notify_all()
+            return taken
+
     def clear(self):
         with self._cond:
             items = list(self._items)
@@ -139,6 +148,21 @@ class Inbox:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class SequenceGaps:
+    """Frames a reader never got, from the publishers' sequence numbers (one counter per publisher): a best-effort
+    reader loses frames in transport or in a full history, and DDS does not always report them. The first frame
+    from a publisher only sets its counter (a reader that joins late has missed nothing)."""
+
+    def __init__(self):
+        self._last = {}
+
+    def lost(self, publisher, seq):
+        """Frames lost just before ``seq`` of ``publisher`` (0 for a repeated or older number)."""
+        last = self._last.get(publisher)
+        self._last[publisher] = seq if last is None else max(last, seq)
+        return 0 if last is None else max(0, seq - last - 1)
 
 
 # -- peers and the go decision ---------------------------------------------------------------------------------

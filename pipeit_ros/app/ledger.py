@@ -5,9 +5,11 @@ Per container: ``took`` camera frames its head runs took (each camera frame is t
 up to the hand-off stamp, the new head after it, pipeit_ros.handoff), ``received``/``sent`` tensors from/to other
 containers, ``out`` results published, ``dropped`` by reason (``queue``: a full queue under ``drop_oldest``;
 ``bad_frame``: a frame that is not an image the model takes; ``replan``: left behind when a run did not drain in
-time; ``abandoned``: taken while its run was being closed). Over the whole graph, once no frame is inside:
-sum(took) == sum(out) + sum(dropped) + (sum(sent) - sum(received)), the last term being what DDS lost between
-containers (zero on reliable topics). Published on /diagnostics as ``<container>/ledger``.
+time, or held by a head whose generation never started; ``abandoned``: taken while its run was being closed;
+``dds``: a tensor message DDS lost between containers, found at the end-of-generation marker, which says how many
+were sent). Over the whole graph, once no frame is inside:
+sum(took) == sum(out) + sum(dropped) + (sum(sent) - sum(received)), the last term being tensors still on their way
+(zero once every generation ended: a lost one is booked as received and dropped, ``dds``). Published on /diagnostics as ``<container>/ledger``.
 """
 from collections import Counter
 from dataclasses import dataclass, field

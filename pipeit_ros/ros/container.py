@@ -92,6 +92,7 @@ class ContainerNode(Node):
         self._warned = {}
         self._graphs = {}
         self._handoff_since = 0.0
+        self._started_gen = 0      # newest generation any container (this one included) reported running
         self._started = time.monotonic()
         self._handed_over = None    # {'generation', 'first/last_stamp_ns', 'last_seq'} once an old head run ended here
         self._published_stamp = None
@@ -212,6 +213,8 @@ class ContainerNode(Node):
     def _set_state(self, state):
         if state != self.state:
             self.state = state
+            if state == 'running':
+                self._started_gen = max(self._started_gen, self.msg.generation)
             self.publish_status()
 
     def _on_status(self, msg):
@@ -224,6 +227,8 @@ class ContainerNode(Node):
             self.warn_once('status', f'ignoring a malformed pipeit/status message: {exc}')
             return
         self.peers[p.key] = p
+        if p.state == 'running':
+            self._started_gen = max(self._started_gen, p.generation)
 
     def _live_peers(self):
         return handoff.live_peers(self.peers, time.monotonic(), STALE_S)
@@ -272,10 +277,53 @@ class ContainerNode(Node):
                                           queue_size=s.queue_size)
             self._input_thread = self.image_input.pump().start()
         self._handoff_since = time.monotonic()
+        # the status below speaks of the new generation: 'running' would be the old one's, and would tell the
+        # planner and the peers that this generation started (a plan superseding it came out before its head
+        # took a frame, and the frames waiting for that head were taken by nobody)
+        self.state = 'draining' if self.old_runs else 'idle'
         runs = handoff.hosted_runs(msg.plan, self.cluster)
         self.get_logger().info(f'generation {msg.generation} ({msg.reason}): plan {msg.plan.to_spec()}; '
                                f'hosting stages {runs or "none"}')
         self.publish_status()
+
+    def _may_begin(self, latest):
+        """True when this container may move on to plan ``latest``: once the current generation started (its head
+        took frames), so the frames waiting for that head are not left to nobody. The planner holds plans that
+        long already (handoff.START_WAIT_S); this holds one that came anyway (a planner restarted, or a
+        generation that could not start), ``replan_timeout_s`` at most."""
+        if self.msg is None or self.error is not None or self._started_gen >= self.msg.generation:
+            return True
+        if time.monotonic() - self._handoff_since <= self.settings.replan_timeout_s:
+            return False
+        self.get_logger().warning(f'generation {self.msg.generation} did not start within '
+                                  f'{self.settings.replan_timeout_s:g} s; moving on to generation '
+                                  f'{latest.generation} (frames left to it are counted as replan drops)')
+        return True
+
+    def _book_unstarted(self, run):
+        """A head run that never started hands the camera input over to another container: the frames it holds
+        stamped before that container's first were taken by no head. They are booked as taken and dropped
+        ('replan'; 'queue' for those the full inbox dropped meanwhile, 'dds' for sequence gaps before them),
+        except those an old head in another container took (its skip ranges)."""
+        cut = run.cut_stamp
+        if self.image_input is None or run.went or cut is None:
+            return
+        others = [p for p in self._live_peers() if p.key != (self.name, os.getpid())]
+        ranges = handoff.skip_ranges(run.gen, others)
+        left = self.image_input.inbox.take_if(lambda item: handoff.stamp_ns(item[0].header.stamp) < cut)
+        lost = [item for item in left
+                if not any(lo <= handoff.stamp_ns(item[0].header.stamp) <= hi for lo, hi in ranges)]
+        evicted = self.image_input.evicted      # drop_oldest: the full inbox dropped these meanwhile
+        queue = [e for e in (evicted.popleft() for _ in range(len(evicted)))
+                 if e[0] < cut and not any(lo <= e[0] <= hi for lo, hi in ranges)]
+        dds = sum(item[2] for item in lost) + sum(lost_before for _, lost_before in queue)
+        self.ledger.count('took', len(lost) + len(queue) + dds)
+        self.ledger.drop('replan', len(lost))
+        self.ledger.drop('queue', len(queue))
+        self.ledger.drop('dds', dds)
+        if lost:
+            self.get_logger().warning(f'generation {run.gen} never started: {len(lost)} frame(s) it held are '
+                                      f'dropped (replan)')
 
     def _handoff(self):
         """Old head runs whose cut waits for the new head's first frame stamp."""
@@ -331,13 +379,18 @@ class ContainerNode(Node):
     # -- the state machine (control thread) -----------------------------------------------------------------
     def tick(self):
         latest = self._latest
-        if latest is not None and (self.msg is None or latest.generation != self.msg.generation):
+        if latest is not None and (self.msg is None or latest.generation != self.msg.generation) and \
+                self._may_begin(latest):
             self._begin(latest)
         for run in [r for r in self.old_runs if r.finished.is_set()]:
+            if run.is_head:
+                self._book_unstarted(run)
             if run.is_head and run.last_stamp_ns is not None:
                 self._handed_over = {'generation': self.msg.generation, 'first_stamp_ns': run.first_stamp_ns,
                                      'last_stamp_ns': run.last_stamp_ns, 'last_seq': run.last_seq}
             run.close()
+            if run not in self.old_runs:
+                continue                # shutdown() took the runs meanwhile (a test's stop during a tick)
             self.old_runs.remove(run)
             self._done_before += run.published
             if run.out_pub is not None:

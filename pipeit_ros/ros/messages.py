@@ -84,8 +84,8 @@ def tensor_msg(header, names, arrays, *, seq, generation, t_recv_ns, src_hw=(0, 
                                   src_hw=src_hw)
 
 
-def eos_msg(generation):
-    return tensormsg.pack_eos(Image(), generation)
+def eos_msg(generation, sent=None):
+    return tensormsg.pack_eos(Image(), generation, sent)
 
 
 @functools.lru_cache(maxsize=8)

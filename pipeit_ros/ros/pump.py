@@ -39,8 +39,9 @@ def pumped_node(name, *, context, namespace=''):
 class Pump:
     """Takes the messages of ``subscriptions`` (of ``node``) on a thread and hands each to its callback."""
 
-    def __init__(self, node, subscriptions, name=None):
+    def __init__(self, node, subscriptions, name=None, with_info=False):
         self.node = node
+        self.with_info = with_info      # callbacks get (message, message info: publisher_gid, sequence number)
         self.context = node.context
         self.subscriptions = list(subscriptions)
         self.handlers = [h for sub in self.subscriptions for h in sub.event_handlers]
@@ -101,16 +102,19 @@ class Pump:
                             taken = handle.take_message(msg_type, raw)
                             if taken is None:
                                 break
-                            self._call(cb, taken[0])
+                            self._call(cb, taken[0], taken[1])
         except Exception as exc:  # noqa: BLE001 - the context went down under a wait (SIGINT): a quiet end
             if self.context.ok() and not self._stopping:
                 self.node.get_logger().error(f'{self.thread.name} ended: {type(exc).__name__}: {exc}')
 
-    def _call(self, callback, data):
+    def _call(self, callback, data, info=None):
         if data is None:
             return
         try:
-            callback(data)
+            if self.with_info and info is not None:
+                callback(data, info)
+            else:
+                callback(data)
         except Exception as exc:  # noqa: BLE001 - bad input is logged and counted, the pump goes on
             self.errors += 1
             now = time.monotonic()

@@ -87,6 +87,7 @@ class RunHost:
         self.latency = results.LatencyWindow()
         self.error = None
         self.admitted = self.published = 0
+        self._arrived = 0               # tensor messages of this generation taken from the input topic
         self._cut = None
         self._skip = []                 # [(first, last)] stamps an old head in another container took
         self.first_stamp_ns = None      # stamp of the first camera frame this (head) run took
@@ -145,11 +146,13 @@ class RunHost:
     def _skipped(self, stamp):
         return any(lo <= stamp <= hi for lo, hi in self._skip)
 
-    def _taken(self, stamp):
+    def _taken(self, stamp, lost=0):
+        """Book a camera frame as taken, and the ``lost`` ones DDS lost just before it as taken and dropped."""
         if self.first_stamp_ns is None:
             self.first_stamp_ns = stamp
         self.last_stamp_ns = stamp
-        self.owner.ledger.count('took')
+        self.owner.ledger.count('took', 1 + lost)
+        self.owner.ledger.drop('dds', lost)
 
     def hold(self):
         """Head run: admit nothing more until :meth:`request_cut` says where this generation ends."""
@@ -168,6 +171,16 @@ class RunHost:
     @property
     def cut_requested(self):
         return self._cut is not None
+
+    @property
+    def cut_stamp(self):
+        """The hand-off cut's stamp (ns): the new head container's first frame; None without one."""
+        return None if self._cut in (None, CUT_NOW) else self._cut
+
+    @property
+    def went(self):
+        """True once frames were let in (:meth:`go`)."""
+        return self._go.is_set()
 
     def retire(self):
         """Non-head run: end at the end-of-generation marker (or after replan_timeout_s without progress)."""
@@ -211,6 +224,7 @@ class RunHost:
         if gen != self.gen:
             self.drops['stale'] += 1
             return
+        self._arrived += 1
         try:
             if self.inbox.put(msg) is not None:
                 self.drops['input'] += 1
@@ -255,7 +269,10 @@ class RunHost:
                 return
             now = time.monotonic()
             if item is None:
-                if self._cut is not None and (self._cut == CUT_NOW or now - self._cut_since > CUT_IDLE_S):
+                # a hand-off cut ends when a frame at/after its stamp comes; only a camera that stopped (or lost
+                # that frame, best effort) leaves the run idle this long, counted from the last frame taken
+                if self._cut == CUT_NOW or \
+                        (self._cut is not None and now - max(self._cut_since, self._last_activity) > CUT_IDLE_S):
                     return
                 if self._retiring and now - self._last_activity > self.timeout_s:
                     self.owner.get_logger().warning(
@@ -265,7 +282,7 @@ class RunHost:
                 continue
             self._last_activity = now
             if self.is_head:
-                msg, t_recv = item
+                msg, t_recv, lost = item
                 cut = self._cut                     # set by the container thread: read it once
                 if cut == CUT_NOW:
                     self.inbox.unget(item)          # the next generation's first frame
@@ -275,7 +292,7 @@ class RunHost:
                     return                          # the new head holds it and the ones after
                 if self._skipped(stamp):
                     continue                        # the old head took it (and counts it)
-                self._taken(stamp)
+                self._taken(stamp, lost)
                 self._admit_image(msg, t_recv)
             else:
                 try:
@@ -288,9 +305,20 @@ class RunHost:
                     self.owner.warn_once('malformed', f'tensor message dropped: {exc}')
                     continue
                 if packet.kind == 'eos':
-                    return
+                    return self._book_lost(packet.sent)
                 self.owner.ledger.count('received')
                 self._submit(inputs, FrameMeta(item.header, packet.t_recv_ns, packet.seq, packet.src_hw))
+
+    def _book_lost(self, sent):
+        """At the end-of-generation marker: tensor messages published upstream that never arrived (DDS lost them:
+        keep-last under drop_oldest) are booked as received and dropped ('dds'), so the graph's ledger balances."""
+        lost = 0 if sent is None else sent - self._arrived
+        if lost > 0:
+            self.drops['dds'] += lost
+            self.owner.ledger.count('received', lost)
+            self.owner.ledger.drop('dds', lost)
+            self.owner.warn_once('tensor_lost', f'generation {self.gen} stages {self.indices}: {lost} tensor '
+                                                f'message(s) lost between containers (drops_dds)')
 
     def _book_evicted(self):
         """Head run: book the camera frames the full inbox dropped (drop_oldest) as taken and dropped ('queue'),
@@ -300,10 +328,10 @@ class RunHost:
             return
         cut = self._cut
         while self._evicted and cut != CUT_NOW:
-            stamp = self._evicted.popleft()
+            stamp, lost = self._evicted.popleft()
             if self._skipped(stamp) or (cut is not None and stamp >= cut):
                 continue
-            self._taken(stamp)
+            self._taken(stamp, lost)
             self.owner.ledger.drop('queue')
 
     def _admit_image(self, msg, t_recv):
@@ -378,7 +406,7 @@ class RunHost:
                 deadline = time.monotonic() + MATCH_TIMEOUT_S
                 while self.out_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
                     time.sleep(0.02)
-                self.out_pub.publish(messages.eos_msg(self.gen))
+                self.out_pub.publish(messages.eos_msg(self.gen, sent=self.published))
             if self.is_tail and self.results_move:
                 for pub in (self.output_pub, self.class_pub):
                     pub.wait_for_all_acked(Duration(seconds=RESULT_ACK_TIMEOUT_S))

@@ -104,7 +104,9 @@ class ImageInput:
     def __init__(self, *, context, namespace, topic, qos_name, policy, queue_size):
         self.node = pumped_node('image_input', context=context, namespace=namespace)
         self.inbox = handoff.Inbox(queue_size, policy)
-        self.evicted = deque()          # stamps of the frames the full inbox dropped, for the head run's ledger
+        self.evicted = deque()          # (stamp, lost before it) of frames the full inbox dropped, for the ledger
+        self._gaps = handoff.SequenceGaps()
+        self._lost_pending = 0          # lost before a frame not yet in the inbox (a bad frame came between)
         self.drops = Counter()
         self.received = 0
         self.first_stamp = None         # header stamp of the first frame received (re-plan hand-off)
@@ -116,11 +118,26 @@ class ImageInput:
     def pump(self):
         """The (not yet started) :class:`~pipeit_ros.ros.pump.Pump` taking the frames; its stop() destroys the
         node."""
-        return Pump(self.node, [self.subscription], name='pump.camera_in')
+        return Pump(self.node, [self.subscription], name='pump.camera_in', with_info=True)
 
-    def _on_image(self, serialized):
-        """A raw (serialized) frame: read in place by pipeit_ros.app.wire.image_cdr, one copy fewer than a typed take."""
+    def _gap(self, info):
+        """Frames lost since this publisher's previous one: a gap in its publication sequence numbers (best effort
+        loses frames in transport or in a full reader history, which Fast DDS does not always report)."""
+        try:
+            gid, seq = bytes(info['publisher_gid']['data']), int(info['publication_sequence_number'])
+        except (TypeError, KeyError, ValueError):
+            return 0
+        return self._gaps.lost(gid, seq)
+
+    def _on_image(self, serialized, info=None):
+        """A raw (serialized) frame: read in place by pipeit_ros.app.wire.image_cdr, one copy fewer than a typed
+        take. Each inbox item is (message, receive time, frames DDS lost just before it): the head run that owns
+        the frame books those as taken and dropped ('dds')."""
         t_recv = time.time_ns()
+        lost = self._gap(info)
+        if lost:
+            self.drops['dds_gap'] += lost
+        self._lost_pending += lost
         try:
             msg = parse_image(serialized)
         except ImageError as exc:
@@ -129,11 +146,12 @@ class ImageInput:
         if self.first_stamp is None:
             self.first_stamp = msg.header.stamp
         self.received += 1
+        lost, self._lost_pending = self._lost_pending, 0
         try:
-            dropped = self.inbox.put((msg, t_recv))
+            dropped = self.inbox.put((msg, t_recv, lost))
             if dropped is not None:
                 self.drops['input'] += 1
-                self.evicted.append(handoff.stamp_ns(dropped[0].header.stamp))
+                self.evicted.append((handoff.stamp_ns(dropped[0].header.stamp), dropped[2]))
         except handoff.Closed:
             pass
 

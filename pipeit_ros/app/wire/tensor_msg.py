@@ -12,8 +12,9 @@ One entry per tensor, in the order of the cut (``pipeit_ros.model.graph.CutPoint
 (percent-quoted, so any ONNX name fits), dtype, shape (``scalar`` for 0-d) and byte offset into ``data``; each
 tensor starts at a multiple of :data:`ALIGN` bytes. ``height`` = 1, ``width`` = ``step`` = the byte count,
 ``is_bigendian`` 0 (each dtype says its own byte order). The end of a plan generation on a topic is an empty
-message with encoding ``pipeit/eos;v2;gen=2``: it travels in-band behind the generation's last frame, so a
-receiver knows every older frame has arrived (see pipeit_ros.app.handoff).
+message with encoding ``pipeit/eos;v2;gen=2;sent=41``: it travels in-band behind the generation's last frame, so a
+receiver knows every older frame has arrived (see pipeit_ros.app.handoff), and how many tensor messages were
+published before it (fewer arrived: DDS lost them, on a keep-last topic under ``drop_oldest``).
 
 Packing copies each tensor once through a memoryview (``array.frombytes``); unpacking is ``np.frombuffer`` over
 the message's buffer (no copy). Assigning an ndarray to ``msg.data`` would walk it element by element
@@ -46,6 +47,7 @@ class Packet:
     arrays: list = field(default_factory=list)
     t_recv_ns: int = 0
     src_hw: tuple = (0, 0)
+    sent: int | None = None     # eos: tensor messages published before it on its topic (None: not said)
 
     def ordered(self, names):
         """The arrays in the order of ``names`` (a stage's input names); PipeitError when one is missing."""
@@ -116,9 +118,9 @@ def pack_tensors(msg, names, arrays, *, seq, generation, t_recv_ns=0, src_hw=(0,
     return msg
 
 
-def pack_eos(msg, generation):
-    """Fill ``msg`` as the end-of-generation marker."""
-    msg.encoding = f'{EOS};{VERSION};gen={int(generation)}'
+def pack_eos(msg, generation, sent=None):
+    """Fill ``msg`` as the end-of-generation marker, behind ``sent`` tensor messages."""
+    msg.encoding = f'{EOS};{VERSION};gen={int(generation)}' + ('' if sent is None else f';sent={int(sent)}')
     msg.height = msg.width = msg.step = 0
     msg.is_bigendian = 0
     msg.data = array.array('B')
@@ -136,7 +138,7 @@ def unpack(msg):
     try:
         gen = int(f['gen'])
         if kind == EOS:
-            return Packet('eos', gen)
+            return Packet('eos', gen, sent=int(f['sent']) if 'sent' in f else None)
         seq, t_recv = int(f['seq']), int(f.get('t_recv', 0))
         src_hw = tuple(int(d) for d in f.get('src', '0x0').split('x'))
         entries = []
