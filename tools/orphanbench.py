@@ -65,6 +65,27 @@ def wait_until(predicate, timeout, what, output):
         time.sleep(0.1)
 
 
+class Lag:
+    """The longest this process' 10 ms sleeps overslept while it ran: a machine that stalls every process
+    (a loaded VM) shows here, not as the nodes' fault."""
+
+    def __init__(self):
+        self.worst, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            t = time.monotonic()
+            time.sleep(0.01)
+            self.worst = max(self.worst, time.monotonic() - t - 0.01)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.worst
+
+
 def watch_ends(launcher, nodes, timeout):
     """Monotonic end times {pid: t} of the launcher and the nodes (pidfds: readable once a process has ended)."""
     fds = {}
@@ -111,15 +132,18 @@ def one_run(kind, sig, domain, args):
         wait_until(lambda: len(node_processes(proc.pid)) >= args.nodes, 60, f'{args.nodes} node processes', out)
         time.sleep(args.settle)         # frames flowing through every node
         nodes = [p.pid for p in node_processes(proc.pid)]
+        lag = Lag()
         t_signal = time.monotonic()
         proc.send_signal(sig)
         ended = watch_ends(proc.pid, nodes, ORPHAN_AFTER_S + 30.0)
+        worst_lag = lag.stop()
         proc.wait(30)
         t_parent = ended.get(proc.pid, time.monotonic())
         left = [pid for pid in nodes if pid not in ended or ended[pid] - t_parent > ORPHAN_AFTER_S]
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         return {'kind': kind, 'signal': signal.Signals(sig).name, 'nodes': len(nodes), 'orphans': len(left),
+                'bench_lag_s': worst_lag,
                 'parent_end_s': t_parent - t_signal,
                 'node_end_s': sorted(max(0.0, ended[pid] - t_parent) for pid in nodes if pid not in left),
                 'node_end_from_signal_s': sorted(ended[pid] - t_signal for pid in nodes if pid not in left)}
@@ -161,7 +185,8 @@ def main(argv=None):
             print(f'run {i + 1} {kind} {row["signal"]}: {row["nodes"]} nodes, {row["orphans"]} orphans, launcher '
                   f'ended {row["parent_end_s"]:.3f} s after the signal, nodes after it: '
                   + ' '.join(f'{t:.3f}' for t in row['node_end_s']) + ' s, after the signal: '
-                  + ' '.join(f'{t:.3f}' for t in row['node_end_from_signal_s']) + f' s (load {row["load"]:.1f})',
+                  + ' '.join(f'{t:.3f}' for t in row['node_end_from_signal_s'])
+                  + f' s (load {row["load"]:.1f}; this process overslept by up to {row["bench_lag_s"]:.3f} s)',
                   file=sys.stderr, flush=True)
     ends = [t for r in runs for t in r['node_end_s']]
     summary = {'runs': len(runs), 'nodes': sum(r['nodes'] for r in runs), 'orphans': sum(r['orphans'] for r in runs),
