@@ -46,7 +46,6 @@ from pipeit_ros.ros.stage_node import NodeThread
 # transports (a FASTDDS_BUILTIN_TRANSPORTS value such as SHM) with no profile, for comparisons (tools/hopbench.py):
 # a participant given both talked neither to shared-memory-only participants nor to default ones (measured: 0
 # messages either way).
-_PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
 
 def dds_env(transport=None, environ=None):
@@ -54,7 +53,7 @@ def dds_env(transport=None, environ=None):
     profile, or with ``transport`` builtin transports and no profile file."""
     env = dict(os.environ if environ is None else environ)
     if transport:
-        for var in _PROFILE_VARS:
+        for var in layout.PROFILE_VARS:
             env.pop(var, None)
         env['FASTDDS_BUILTIN_TRANSPORTS'] = transport
     else:
@@ -203,7 +202,8 @@ def dds_transport(transport=None):
 
 def spawn_container(cluster, parameters, domain_id, *, name=None, capture=True, transport=None):
     """A ``pipeit_container`` process (``python -m pipeit_ros.ros.container``) on ``domain_id`` with
-    :func:`dds_env` (``transport``: builtin transports instead of the shipped profile); parameters as ``-p name:=value`` (strings, numbers, booleans)."""
+    :func:`dds_env` (``transport``: builtin transports instead of the shipped profile); parameters as
+    ``-p name:=value`` (strings, numbers, booleans)."""
     name = name or ('pipeit_container' if cluster in ('*', '') else f'pipeit_container_{cluster}')
     args = [sys.executable, '-m', 'pipeit_ros.ros.container', '--ros-args', '-r', f'__node:={name}']
     for key, value in {'cluster': cluster, **parameters}.items():
