@@ -61,6 +61,7 @@ class ParentWatch:
         self.grace_s = grace_s
         self._stop = stop
         self._armed = threading.Lock()
+        self._stopping = False
         self.orphaned = threading.Event()
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.signal(PARENT_SIGNAL, self._on_signal)
@@ -78,7 +79,9 @@ class ParentWatch:
         if os.getppid() == self.parent and not self.orphaned.is_set():
             return
         self._orphaned()
-        self._stop()
+        if not self._stopping:          # once: a second signal (the kernel's and the watch's) must not cut the stop
+            self._stopping = True
+            self._stop()
 
     def _orphaned(self):
         """Arm the deadline (once) and say so."""
