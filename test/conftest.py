@@ -9,6 +9,17 @@ FIXTURES = os.path.join(REPO, 'test', 'fixtures')
 sys.path.insert(0, os.path.join(REPO, 'tools'))  # developer tools (rosbench, startbench, framecost) are not installed
 
 
+def _shipped_dds_profile():
+    """The shipped Fast DDS profile for this process and every process a test starts, as users get it (read once
+    per process, so before any participant exists; pipeit_ros.testing.harness.dds_env)."""
+    from pipeit_ros.app import layout
+    os.environ.pop('FASTDDS_BUILTIN_TRANSPORTS', None)
+    os.environ.update(layout.dds_profile_env())
+
+
+_shipped_dds_profile()
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Every test gets the same private cache dir, never the user's ~/.cache/pipeit."""

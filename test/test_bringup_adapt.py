@@ -42,7 +42,7 @@ BUSY_LOOP = 'import os\nos.sched_setaffinity(0, {1})\nwhile True:\n    pass\n'
 
 @pytest.fixture
 def ros():
-    # a participant with the default transports: bringup's nodes (the package's Fast DDS profile) are visible to it
+    # this process' participant: the shipped Fast DDS profile, as bringup's nodes (test/conftest.py)
     graph = RosGraph(domain_id())
     yield graph
     graph.close()

@@ -27,6 +27,7 @@ CHILD = textwrap.dedent('''
         while True:
             time.sleep(0.05)
     except KeyboardInterrupt:
+        time.sleep(0.3)          # a stop that takes a while: no second interrupt cuts it (the kernel's and the watch's)
         with open(sys.argv[1], 'w') as f:
             f.write('stopped')
         if hang:

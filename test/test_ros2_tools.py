@@ -187,13 +187,33 @@ def test_launch_single_container(shell):
 
 
 def test_launch_emulated_topology_and_sigterm_leaves_no_node(shell):
-    """SIGTERM makes ros2 launch exit at once without stopping its nodes (ros2/launch issue 666): they end by
-    themselves once their parent is gone (pipeit_ros.app.lifecycle)."""
+    """Each container is a component container to the ros2 CLI: its list_nodes names the stage nodes it hosts;
+    unload is refused (load is, in the default layout's test). SIGTERM makes ros2 launch exit at once without
+    stopping its nodes (ros2/launch issue 666): they end by themselves once their parent is gone
+    (pipeit_ros.app.lifecycle)."""
     proc, out = launch(shell, 'topology:=emulated-2x1')
+    containers = {'/pipeit_container_c0', '/pipeit_container_c1'}
     try:
         results_flow(shell)
-        shell.poll('ros2 node list', lambda o: {'/pipeit_container_c0', '/pipeit_container_c1'} <= set(o.split()), 60,
-                   'both containers in ros2 node list')
+        nodes = shell.poll('ros2 node list', lambda o: containers <= set(o.split()) and '/stage_0' in o, 60,
+                           'both containers and the stage nodes in ros2 node list').split()
+        stages = {n for n in nodes if re.fullmatch(r'/stage_\d+', n)}
+
+        # what `ros2 component list` does (its ros2component is not among the tools): find every service of type
+        # ListNodes named <container>/_container/list_nodes (hidden: a name part starts with '_'), and call it
+        code, services = shell.run('ros2 service list -t --include-hidden-services')
+        found = set(re.findall(r'^(\S+)/_container/list_nodes \[composition_interfaces/srv/ListNodes\]$', services,
+                               re.M))
+        assert code == 0 and found == containers, services
+        hosted = {}
+        for c in sorted(found):
+            code, said = shell.run(f'ros2 service call {c}/_container/list_nodes composition_interfaces/srv/ListNodes')
+            assert code == 0 and 'full_node_names=' in said, said
+            hosted[c] = re.findall(r"'(/stage_\d+)'", said.split('full_node_names=', 1)[1].split(']', 1)[0])
+        assert sorted(n for names in hosted.values() for n in names) == sorted(stages), (hosted, nodes)
+        code, refused = shell.run('ros2 service call /pipeit_container_c1/_container/unload_node '
+                                  'composition_interfaces/srv/UnloadNode "{unique_id: 1}"')
+        assert code == 0 and 'success=False' in refused and 'change the plan' in refused, refused
     finally:
         code, left = stop_launch(proc, out, sig=signal.SIGTERM)
     assert not left, f'nodes left running after SIGTERM to ros2 launch: {left}\n{out.text()[-3000:]}'

@@ -140,7 +140,7 @@ def thread_cpus(pid):
 
 
 @pytest.mark.parametrize('spec', ['0-3@c0,4-8@c1', '0-1@c0,2-8@c1'], ids=['one-tensor', 'two-tensors'])
-def test_two_container_processes_match_engine_output(tiny, topo, monkeypatch, spec):
+def test_two_container_processes_match_engine_output(tiny, topo, spec):
     """The cut before layer 2 is inside the residual block: its message carries both tensors that cross."""
     n = 16
     frames = [harness.synthetic_frame(i, W, H, seed=1) for i in range(n)]
@@ -148,7 +148,6 @@ def test_two_container_processes_match_engine_output(tiny, topo, monkeypatch, sp
     assert len(tiny.boundary(plan.stages[1].first)) == (2 if spec.startswith('0-1') else 1)
     expected = engine_outputs(tiny, plan, frames)
     domain = harness.domain_id_for_process(base=50)
-    monkeypatch.setenv('FASTDDS_BUILTIN_TRANSPORTS', harness.TRANSPORT)     # the containers' transport too
     procs = [harness.spawn_container(c, BLOCK, domain) for c in ('c0', 'c1')]
     try:
         with harness.RosGraph(domain_id=domain) as rg:

@@ -74,8 +74,7 @@ def vision_env():
 
 def test_vision_msgs_classification_carries_the_engines_top_k(vision_env, zoo_model):
     model = zoo_model('tiny')
-    env = {**vision_env, 'PIPEIT_MODEL': model, 'PIPEIT_DOMAIN': str(domain_id()),
-           **harness.dds_env(harness.TRANSPORT)}
+    env = {**harness.dds_env(environ=vision_env), 'PIPEIT_MODEL': model, 'PIPEIT_DOMAIN': str(domain_id())}
     child = subprocess.run([sys.executable, '-c', CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr[-3000:]
     got = json.loads(child.stdout.strip().splitlines()[-1])
@@ -149,8 +148,7 @@ with harness.RosGraph(domain_id=int(os.environ['PIPEIT_DOMAIN'])) as rg:
 def test_vision_msgs_detection2d_array_carries_the_boxes(vision_env, tmp_path):
     from test_output_ros import BOXES, fixed_head_net
     model = fixed_head_net(tmp_path / 'det.onnx')
-    env = {**vision_env, 'PIPEIT_MODEL': model, 'PIPEIT_DOMAIN': str(domain_id()),
-           **harness.dds_env(harness.TRANSPORT)}
+    env = {**harness.dds_env(environ=vision_env), 'PIPEIT_MODEL': model, 'PIPEIT_DOMAIN': str(domain_id())}
     child = subprocess.run([sys.executable, '-c', CHILD_DETECTIONS], env=env, capture_output=True, text=True,
                            timeout=120)
     assert child.returncode == 0, child.stderr[-3000:]

@@ -216,7 +216,6 @@ def run(args):
     from pipeit_ros.hw.topology import resolve
     from pipeit_ros.model import graph as graph_mod
     from pipeit_ros.model import zoo
-    from pipeit_ros.testing import harness
 
     model = args.model or zoo.default_model_path()
     if model in zoo.NETWORKS:
@@ -248,7 +247,7 @@ def run(args):
                       f'across the measurement: the machine\'s load changed, the ratio is unreliable; run again')
             rows.append(row)
     out = {'model': graph.path, 'plan': plan.to_spec(), 'topology': args.topology,
-           'transport': args.transport or harness.TRANSPORT, 'results': rows}
+           'transport': args.transport or 'shipped profile', 'results': rows}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -296,8 +295,8 @@ def build_parser():
     ap.add_argument('--width', type=int, default=640)
     ap.add_argument('--height', type=int, default=480)
     ap.add_argument('--transport', default=None,
-                    help='FASTDDS_BUILTIN_TRANSPORTS for every process (default: harness.TRANSPORT, '
-                         'shared memory), e.g. LARGE_DATA')
+                    help='FASTDDS_BUILTIN_TRANSPORTS for every process instead of the shipped Fast DDS profile '
+                         '(pipeit_ros/data/fastdds_profiles.xml), e.g. SHM or LARGE_DATA')
     ap.add_argument('--no-with-preprocess', dest='with_preprocess', action='store_false',
                     help='skip the second reference, the engine fed by the same pre-processing')
     ap.add_argument('--interleave', type=int, default=4, metavar='N',

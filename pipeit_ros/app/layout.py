@@ -31,7 +31,7 @@ from pipeit_ros.yamlfile import read_yaml
 
 PACKAGE = paths.PACKAGE
 DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
-_PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
 _FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
 GRAPH_PARAM = 'graph_id'       # the planner's and the containers' parameter naming their graph
@@ -129,16 +129,16 @@ def dds_profile_env(environ=None):
     every process of the layout, unless the user gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
     nodes' own, e.g. the plan topic's transient_local, would be lost)."""
     environ = os.environ if environ is None else environ
-    if any(environ.get(v) for v in _PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
+    if any(environ.get(v) for v in PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
         return {}
-    return {_PROFILE_VARS[0]: DDS_PROFILES}
+    return {PROFILE_VARS[0]: DDS_PROFILES}
 
 
 def dds_note(environ=None):
     """What a node logs at start about its Fast DDS profile: the one setting a camera driver of the user's must match
     for camera-sized best-effort frames to arrive."""
     environ = os.environ if environ is None else environ
-    path = next((environ[v] for v in _PROFILE_VARS if environ.get(v)), None)
+    path = next((environ[v] for v in PROFILE_VARS if environ.get(v)), None)
     if path == DDS_PROFILES:
         return (f'Fast DDS profile {path}: start a camera driver of your own with FASTDDS_DEFAULT_PROFILES_FILE={path} '
                 f'too (Fast DDS\' default transports lost 640x480 best-effort frames)')

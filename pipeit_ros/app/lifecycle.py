@@ -2,9 +2,9 @@
 left behind is cleaned at the next start.
 
 - :class:`ParentWatch` (every node's main, through pipeit_ros.ros.signals): the kernel sends SIGHUP the moment
-  the parent dies (``PR_SET_PDEATHSIG``), and a thread polling ``getppid()`` catches a parent that died before
-  that was set up; the node then stops as on SIGTERM, and is ended with ``os._exit`` if the clean stop has not
-  finished within :data:`ORPHAN_GRACE_S`. A SIGKILLed ``pipeit bringup`` or ``ros2 launch`` (which exits at
+  the parent dies (``PR_SET_PDEATHSIG``), and a thread waiting on the parent's pidfd catches a parent that died
+  before that was set up; the node then stops as on SIGTERM, and the kernel ends it (SIGALRM) if the clean stop
+  has not finished :data:`ORPHAN_GRACE_S` after the parent's death. A SIGKILLed ``pipeit bringup`` or ``ros2 launch`` (which exits at
   once on SIGTERM, ros2/launch issue 666) so leaves no node running.
 - :func:`clean_leftovers` (bringup and the planner at start): ``pipeit-<kind>-<pid>-*`` work directories whose
   process is gone, and Fast DDS shared-memory segments and ports whose owner died. Fast DDS keeps an owner
@@ -16,6 +16,7 @@ import ctypes
 import fcntl
 import os
 import re
+import select
 import shutil
 import signal
 import sys
@@ -26,7 +27,7 @@ import time
 PR_SET_PDEATHSIG = 1
 PARENT_SIGNAL = signal.SIGHUP
 ORPHAN_GRACE_S = 1.0        # a node whose parent is gone gets this long to stop cleanly (each node ends < 2 s)
-WATCH_PERIOD_S = 0.2
+WATCH_PERIOD_S = 0.2        # getppid() polling where pidfds are missing
 SHM_DIR = '/dev/shm'
 _SEGMENT_LOCK_RE = re.compile(r'^(fastdds|fastrtps)_[0-9a-z]{16}_el$')
 _PORT_LOCK_RE = re.compile(r'^(fastdds|fastrtps)_port\d{1,5}_(el|sl)$')
@@ -45,42 +46,64 @@ def pid_alive(pid):
 
 class ParentWatch:
     """End this process once its parent is gone: ``stop()`` runs on the main thread (a signal handler; it may
-    raise, e.g. KeyboardInterrupt, to unwind the node's spin loop), ``os._exit(1)`` follows ``grace_s`` later.
+    raise, e.g. KeyboardInterrupt, to unwind the node's spin loop), and the kernel ends the process ``grace_s``
+    after the parent's death if the clean stop has not (a SIGALRM left at its default action: no Python code, so
+    no wait for a tear-down that holds the GIL).
 
-    SIGHUP while the parent still runs is ignored: it comes from a terminal's hang-up (the parent gets it too
-    and stops its children) or from a launcher's thread that started us ending before the launcher."""
+    The parent's death is seen at once twice over: the kernel's ``PR_SET_PDEATHSIG`` signal, and a thread
+    blocked on a pidfd of the parent (``getppid()`` polled where pidfds are missing), which arms the deadline even
+    while the main thread is inside native code. SIGHUP while the parent still runs is ignored: it comes from a
+    terminal's hang-up (the parent gets it too and stops its children) or from a launcher's thread that started
+    us ending before the launcher."""
 
     def __init__(self, stop, grace_s=ORPHAN_GRACE_S):
         self.parent = os.getppid()
         self.grace_s = grace_s
         self._stop = stop
+        self._armed = threading.Lock()
+        self._stopping = False
         self.orphaned = threading.Event()
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.signal(PARENT_SIGNAL, self._on_signal)
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, int(PARENT_SIGNAL), 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG) failed')
-        self._thread = threading.Thread(target=self._watch, name='parent-watch', daemon=True)
+        try:
+            pidfd = os.pidfd_open(self.parent)
+        except OSError:             # gone already, or no pidfds: getppid() tells
+            pidfd = None
+        self._thread = threading.Thread(target=self._watch, args=(pidfd,), name='parent-watch', daemon=True)
         self._thread.start()
 
     def _on_signal(self, signum, frame):
         if os.getppid() == self.parent and not self.orphaned.is_set():
             return
-        self.orphaned.set()
-        self._stop()
+        self._orphaned()
+        if not self._stopping:          # once: a second signal (the kernel's and the watch's) must not cut the stop
+            self._stopping = True
+            self._stop()
 
-    def _watch(self):
-        while not self.orphaned.wait(WATCH_PERIOD_S):
-            if os.getppid() != self.parent:       # died before prctl, or the signal was lost
-                os.kill(os.getpid(), PARENT_SIGNAL)
-                break
-        time.sleep(self.grace_s)
+    def _orphaned(self):
+        """Arm the deadline (once) and say so."""
+        with self._armed:
+            if self.orphaned.is_set():
+                return
+            signal.setitimer(signal.ITIMER_REAL, self.grace_s)
+            self.orphaned.set()
         try:            # stderr is often a pipe to the dead parent
-            sys.stderr.write(f'parent process {self.parent} is gone and the node did not stop within '
-                             f'{self.grace_s:g} s: exiting\n')
+            sys.stderr.write(f'parent process {self.parent} is gone: stopping, or ending in {self.grace_s:g} s\n')
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os._exit(1)
+
+    def _watch(self, pidfd):
+        if pidfd is not None and os.getppid() == self.parent:   # the pidfd is the parent's, not a reused pid's
+            select.select([pidfd], [], [])                       # readable once the parent has ended
+        else:
+            while os.getppid() == self.parent:
+                time.sleep(WATCH_PERIOD_S)
+        self._orphaned()
+        os.kill(os.getpid(), PARENT_SIGNAL)         # the clean stop, should the kernel's signal not come
 
 
 def work_dir(kind):

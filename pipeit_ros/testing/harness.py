@@ -11,8 +11,8 @@ spinning on its own thread, so a test drives a whole camera -> containers -> res
         src.send(image_msg(synthetic_frame(0), 'rgb8', stamp_ns))
         out.wait_for(1, 10)
 
-Containers in other processes: :func:`spawn_container` (+ :func:`dds_transport` around the test's own
-context, so both sides use one transport).
+Containers in other processes: :func:`spawn_container`; both sides use :func:`dds_env` (the shipped Fast DDS
+profile; a tool comparing transports wraps its own context in :func:`dds_transport`).
 """
 from contextlib import contextmanager
 import json
@@ -30,6 +30,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
+from pipeit_ros.app import layout
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
@@ -38,21 +39,27 @@ from pipeit_ros.ros.planner_node import PlannerNode
 from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread
 
-# Fast DDS transports for every process of a test or bench graph started here (the layout's processes use the
-# package's XML profile instead, pipeit_ros.app.layout.dds_profile_env). Shared memory with segments large enough
-# for camera frames and tensors in one piece; set per participant through the environment, which an XML profile
-# (read once per process) cannot be. Not LARGE_DATA (docs/architecture.md, measured facts): with Fast DDS 3.2.3 here, a process
-# that starts while peers of a previous one still run (a restarted container, the next test, rosbench's second
-# layout) was not discovered at all in about 1 run of 4 to 25, while SHM was in 85 of 85 (see the report).
-# Shared memory is host-local: graph tools on another machine need another transport.
-TRANSPORT = 'SHM?max_msg_size=8MB&sockets_size=16MB'
+# Fast DDS for every process of a test or bench graph started here: the package's shipped profile (shared memory
+# with a 32 MiB segment + UDPv4, pipeit_ros.app.layout.dds_profile_env), what users get, unless the environment
+# names a profile of its own. A profile file is read once per process, at its first participant: set it before
+# any context exists (test/conftest.py does, for the test process). ``transport`` instead names Fast DDS builtin
+# transports (a FASTDDS_BUILTIN_TRANSPORTS value such as SHM) with no profile, for comparisons (tools/hopbench.py):
+# a participant given both talked neither to shared-memory-only participants nor to default ones (measured: 0
+# messages either way).
 
 
-def dds_env(transport=None):
-    """The Fast DDS environment for ``transport`` (a FASTDDS_BUILTIN_TRANSPORTS value; default TRANSPORT). Not the
-    package's XML profile: a participant given both talked neither to shared-memory-only participants nor to
-    default ones (measured: 0 messages either way)."""
-    return {'FASTDDS_BUILTIN_TRANSPORTS': transport or TRANSPORT}
+def dds_env(transport=None, environ=None):
+    """``environ`` (default os.environ) as a new dict with the Fast DDS settings of a test graph: the shipped
+    profile, or with ``transport`` builtin transports and no profile file."""
+    env = dict(os.environ if environ is None else environ)
+    if transport:
+        for var in layout.PROFILE_VARS:
+            env.pop(var, None)
+        env['FASTDDS_BUILTIN_TRANSPORTS'] = transport
+    else:
+        env.pop('FASTDDS_BUILTIN_TRANSPORTS', None)
+        env.update(layout.dds_profile_env(env))
+    return env
 
 
 def domain_id_for_process(base=0):
@@ -178,24 +185,25 @@ class Planner(Node):
 
 @contextmanager
 def dds_transport(transport=None):
-    """FASTDDS_BUILTIN_TRANSPORTS for the contexts created inside (restored on exit); every process of one
-    graph needs the same: camera-sized messages over Fast DDS' default transports are slow or lost."""
+    """:func:`dds_env` for the contexts created inside (os.environ restored on exit); every process of one graph
+    needs the same: camera-sized messages over Fast DDS' default transports are slow or lost. The profile only
+    takes effect if no participant exists in this process yet."""
+    saved = dict(os.environ)
     env = dds_env(transport)
-    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    for var in set(saved) - set(env):
+        del os.environ[var]
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def spawn_container(cluster, parameters, domain_id, *, name=None, capture=True, transport=None):
-    """A ``pipeit_container`` process (``python -m pipeit_ros.ros.container``) on ``domain_id`` with the
-    Fast DDS ``transport`` (default TRANSPORT); parameters as ``-p name:=value`` (strings, numbers, booleans)."""
+    """A ``pipeit_container`` process (``python -m pipeit_ros.ros.container``) on ``domain_id`` with
+    :func:`dds_env` (``transport``: builtin transports instead of the shipped profile); parameters as
+    ``-p name:=value`` (strings, numbers, booleans)."""
     name = name or ('pipeit_container' if cluster in ('*', '') else f'pipeit_container_{cluster}')
     args = [sys.executable, '-m', 'pipeit_ros.ros.container', '--ros-args', '-r', f'__node:={name}']
     for key, value in {'cluster': cluster, **parameters}.items():
@@ -204,7 +212,7 @@ def spawn_container(cluster, parameters, domain_id, *, name=None, capture=True, 
         elif isinstance(value, str):        # values are YAML: quote, or '*' would be an alias
             value = "'" + value.replace("'", "''") + "'"
         args += ['-p', f'{key}:={value}']
-    env = {**os.environ, 'ROS_DOMAIN_ID': str(domain_id), **dds_env(transport)}
+    env = {**dds_env(transport), 'ROS_DOMAIN_ID': str(domain_id)}
     out = subprocess.PIPE if capture else None
     return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT if capture else None, text=True)
 
