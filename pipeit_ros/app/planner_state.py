@@ -261,14 +261,16 @@ class PlanInputs:
                 cfg.profile_path)
 
     def cost(self, cfg, graph, topology, build=True):
-        """The cost table for this model, topology and source (None when not built yet and build=False)."""
+        """The cost table for this model, topology and source, predicting for ``cfg.containers`` (None when not
+        built yet and build=False)."""
         key = self.cost_key(cfg, graph, topology)
         with self._lock:
             if key not in self._costs and build:
                 self._costs[key] = planning.cost_table(
                     graph, topology, source=cfg.source, predictor_path=cfg.predictor_path or None,
                     profile_path=cfg.profile_path or None, log=self.log)
-            return self._costs.get(key)
+            table = self._costs.get(key)
+        return None if table is None else table.in_containers(cfg.containers)
 
     def cost_tables(self):
         """The memoised cost tables (one per model, topology and source seen)."""
