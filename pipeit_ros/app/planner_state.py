@@ -270,7 +270,9 @@ class PlanInputs:
                     graph, topology, source=cfg.source, predictor_path=cfg.predictor_path or None,
                     profile_path=cfg.profile_path or None, log=self.log)
             table = self._costs.get(key)
-        return None if table is None else table.in_containers(cfg.containers)
+            if table is not None and table.containers != cfg.containers:
+                table = self._costs[key] = table.in_containers(cfg.containers)
+            return table
 
     def cost_tables(self):
         """The memoised cost tables (one per model, topology and source seen)."""
