@@ -38,6 +38,12 @@ class Stage:
     def n_layers(self):
         return self.last - self.first + 1
 
+    @property
+    def host_cluster(self):
+        """The cluster whose container hosts this stage in the ROS graph: its cluster, or the first of a
+        ``big+little`` pair."""
+        return self.cluster.split('+')[0]
+
     def replica_cpus(self):
         """The CPUs of each replica: consecutive groups of ``threads`` CPUs."""
         return [self.cpus[i * self.threads:(i + 1) * self.threads] for i in range(self.replicas)]

@@ -8,6 +8,8 @@ from pipeit_ros.cost.table import CostTable
 from pipeit_ros.hw.topology import Cluster, Topology
 
 TIE = 1e-9
+HOP_INTEGER = {'hop_send_fixed_ms': 1.0, 'hop_send_ms_per_mb': 0.0, 'hop_recv_fixed_ms': 2.0,
+               'hop_recv_ms_per_mb': 0.0}
 
 
 def topology(sizes, name='test'):
@@ -19,11 +21,13 @@ def topology(sizes, name='test'):
     return Topology(tuple(clusters), name=name)
 
 
-def random_table(rng, topo, n_segments, integer=False, handover=True, segments=None, in_bytes=None):
+def random_table(rng, topo, n_segments, integer=False, handover=True, segments=None, in_bytes=None,
+                 containers='one'):
     """A cost table with slower clusters, sub-linear speed-up in cores, per-segment noise, cut costs and load
     factors; ``integer`` makes times small integers (neither of the last two) so equal throughputs (ties)
     happen often. ``segments`` / ``in_bytes`` (bytes crossing into each segment) come from a real graph when
-    given."""
+    given. ``containers='per_cluster'``: hops between containers cost drawn send/receive lines (integers with
+    ``integer``, so ties stay frequent)."""
     configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
     base = rng.integers(1, 6, n_segments).astype(float) if integer else rng.uniform(0.2, 5.0, n_segments)
     rows = []
@@ -45,7 +49,9 @@ def random_table(rng, topo, n_segments, integer=False, handover=True, segments=N
                      act_bytes=[int(b) for b in rng.integers(1_000, 2_000_000, n_segments)],
                      handover_fixed_ms=0.05 if handover and not integer else 0.0,
                      handover_ms_per_mb=0.4 if handover and not integer else 0.0, source='test',
-                     topology_fingerprint=topo.fingerprint())
+                     topology_fingerprint=topo.fingerprint(), containers=containers,
+                     **({} if containers == 'one' else HOP_INTEGER if integer else
+                        dict(zip(HOP_INTEGER, rng.uniform(0.0, 1.5, 4)))))
 
 
 def fake_graph(n_layers):
@@ -82,8 +88,11 @@ def every_plan(cost, topo, replicas=True):
     for stages in plans:
         rates, lat, mem, cores = [], 0.0, 0.0, 0
         table = loaded if sum(sum(r) for _, _, _, r in stages) > 1 else cost
-        for i, j, k, r in stages:
-            times = [table.stage_ms(i, j, names[c], k) for c, rc in enumerate(r) for _ in range(rc)]
+        hosts = [next(c for c, rc in enumerate(r) if rc) for _, _, _, r in stages]   # the first cluster hosts
+        for n_stage, (i, j, k, r) in enumerate(stages):
+            hop = {'cross_in': n_stage > 0 and hosts[n_stage - 1] != hosts[n_stage],
+                   'cross_out': n_stage + 1 < len(stages) and hosts[n_stage + 1] != hosts[n_stage]}
+            times = [table.stage_ms(i, j, names[c], k, **hop) for c, rc in enumerate(r) for _ in range(rc)]
             rates.append(sum(1.0 / t for t in times))
             lat += max(times)
             mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared

@@ -50,10 +50,13 @@ def constraint_from(plans, kind, factor):
 @given(seed=st.integers(0, 2 ** 32 - 1), sizes=st.sampled_from(SMALL), n=st.integers(1, 4),
        integer=st.booleans(), objective=st.sampled_from(['throughput', 'latency']),
        kind=st.sampled_from(['none', 'latency', 'memory', 'fps', 'latency+memory']),
-       factor=st.sampled_from([0.9, 1.03, 1.4, 3.0]), replicas=st.booleans())
-def test_exact_equals_brute_force(seed, sizes, n, integer, objective, kind, factor, replicas):
+       factor=st.sampled_from([0.9, 1.03, 1.4, 3.0]), replicas=st.booleans(),
+       containers=st.sampled_from(['one', 'per_cluster']))
+def test_exact_equals_brute_force(seed, sizes, n, integer, objective, kind, factor, replicas, containers):
+    """``containers='per_cluster'``: a cut between stages hosted by two clusters costs the hop between
+    containers (the brute force charges it from each plan's hosts, independently of the DP's hop modes)."""
     topo = topology(sizes)
-    cost = random_table(np.random.default_rng(seed), topo, n, integer=integer)
+    cost = random_table(np.random.default_rng(seed), topo, n, integer=integer, containers=containers)
     plans = every_plan(cost, topo, replicas=replicas)
     bounds = constraint_from(plans, kind, factor)
     want = lexicographic_best(plans, objective, **bounds)
@@ -80,9 +83,10 @@ def test_exact_equals_brute_force(seed, sizes, n, integer, objective, kind, fact
 @given(seed=st.integers(0, 2 ** 32 - 1), blocks=st.lists(st.sampled_from(['residual', 'inception', 'long_skip',
                                                                            'conv']), min_size=1, max_size=3),
        k=st.integers(2, 4), sizes=st.sampled_from(SMALL), objective=st.sampled_from(['throughput', 'latency']),
-       kind=st.sampled_from(['none', 'latency', 'memory']), handover_ms_per_mb=st.sampled_from([0.4, 40.0]))
+       kind=st.sampled_from(['none', 'latency', 'memory']), handover_ms_per_mb=st.sampled_from([0.4, 40.0]),
+       containers=st.sampled_from(['one', 'per_cluster']))
 def test_exact_equals_brute_force_on_multi_tensor_cuts(tmp_path, seed, blocks, k, sizes, objective, kind,
-                                                      handover_ms_per_mb):
+                                                      handover_ms_per_mb, containers):
     """Cut points of a real DAG where up to k tensors cross, a few drawn (one with several tensors): the table
     charges each stage's input by the bytes of every tensor that crosses, and the DSE stays exact on it."""
     g = graph.load(save(build_blocks(tuple(blocks), seed % 2 ** 16).model(['logits']), tmp_path / 'dag.onnx'),
@@ -97,8 +101,9 @@ def test_exact_equals_brute_force_on_multi_tensor_cuts(tmp_path, seed, blocks, k
     crossing = {c.index: c.bytes for c in g.cut_points}
     in_bytes = [int(np.prod(g.input_shape)) * 4] + [crossing[a] for a, _ in segments[1:]]
     topo = topology(sizes)
-    cost = replace(random_table(rng, topo, len(segments), segments=segments, in_bytes=in_bytes),
-                   handover_ms_per_mb=handover_ms_per_mb)
+    cost = replace(random_table(rng, topo, len(segments), segments=segments, in_bytes=in_bytes,
+                                containers=containers),
+                   handover_ms_per_mb=handover_ms_per_mb, hop_recv_ms_per_mb=handover_ms_per_mb * 2)
     plans = every_plan(cost, topo)
     bound = constraint_from(plans, kind, 1.4)
     want = lexicographic_best(plans, objective, **bound)
@@ -116,12 +121,13 @@ def test_exact_equals_brute_force_on_multi_tensor_cuts(tmp_path, seed, blocks, k
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2 ** 32 - 1), sizes=st.sampled_from([(2, 2), (2, 1), (1, 1, 1)]), n=st.integers(3, 5),
        integer=st.booleans(), objective=st.sampled_from(['throughput', 'latency']),
-       pick=st.sampled_from([0.3, 0.5, 0.7]), factor=st.sampled_from([0.95, 1.0001, 1.2]))
-def test_exact_with_both_bounds_equals_brute_force(seed, sizes, n, integer, objective, pick, factor):
+       pick=st.sampled_from([0.3, 0.5, 0.7]), factor=st.sampled_from([0.95, 1.0001, 1.2]),
+       containers=st.sampled_from(['one', 'per_cluster']))
+def test_exact_with_both_bounds_equals_brute_force(seed, sizes, n, integer, objective, pick, factor, containers):
     """A latency and a memory bound from one plan: the least-latency plan often breaks the memory bound and
     the least-memory plan the latency bound, so the exact (latency, memory) fronts decide."""
     topo = topology(sizes)
-    cost = random_table(np.random.default_rng(seed), topo, n, integer=integer)
+    cost = random_table(np.random.default_rng(seed), topo, n, integer=integer, containers=containers)
     plans = every_plan(cost, topo)
     mid = sorted(plans, key=lambda p: p[1])[int(len(plans) * pick)]
     bounds = {'max_latency_ms': mid[1] * factor, 'memory_mb': mid[2] * factor / 2 ** 20}
@@ -178,10 +184,12 @@ def test_search_space_contains_the_baselines(sizes, seed):
         assert plan.predicted_fps >= fps * (1 - TIE), name
 
 
-def test_200_segments_on_3_clusters_8_cores_is_fast():
+@pytest.mark.parametrize('containers', ['one', 'per_cluster'])
+def test_200_segments_on_3_clusters_8_cores_is_fast(containers):
+    """With a container per cluster the states carry a hop mode (7 per budget here): 0.5 s CPU instead of 0.1."""
     topo = topology_mod.resolve('snapdragon-8gen2', check_cpus=False)
     assert [c.size for c in topo.clusters] == [1, 4, 3]
-    cost = random_table(np.random.default_rng(7), topo, 200)
+    cost = random_table(np.random.default_rng(7), topo, 200, containers=containers)
     started = time.process_time()
     plan = dse.solve(cost, topo)
     cpu_s = time.process_time() - started
@@ -329,3 +337,48 @@ def test_predict_needs_segment_boundaries():
     cost = replace(cost, segments=[(0, 1), (2, 3)])
     with pytest.raises(PlanError, match='segment boundaries'):
         dse.predict(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 3, 'c1', (1,)))), cost, topo)
+
+
+def _hop_table(seg_ms, in_bytes, containers, topo):
+    """Equal-speed clusters, no in-process hand-over cost, and a hop between containers of 0.2 ms + 1.5 ms/MB
+    (send) and 0.3 ms + 2 ms/MB (receive): what a cut costs depends only on where its stages run."""
+    n = len(seg_ms)
+    configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
+    return CostTable(segments=[(i, i) for i in range(n)], configs=configs, seg_ms=[seg_ms] * len(configs),
+                     overhead_ms=[0.0] * len(configs), in_bytes=in_bytes, weight_bytes=[0] * n, act_bytes=[0] * n,
+                     hop_send_fixed_ms=0.2, hop_send_ms_per_mb=1.5, hop_recv_fixed_ms=0.3, hop_recv_ms_per_mb=2.0,
+                     containers=containers, topology_fingerprint=topo.fingerprint())
+
+
+def test_a_cut_between_containers_costs_more_than_the_same_cut_in_process():
+    """The same two-stage plan: across two clusters' containers both stages pay their side of the hop; inside
+    one process (or with both stages in one cluster's container) neither does."""
+    seg, big = [10.0, 1.0, 10.0], [602_112, 6_422_528, 262_144]
+    two = topology((1, 1))
+    plan = validate(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 2, 'c1', (1,)))), two, n_layers=3)
+    fps_one, lat_one = dse.predict(plan, _hop_table(seg, big, 'one', two), two)
+    per_cluster = _hop_table(seg, big, 'per_cluster', two)
+    fps_cross, lat_cross = dse.predict(plan, per_cluster, two)
+    hop = per_cluster.hop_send_ms(big[1]) + per_cluster.hop_recv_ms(big[1])
+    assert lat_cross == pytest.approx(lat_one + hop)
+    assert fps_cross < fps_one
+    assert dse.predict(plan, _hop_table(seg, big, 'one', two).in_containers('per_cluster'), two) == (
+        fps_cross, lat_cross)
+    one_cluster = topology((2,))
+    same = validate(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 2, 'c0', (1,)))), one_cluster, n_layers=3)
+    assert (dse.predict(same, _hop_table(seg, big, 'per_cluster', one_cluster), one_cluster)
+            == dse.predict(same, _hop_table(seg, big, 'one', one_cluster), one_cluster))
+
+
+def test_the_dse_avoids_a_big_tensor_hop_when_an_equally_balanced_cut_is_cheaper():
+    """Two cuts balance the stages alike (10.2 | 1 + 10 against 10.2 + 1 | 10): in one process the first wins
+    by 0.2 ms; between containers it would send 6.4 MB, the second 0.26 MB, and the DSE takes the second."""
+    topo = topology((1, 1))
+    seg, in_bytes = [10.2, 1.0, 10.0], [602_112, 6_422_528, 262_144]
+    in_process = dse.solve(_hop_table(seg, in_bytes, 'one', topo), topo, replicas=False)
+    across = dse.solve(_hop_table(seg, in_bytes, 'per_cluster', topo), topo, replicas=False)
+    assert [s.first for s in in_process.stages] == [0, 1]
+    assert [s.first for s in across.stages] == [0, 2]
+    assert across.notes['containers'] == 'per_cluster'
+    big_cut = validate(replace(in_process, predicted_fps=None), topo, n_layers=3)
+    assert dse.predict(big_cut, _hop_table(seg, in_bytes, 'per_cluster', topo), topo)[0] < across.predicted_fps

@@ -48,6 +48,7 @@ def test_layout_per_cluster(params, name):
     assert topology_mod.load_yaml(planner.parameters['topology'], check_cpus=False) == topo
     assert all(c.parameters['image_topic'] == 'image_raw' for c in containers)   # pipeit_container section
     assert all(c.parameters['topology'] == SHIPPED[name] for c in containers)
+    assert planner.parameters['containers'] == 'per_cluster'     # the planner predicts hops between them
 
 
 @pytest.mark.parametrize('name', sorted(SHIPPED), ids=sorted(SHIPPED))
@@ -57,6 +58,7 @@ def test_layout_single_container(params, name):
     assert [s.role for s in specs] == ['planner', 'container']
     assert specs[1].name == 'pipeit_container' and specs[1].parameters['cluster'] == '*'
     assert specs[1].cpus == topo.cpus
+    assert specs[0].parameters['containers'] == 'one'             # every cut in one process
 
 
 def test_auto_topology_is_resolved_at_launch(params):

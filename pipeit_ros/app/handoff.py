@@ -34,8 +34,8 @@ STATES = ('idle', 'draining', 'ready', 'running')
 
 
 def host_cluster(stage):
-    """The cluster whose container hosts ``stage``: its cluster, or the first of a ``big+little`` pair."""
-    return stage.cluster.split('+')[0]
+    """The cluster whose container hosts ``stage`` (:attr:`pipeit_ros.plan.Stage.host_cluster`)."""
+    return stage.host_cluster
 
 
 def hosted_runs(plan, cluster):

@@ -174,6 +174,8 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         planner['model_path'] = os.path.abspath(model) if os.path.isfile(model) else model
     if input_shape:
         planner['input_shape'] = input_shape if isinstance(input_shape, str) else 'x'.join(map(str, input_shape))
+    if single_container:         # every cut in one process: the plan is predicted without hops between containers
+        planner['containers'] = 'one'
     specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
                          parameters={**planner_parameters(planner), GRAPH_PARAM: graph_id}, env=dict(dds_env),
                          namespace=namespace)]

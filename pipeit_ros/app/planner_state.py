@@ -33,6 +33,7 @@ class PlannerConfig:
     min_fps: float = 0.0
     memory_mb: int = 0
     search: str = 'exact'
+    containers: str = 'per_cluster'
     max_cut_tensors: int = graph_mod.DEFAULT_MAX_CUT_TENSORS
     stages: str = ''
     input_shape: str = ''
@@ -101,6 +102,9 @@ PARAMS = (
     ParamSpec('min_fps', 'throughput floor for the DSE in frames/s; 0: none', low=0.0, high=1e6),
     ParamSpec('memory_mb', 'memory budget in MiB of the plan run in one process (docs/memory.md); 0: none', low=0, high=1_000_000),
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),
+    ParamSpec('containers', "process layout the plan's figures are predicted for: per_cluster (a container per "
+              "cluster: a cut between clusters costs a hop between processes) or one (single_container)",
+              planning.CONTAINERS),
     ParamSpec('max_cut_tensors', 'a cut is legal where at most this many tensors cross it (1: only chain cuts, '
               'as the Pipe-it paper)', low=1, high=64),
     ParamSpec('stages', 'force this plan (compact spec, e.g. 0-5@c0,6-11@c1) instead of the DSE; '
@@ -257,14 +261,18 @@ class PlanInputs:
                 cfg.profile_path)
 
     def cost(self, cfg, graph, topology, build=True):
-        """The cost table for this model, topology and source (None when not built yet and build=False)."""
+        """The cost table for this model, topology and source, predicting for ``cfg.containers`` (None when not
+        built yet and build=False)."""
         key = self.cost_key(cfg, graph, topology)
         with self._lock:
             if key not in self._costs and build:
                 self._costs[key] = planning.cost_table(
                     graph, topology, source=cfg.source, predictor_path=cfg.predictor_path or None,
                     profile_path=cfg.profile_path or None, log=self.log)
-            return self._costs.get(key)
+            table = self._costs.get(key)
+            if table is not None and table.containers != cfg.containers:
+                table = self._costs[key] = table.in_containers(cfg.containers)
+            return table
 
     def cost_tables(self):
         """The memoised cost tables (one per model, topology and source seen)."""
@@ -334,7 +342,7 @@ def run_dse(cfg, cost, topology, graph):
 
     return planning.plan_from_cost(cost, graph, topology, objective=cfg.objective,
                                    max_latency_ms=cfg.max_latency_ms or None, min_fps=cfg.min_fps or None,
-                                   memory_mb=cfg.memory_mb or None, search=cfg.search)
+                                   memory_mb=cfg.memory_mb or None, search=cfg.search, containers=cfg.containers)
 
 
 def adapt_plan(current, cfg, drift, inputs):

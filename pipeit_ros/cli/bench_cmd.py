@@ -75,7 +75,7 @@ def _plan(args, graph, topology):
     elif args.stages is not None:
         plan = parse_spec(args.stages, topology)
     elif args.auto:
-        plan = planning.auto_plan(graph, topology, source=args.source, log=note)
+        plan = planning.auto_plan(graph, topology, source=args.source, containers='one', log=note)  # one process
     else:
         return None
     if not plan.model_hash:

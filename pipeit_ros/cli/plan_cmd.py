@@ -42,6 +42,10 @@ def add_arguments(parser):
     parser.add_argument('--search', choices=planning.SEARCHES, default='exact',
                         help='exact optimum (default) or the Pipe-it paper\'s heuristic')
     parser.add_argument('--no-replicas', action='store_true', help='one copy of each stage (no data parallelism)')
+    parser.add_argument('--containers', choices=planning.CONTAINERS, default='per_cluster',
+                        help="process layout the figures are predicted for: per_cluster (pipeit bringup's: a cut "
+                             "between clusters is a hop between containers) or one (single_container, pipeit "
+                             "bench)")
     parser.add_argument('--out', metavar='FILE', help='write the plan JSON to FILE (for pipeit bench --plan)')
     add_cut_flag(parser)
     add_json_flag(parser)
@@ -58,6 +62,8 @@ def describe(plan, graph, topology):
     extra = [f'{n["cores_used"]} of {len(topology.cpus)} cores'] if 'cores_used' in n else []
     if 'memory_mib' in n:
         extra.append(f'{n["memory_mib"]:.1f} MiB predicted memory')
+    if n.get('containers') == 'per_cluster':
+        extra.append('a container per cluster')
     if 'search_ms' in n:
         extra.append(f'searched in {n["search_ms"]:.0f} ms')
     if extra:
@@ -79,7 +85,8 @@ def run(args):
     plan = planning.auto_plan(graph, topology, source=args.source, predictor_path=args.predictor,
                               profile_path=args.profile, objective=args.objective,
                               max_latency_ms=args.max_latency_ms, min_fps=args.min_fps, memory_mb=args.memory_mb,
-                              search=args.search, replicas=not args.no_replicas, log=note)
+                              search=args.search, replicas=not args.no_replicas, containers=args.containers,
+                              log=note)
     if args.out:
         save_output(plan, args.out, 'plan')
     if args.json:

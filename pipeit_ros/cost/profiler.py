@@ -325,7 +325,9 @@ def describe(table):
     lines = ['  '.join(v.rjust(w) for v, w in zip(r, widths)) for r in [head] + rows]
     lines.append(f'times in ms ({table.source}) of each segment inside a stage; a cut between stages adds its '
                  f'own cost (sum over all cuts above) and a hand-over of {table.handover_fixed_ms:.3f} ms + '
-                 f'{table.handover_ms_per_mb:.3f} ms/MB')
+                 f'{table.handover_ms_per_mb:.3f} ms/MB in one process; between two containers the sender pays '
+                 f'{table.hop_send_fixed_ms:.3f} ms + {table.hop_send_ms_per_mb:.3f} ms/MB and the receiver '
+                 f'{table.hop_recv_fixed_ms:.3f} ms + {table.hop_recv_ms_per_mb:.3f} ms/MB')
     return lines
 
 

@@ -21,6 +21,18 @@ on it while every other CPU of the topology runs the model too). :meth:`CostTabl
 a plan of that many core groups (stages x replicas) is predicted with: as measured alone for one group,
 scaled by the load factors for more.
 
+A cut between stages in two processes costs more than one inside a process. In the ROS graph every cluster has
+its own container (``containers='per_cluster'``, the default of ``pipeit bringup`` and the launch file), so a cut
+between stages hosted on different clusters (:attr:`pipeit_ros.plan.Stage.host_cluster`) sends every crossing
+tensor in one message: the sending stage's container packs and publishes it (``hop_send_*``: one copy into the
+message, serialisation, the write into Fast DDS shared memory, on the engine's output thread), the receiving
+one takes and unpacks it (``hop_recv_*``: transport, take, deserialisation). The sender's stage pays the first,
+the receiver's the second instead of the in-process hand-over. Inside one process (``containers='one'``: the
+engine, ``pipeit bench``, ``single_container:=true``) every cut is an in-process hand-over (zero-copy). The hop
+costs are a measured calibration shipped in ``pipeit_ros/data/hop_cost.json`` (``tools/hopcost.py``: real
+rclpy publisher and subscriber processes with the shipped Fast DDS profile, docs/architecture.md), used by
+every table that does not carry its own.
+
 Memory (docs/memory.md), in bytes, what a plan's process uses: ``base_bytes`` (a fresh engine process:
 Python, numpy, onnx, onnxruntime) + ``weight_bytes`` of every segment once (one memory-mapped file shared by
 every session and process; ``held_bytes``: the part of them that stays there, measured, since onnxruntime
@@ -32,13 +44,27 @@ segment's session is built, then on its first run); a table without them (the pr
 ``arena_bytes`` = the largest activation, ``session_bytes`` = 0 and ``held_bytes`` = all the weights.
 """
 from dataclasses import asdict, dataclass, field, replace
+import functools
 import json
+import os
 
 import numpy as np
 
 from pipeit_ros.errors import PipeitError, check_regular_file
+from pipeit_ros.paths import DATA_DIR
 
 DEFAULT_BASE_BYTES = 36 * 2**20   # PSS of a fresh engine process here (docs/memory.md); the profiler measures it
+CONTAINERS = ('one', 'per_cluster')   # every stage in one process / one container per cluster (the ROS graph)
+HOP_FIELDS = ('hop_send_fixed_ms', 'hop_send_ms_per_mb', 'hop_recv_fixed_ms', 'hop_recv_ms_per_mb')
+HOP_COST_FILE = os.path.join(DATA_DIR, 'hop_cost.json')
+
+
+@functools.cache
+def hop_calibration():
+    """{field: ms} of :data:`HOP_FIELDS` from the shipped calibration (:data:`HOP_COST_FILE`)."""
+    with open(HOP_COST_FILE, encoding='utf-8') as f:
+        data = json.load(f)
+    return {k: float(data[k]) for k in HOP_FIELDS}
 
 
 @dataclass
@@ -63,6 +89,11 @@ class CostTable:
     arena_bytes: np.ndarray | None = None    # (n_configs, n_segments): its activation buffers, first run
     base_bytes: float = 0.0          # one engine process before any session
     held_bytes: list | None = None   # weights of each segment that stay in the shared mapping (default: all)
+    hop_send_fixed_ms: float | None = None   # a cut between containers, sender's side: fixed + per MB
+    hop_send_ms_per_mb: float | None = None  # (None: the shipped calibration, hop_calibration())
+    hop_recv_fixed_ms: float | None = None   # receiver's side
+    hop_recv_ms_per_mb: float | None = None
+    containers: str = 'one'          # the process layout plans are predicted for (CONTAINERS)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -81,6 +112,14 @@ class CostTable:
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
         self.base_bytes = float(self.base_bytes)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
+        calibration = None
+        for name in HOP_FIELDS:
+            if getattr(self, name) is None:
+                calibration = calibration or hop_calibration()
+                setattr(self, name, calibration[name])
+            setattr(self, name, float(getattr(self, name)))
+        if self.containers not in CONTAINERS:
+            raise ValueError(f'containers must be one of {", ".join(CONTAINERS)}, got {self.containers!r}')
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
 
@@ -95,14 +134,34 @@ class CostTable:
             raise PipeitError(f'cost table has no core configuration {cluster}:{cores} '
                               f'(has {", ".join(f"{c}:{k}" for c, k in self.configs)})') from None
 
-    def stage_ms(self, first_seg, last_seg, cluster, cores, include_handover=True):
-        """Time of segments first_seg..last_seg (inclusive) as one stage on (cluster, cores)."""
+    def stage_ms(self, first_seg, last_seg, cluster, cores, include_handover=True, cross_in=False,
+                 cross_out=False):
+        """Time of segments first_seg..last_seg (inclusive) as one stage on (cluster, cores); ``cross_in`` /
+        ``cross_out``: its input comes from / its output goes to another container (only counted when
+        :attr:`containers` is 'per_cluster')."""
         i = self.config_index(cluster, cores)
         t = (self._prefix[i, last_seg + 1] - self._prefix[i, first_seg] + self.overhead_ms[i]
              + self.cut_ends(first_seg, last_seg)[i])
+        per_cluster = self.containers == 'per_cluster'
         if include_handover and first_seg > 0:
-            t += self.handover_ms(self.in_bytes[first_seg])
+            t += (self.hop_recv_ms if cross_in and per_cluster else self.handover_ms)(self.in_bytes[first_seg])
+        if include_handover and cross_out and per_cluster and last_seg + 1 < self.n_segments:
+            t += self.hop_send_ms(self.in_bytes[last_seg + 1])
         return float(t)
+
+    def hop_send_ms(self, nbytes):
+        """Sender's side of a cut of ``nbytes`` between containers."""
+        return self.hop_send_fixed_ms + self.hop_send_ms_per_mb * nbytes / 1e6
+
+    def hop_recv_ms(self, nbytes):
+        """Receiver's side of a cut of ``nbytes`` between containers (instead of the in-process hand-over)."""
+        return self.hop_recv_fixed_ms + self.hop_recv_ms_per_mb * nbytes / 1e6
+
+    def in_containers(self, containers):
+        """This table predicting for the process layout ``containers`` (one of :data:`CONTAINERS`)."""
+        if containers not in CONTAINERS:
+            raise PipeitError(f'containers must be one of {", ".join(CONTAINERS)}, got {containers!r}')
+        return self if containers == self.containers else replace(self, containers=containers)
 
     @property
     def loaded(self):

@@ -8,8 +8,16 @@ memory its weights once (one mapped file, shared by the replicas) + each replica
 (:meth:`~pipeit_ros.cost.CostTable.private_bytes`), and the stage that starts at segment 0 also carries the
 process's base memory, so every plan counts it once; times include the hand-over of the stage's input.
 
-Every table is indexed ``[u, i]``: ``u`` a core *budget* (a vector of cores per cluster, flattened; a plan may
-leave cores idle, so tables are monotone in ``u``) and ``i`` the first segment still to place. The DP walks
+Every table is indexed ``[u, i]``: ``u`` a *state* and ``i`` the first segment still to place. A state is a
+core *budget* (a vector of cores per cluster, flattened; a plan may leave cores idle, so tables are monotone in
+the budget) and, when the table predicts one container per cluster (``CostTable.containers``), a *hop mode*:
+the cluster ``h`` hosting the previous stage and whether the stage placed next must be hosted by ``h`` (an
+in-process hand-over) or by another cluster (a hop between containers: the receiving stage pays the receive
+side instead of the in-process hand-over, the previous stage the send side, ``CostTable.stage_ms``). The
+first stage starts in the free mode (any host, nothing received); a stage chooses, with its option, whether
+the next one is hosted elsewhere (``send``), and the last stage cannot send. So each stage's time is known
+when it is placed and the programmes stay exact; with one process (or one cluster) there is one mode.
+An *extended option* is (receive, send, option); a *pair* is a state and an extended option that fits it. The DP walks
 ``i`` from the last segment down; one step is vectorised over every (budget, option) *pair* that fits and
 every stage end ``j``, so a 200-segment model on 8 cores in 3 clusters takes tens of milliseconds per pass.
 """
@@ -54,14 +62,40 @@ class Space:
         self.uses = self.A > 0
         # budgets: row-major over (size_c + 1) per cluster; the last index is "every core"
         self.dims = tuple(s + 1 for s in sizes)
-        self.n_u = int(np.prod(self.dims))
-        self.budget = np.array(list(np.ndindex(*self.dims))).reshape(self.n_u, len(sizes))
+        n_b = int(np.prod(self.dims))
+        budgets = np.array(list(np.ndindex(*self.dims))).reshape(n_b, len(sizes))
+        # hop modes (module docstring): 0 free; 1 + 2h + x: previous stage hosted by cluster h, next on h (x=0)
+        # or elsewhere (x=1)
+        self.n_opt = len(opts)
+        self.cross = cost.containers == 'per_cluster' and len(self.clusters) > 1
+        self.host = (self.opt_r > 0).argmax(1)                # the first cluster with a replica hosts
+        self.n_var = 4 if self.cross else 1                   # (receive, send) variants of an option
+        self.n_mode = 1 + 2 * len(self.clusters) if self.cross else 1
+        self.n_u = n_b * self.n_mode
+        self.budget = np.repeat(budgets, self.n_mode, axis=0)
+        self.mode = np.tile(np.arange(self.n_mode), n_b)
         self.cores = self.budget.sum(1)
-        self.full = self.n_u - 1
-        left = self.budget[:, None, :] - need[None]
-        fits = (left >= 0).all(-1)
-        self.pair_u, self.pair_o = np.nonzero(fits)           # sorted by budget
-        self.pair_v = np.ravel_multi_index(tuple(left[self.pair_u, self.pair_o].T), self.dims)
+        self.full = (n_b - 1) * self.n_mode                   # every core, free mode
+        self.start_state = self.mode == 0
+        self.end_ok = ~((self.mode > 0) & ((self.mode - 1) % 2 == 1))   # nothing left to receive a hop
+        left = budgets[:, None, :] - need[None]
+        b, o = np.nonzero((left >= 0).all(-1))
+        after = np.ravel_multi_index(tuple(left[b, o].T), self.dims)
+        pu, pe, pv = [], [], []
+        for m in range(self.n_mode):
+            if m == 0:
+                ok, recv = np.ones(len(o), bool), 0
+            else:
+                h, x = divmod(m - 1, 2)
+                ok, recv = (self.host[o] != h) if x else (self.host[o] == h), x
+            for send in range(2 if self.cross else 1):
+                nxt = 1 + 2 * self.host[o[ok]] + send if self.cross else 0
+                pu.append(b[ok] * self.n_mode + m)
+                pe.append((2 * recv + send) * self.n_opt + o[ok])
+                pv.append(after[ok] * self.n_mode + nxt)
+        pu, pe, pv = (np.concatenate(a).astype(np.int64) for a in (pu, pe, pv))
+        order = np.argsort(pu, kind='stable')                 # sorted by state
+        self.pair_u, self.pair_o, self.pair_v = pu[order], pe[order], pv[order]
         self.has_pair = np.bincount(self.pair_u, minlength=self.n_u) > 0
         self.starts = np.minimum(np.searchsorted(self.pair_u, np.arange(self.n_u)), len(self.pair_u) - 1)
         # per-segment data
@@ -71,6 +105,8 @@ class Space:
         half = cost.cut_ms[self.rows] / 2                     # a stage pays half a cut at each end
         self.cut_in, self.cut_out = half, np.concatenate([half[:, 1:], np.zeros((len(self.rows), 1))], axis=1)
         self.handover = np.array([0.0] + [cost.handover_ms(b) for b in cost.in_bytes[1:self.n]])
+        self.hop_recv = np.array([0.0] + [cost.hop_recv_ms(b) for b in cost.in_bytes[1:self.n]])
+        self.hop_send = np.array([cost.hop_send_ms(b) for b in cost.in_bytes[1:self.n]] + [np.inf])  # after j
         self.wsum = np.concatenate([[0.0], np.cumsum(np.asarray(cost.held_bytes, dtype=float))])
         self.session = cost.session_bytes[self.rows]
         self.arena = cost.arena_bytes[self.rows]
@@ -78,20 +114,27 @@ class Space:
         self._arrays = [None] * self.n
 
     def option(self, o):
-        """(threads, {cluster index: replicas}) of option ``o``."""
+        """(threads, {cluster index: replicas}) of (extended) option ``o``."""
+        o = o % self.n_opt
         return int(self.opt_k[o]), {ci: int(r) for ci, r in enumerate(self.opt_r[o]) if r}
 
     def arrays(self, i):
-        """(rate per ms, latency ms, memory bytes), each (options, n - i): stage i..j for j = i..n-1."""
+        """(rate per ms, latency ms, memory bytes), each (extended options, n - i): stage i..j for j = i..n-1.
+        Row ``(2 * receive + send) * n_opt + o``: option o, its input from another container or not, its output
+        to another container or not (a last stage that sends: rate 0, latency inf)."""
         if self._arrays[i] is None:
-            t = (self.prefix[:, i + 1:] - self.prefix[:, i:i + 1] + self.overhead[:, None] + self.handover[i]
-                 + self.cut_in[:, i:i + 1] + self.cut_out[:, i:])
-            t = np.maximum(t, 1e-9)
-            rate = self.A @ (1.0 / t)
-            lat = np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1)
+            base = (self.prefix[:, i + 1:] - self.prefix[:, i:i + 1] + self.overhead[:, None]
+                    + self.cut_in[:, i:i + 1] + self.cut_out[:, i:])
+            rates, lats = [], []
+            for v in range(self.n_var):
+                recv, send = divmod(v, 2)
+                t = base + (self.hop_recv[i] if recv else self.handover[i]) + (self.hop_send[i:] if send else 0.0)
+                t = np.maximum(t, 1e-9)
+                rates.append(self.A @ (1.0 / t))
+                lats.append(np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1))
             private = np.cumsum(self.session[:, i:], axis=1) + np.maximum.accumulate(self.arena[:, i:], axis=1)
             mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private + (self.base if i == 0 else 0.0)
-            self._arrays[i] = (rate, lat, mem)
+            self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.tile(mem, (self.n_var, 1)))
         return self._arrays[i]
 
     def candidate_rates(self, lo, hi):
@@ -107,11 +150,12 @@ class Space:
     def max_rate(self):
         """F[u, i]: the best bottleneck rate of segments i.. within budget u (rate per ms)."""
         F = np.full((self.n_u, self.n + 1), -np.inf)
-        F[:, self.n] = np.inf
+        F[self.end_ok, self.n] = np.inf
         for i in range(self.n - 1, -1, -1):
             G = F[self.pair_v, i + 1:]
             np.minimum(G, self.arrays(i)[0][self.pair_o], out=G)
             F[:, i] = self._per_budget(G.max(1), np.maximum, -np.inf)
+        F[~self.start_state, 0] = -np.inf
         return F
 
     def min_cost(self, what, rate_floor):
@@ -119,7 +163,7 @@ class Space:
         >= rate_floor: (C[u, i], end[u, i], option[u, i]) — the first stage's last segment and option."""
         k = {'lat': 1, 'mem': 2}[what]
         C = np.full((self.n_u, self.n + 1), np.inf)
-        C[:, self.n] = 0.0
+        C[self.end_ok, self.n] = 0.0
         end = np.full((self.n_u, self.n), -1)
         opt = np.full((self.n_u, self.n), -1)
         rows = np.arange(len(self.pair_o))
@@ -141,6 +185,7 @@ class Space:
             u = self.pair_u[first]
             end[u, i] = i + a[first]
             opt[u, i] = self.pair_o[first]
+        C[~self.start_state, 0] = np.inf
         return C, end, opt
 
     def walk(self, u, end, opt):
@@ -155,8 +200,12 @@ class Space:
             i = j + 1
         return stages
 
-    def _after(self, u, o):
-        return int(np.ravel_multi_index(tuple(self.budget[u] - self.opt_r[o] * self.opt_k[o]), self.dims))
+    def _after(self, u, e):
+        """The state after placing extended option ``e`` in state ``u``."""
+        hit = np.flatnonzero((self.pair_u == u) & (self.pair_o == e))
+        if not len(hit):
+            raise AssertionError(f'option {e} does not fit state {u}')
+        return int(self.pair_v[hit[0]])
 
     def totals(self, stages):
         """(rate per ms, latency ms, memory bytes) of a stage list."""
@@ -186,7 +235,7 @@ class Space:
         over every candidate label; fronts are kept as one pool of labels with (j, option, next label)."""
         n, n_u = self.n, self.n_u
         head_lat, head_mem = self.head_min(rate_floor, 1), self.head_min(rate_floor, 2)
-        fr = Fronts(n, n_u)
+        fr = Fronts(n, n_u, self.end_ok)
         for i in range(n - 1, -1, -1):
             rate, lat, mem = self.arrays(i)
             L = n - i
@@ -215,10 +264,10 @@ class Space:
 class Fronts:
     """Pareto labels in one pool; the labels of state (i, u) are pool[start[i, u]:start + count], by latency."""
 
-    def __init__(self, n, n_u):
+    def __init__(self, n, n_u, end_ok):
         self.start = np.zeros((n + 1, n_u), dtype=np.int64)
         self.count = np.zeros((n + 1, n_u), dtype=np.int64)
-        self.start[n], self.count[n] = np.arange(n_u), 1
+        self.start[n], self.count[n] = np.arange(n_u), end_ok.astype(np.int64)
         self.lat, self.mem = np.zeros(n_u), np.zeros(n_u)
         self.end = self.opt = self.next = np.full(n_u, -1)
 

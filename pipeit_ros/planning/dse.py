@@ -4,7 +4,8 @@ The model (what "exact" is exact for): a plan is a chain of stages, each a conti
 cost table's atoms) on ``replicas`` core groups of ``threads`` cores, every group inside one cluster (a cluster
 may hold several groups of one or several stages, cores may stay idle, replicas of one stage may sit on
 different clusters). A replica's time is ``CostTable.stage_ms`` (segments + per-run overhead + the hand-over of
-the stage's input). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
+the stage's input; where the table predicts one container per cluster, a cut between stages hosted by two
+clusters costs the sender and the receiver their sides of a hop between containers instead). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
 predicted latency = sum over stages of the slowest replica's time; memory = sum over stages of replicas x
 (weights + largest activation) — each replica holds its own weights. A plan of several core groups is
 predicted with the times under load (``CostTable.for_groups``), a plan of one group with the times alone: the
@@ -63,7 +64,7 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
         failure = None
     except PlanError as exc:
         stages, failure = None, exc
-    notes = {'objective': objective, 'replicas_allowed': bool(replicas),
+    notes = {'objective': objective, 'replicas_allowed': bool(replicas), 'containers': cost.containers,
              'constraints': {k: v for k, v in (('max_latency_ms', max_latency_ms), ('min_fps', min_fps),
                                                ('memory_mb', memory_mb)) if v is not None},
              'search_ms': round((time.perf_counter() - started) * 1000, 1), 'dp_passes': search.passes}
@@ -342,10 +343,18 @@ def predict(plan, cost, topology=None):
         for c in replica_clusters(s, topology, where):
             if (c, s.threads) not in cost.configs:
                 raise PlanError(f'{where}: the cost table has no configuration {c}:{s.threads}')
-            times.append(cost.stage_ms(fs, ls, c, s.threads))
+            times.append(cost.stage_ms(fs, ls, c, s.threads, **hops(plan, n)))
         periods.append(1.0 / sum(1.0 / max(t, 1e-9) for t in times))
         latency += max(times)
     return 1000.0 / max(periods), latency
+
+
+def hops(plan, n):
+    """{'cross_in', 'cross_out'}: whether stage ``n``'s input comes from / its output goes to a stage hosted
+    by another cluster's container (counted by a table predicting ``containers='per_cluster'``)."""
+    host = plan.stages[n].host_cluster
+    return {'cross_in': n > 0 and plan.stages[n - 1].host_cluster != host,
+            'cross_out': n + 1 < len(plan.stages) and plan.stages[n + 1].host_cluster != host}
 
 
 def predict_memory(plan, cost, topology=None):
@@ -380,6 +389,6 @@ def with_predictions(plan, cost, topology=None):
     stages = []
     for n, s in enumerate(plan.stages):
         fs, ls = stage_segments(cost, s, f'stage {n}')
-        ms = max(cost.stage_ms(fs, ls, c, s.threads) for c in replica_clusters(s, topology))
+        ms = max(cost.stage_ms(fs, ls, c, s.threads, **hops(plan, n)) for c in replica_clusters(s, topology))
         stages.append(replace(s, predicted_ms=ms))
     return replace(plan, stages=tuple(stages), predicted_fps=fps, predicted_latency_ms=lat)

@@ -18,7 +18,7 @@ compare cuts, they do not promise frame rates.
 import os
 
 from pipeit_ros.cost import profiler
-from pipeit_ros.cost.table import CostTable
+from pipeit_ros.cost.table import CONTAINERS, CostTable
 from pipeit_ros.errors import PipeitError, PlanError, TopologyError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.topology import check_cpus_here
@@ -134,9 +134,16 @@ def check_search(search, objective='throughput', max_latency_ms=None, min_fps=No
 
 
 def plan_from_cost(cost, graph, topology, *, objective='throughput', max_latency_ms=None, min_fps=None,
-                   memory_mb=None, search='exact', replicas=True):
-    """Run the DSE named by ``search`` on ``cost`` and check the plan against ``graph`` and ``topology``."""
+                   memory_mb=None, search='exact', replicas=True, containers=None):
+    """Run the DSE named by ``search`` on ``cost`` and check the plan against ``graph`` and ``topology``.
+    ``containers`` (one of CONTAINERS; None: the table's own) is the process layout the plan will run in: 'one'
+    for the engine (``pipeit bench``, ``single_container``), 'per_cluster' for the ROS graph, where a cut
+    between stages of two clusters is a hop between containers (pipeit_ros.cost.table)."""
     check_search(search, objective, max_latency_ms, min_fps, memory_mb, replicas)
+    if containers is not None:
+        if containers not in CONTAINERS:
+            raise PlanError(f'containers must be one of {", ".join(CONTAINERS)}, got {containers!r}')
+        cost = cost.in_containers(containers)
     if search == 'pipeit-paper':
         plan = dse.pipeit_paper(cost, topology)
     else:
@@ -146,10 +153,13 @@ def plan_from_cost(cost, graph, topology, *, objective='throughput', max_latency
 
 
 def auto_plan(graph, topology, *, source='auto', predictor_path=None, profile_path=None, objective='throughput',
-              max_latency_ms=None, min_fps=None, memory_mb=None, search='exact', replicas=True, log=print):
-    """The plan for ``graph`` on ``topology``: :func:`cost_table` then the DSE (PlanError when infeasible)."""
+              max_latency_ms=None, min_fps=None, memory_mb=None, search='exact', replicas=True, containers=None,
+              log=print):
+    """The plan for ``graph`` on ``topology``: :func:`cost_table` then the DSE (PlanError when infeasible);
+    ``containers`` as in :func:`plan_from_cost`."""
     check_search(search, objective, max_latency_ms, min_fps, memory_mb, replicas)
     cost = cost_table(graph, topology, source=source, predictor_path=predictor_path, profile_path=profile_path,
                       log=log)
     return plan_from_cost(cost, graph, topology, objective=objective, max_latency_ms=max_latency_ms,
-                          min_fps=min_fps, memory_mb=memory_mb, search=search, replicas=replicas)
+                          min_fps=min_fps, memory_mb=memory_mb, search=search, replicas=replicas,
+                          containers=containers)
