@@ -1,6 +1,7 @@
 """Weights held once and a memory figure that matches the process: real onnxruntime, fresh processes, relations
 between measurements (never absolute numbers)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from pipeit_ros.bench import memory as bench_memory
 from pipeit_ros.cost import profiler
 from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.errors import PlanError
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.hw.topology import Cluster, Topology
@@ -100,3 +102,23 @@ def test_predicted_memory_matches_a_fresh_process(alexnet):
         measured = bench_memory.measure(alexnet, plan)
         assert 'error' not in measured, measured
         assert 0.8 < plan.notes['memory_mib'] / measured['memory_mb'] < 1.25, (spec, plan.notes, measured)
+
+
+@pytest.mark.slow
+def test_a_plan_within_the_smallest_budget_runs_within_it(zoo_model):
+    """--memory-mb at the smallest feasible figure (the one the refusal names) gives a plan whose peak, measured
+    in a fresh process (PSS, weights whole, docs/memory.md), stays within it; a budget below it is refused."""
+    net = graph_mod.load(zoo_model('squeezenet1_1'))
+    cpus = allowed_cpus()[:2]
+    topo = Topology(clusters=tuple(Cluster(f'c{i}', (c,), 'host', 1.0) for i, c in enumerate(cpus)), name='test-b')
+    cost = profiler.profile(net, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
+    assert cost.base_bytes > 0 and 'memory_probes' in cost.meta
+    with pytest.raises(PlanError, match='the smallest needs') as refused:
+        dse.solve(cost, topo, memory_mb=1)
+    smallest = float(re.search(r'needs ([0-9.]+) MiB', str(refused.value)).group(1))
+    budget = smallest + 0.01                      # the message rounds to 0.01 MiB
+    plan = dse.solve(cost, topo, memory_mb=budget)
+    assert plan.notes['memory_mib'] <= budget
+    measured = bench_memory.measure(net, plan)
+    assert 'error' not in measured, measured
+    assert measured['memory_mb'] <= budget, (plan.to_spec(), plan.notes, measured)

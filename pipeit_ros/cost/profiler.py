@@ -30,8 +30,8 @@ in ``meta['handover_cross_process']``.
 
 Memory (see :mod:`pipeit_ros.cost.table`): each segment's session is built, then run once, with the process's
 anonymous memory read (after ``malloc_trim``) around each: ``session_bytes`` and ``arena_bytes`` per
-configuration. ``base_bytes`` is the PSS of a fresh process that has imported the engine
-(:func:`process_base_bytes`).
+configuration. ``base_bytes`` and ``build_bytes`` come from the whole model run in a fresh engine process
+(:func:`process_memory`).
 
 Results are cached under ``cache.entry_path('profiles', model hash, topology fingerprint, options)`` (the
 ORT version is part of every key); a rerun says that it reused the file.
@@ -39,7 +39,6 @@ ORT version is part of every key); a rerun says that it reused the file.
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -49,9 +48,11 @@ from tqdm import tqdm
 from pipeit_ros import cache
 from pipeit_ros.cost import timing as measure
 from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
+from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
+from pipeit_ros.plan import parse_spec
 
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
 DEFAULT_WARMUP = 3
@@ -59,7 +60,8 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v7-memory'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v8-memory-peak'  # bump when the measure changes, so old cached profiles are not reused
+MEMORY_MARGIN = 0.03       # the same plan's PSS varies by 1-3 % with the processes that share its libraries
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -132,12 +134,10 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                                  if others else None)
                 bar.update(max(per_config - done[0], 0))
                 results.append(res)
-    base = process_base_bytes(graph)
-    log(f'profile: a fresh engine process holds {base / procmem.MIB:.1f} MiB (PSS) with the model loaded, '
-        'before any session')
-    table = _assemble(graph, topology, segments, configs, results, feeds, handover, base,
-                      dict(timing, budget_s=None if reps else budget_s, reps=reps,
-                           wall_s=round(time.perf_counter() - started, 2)))
+    table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps))
+    table = process_memory(table, graph, topology, configs, log)
+    table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
     log(f'profile: measured in {time.perf_counter() - started:.1f} s; cached as {path}')
     return table
@@ -329,16 +329,34 @@ def describe(table):
     return lines
 
 
-BASE_PROBE = ('import sys; import pipeit_ros.engine.pipeline; from pipeit_ros.model import graph; '
-              'from pipeit_ros.hw import memory; graph.load(sys.argv[1]); memory.trim(); print(memory.usage().pss)')
-
-
-def process_base_bytes(graph):
-    """PSS of a fresh Python process that has imported the engine and loaded ``graph`` (its weights stay in
-    the mapped file, untouched): what an engine process holds before its first session."""
-    try:
-        out = subprocess.run([sys.executable, '-c', BASE_PROBE, graph.path], capture_output=True, text=True,
-                             timeout=120, check=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path)})
-        return float(out.stdout.split()[-1])
-    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
-        return float(DEFAULT_BASE_BYTES)
+def process_memory(table, graph, topology, configs, log=print):
+    """``table`` with ``base_bytes`` and ``build_bytes`` measured (docs/memory.md) in fresh engine processes
+    (:func:`pipeit_ros.engine.footprint.measure`): the whole model as one stage on the first configuration,
+    and as two stages on two clusters' one-core configurations where the topology has them. The base is the
+    most such a process held beyond the table's weights and session memory, plus ``MEMORY_MARGIN`` of its
+    memory; the build figure the most its peak rose above its running memory. Defaults (and a log line) where
+    a probe fails."""
+    last, n = table.segments[-1][1], table.n_segments
+    first = configs[0].key
+    probes = [((0, n - 1, first),)]
+    other = next((c.key for c in configs if c.key[0] != first[0] and c.key[1] == 1), None)
+    if other is not None and n > 1:
+        probes.append(((0, n // 2 - 1, (first[0], 1)), (n // 2, n - 1, other)))
+    base = build = running = None
+    for stages in probes:
+        spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{c}:{k}' for a, b, (c, k) in stages)
+        got = footprint.measure(graph, parse_spec(spec, topology, last + 1))
+        if 'error' in got:
+            log(f'profile: {got["error"]}; the memory model takes a base of {DEFAULT_BASE_BYTES / procmem.MIB:.0f} MiB')
+            return table
+        modelled = sum(table.held_bytes) + sum(table.private_bytes(a, b)[table.config_index(c, k)]
+                                                for a, b, (c, k) in stages)
+        base = max(base or 0.0, got['running_mb'] * procmem.MIB - modelled)
+        build = max(build or 0.0, (got['memory_mb'] - got['running_mb']) * procmem.MIB)
+        running = max(running or 0.0, got['running_mb'] * procmem.MIB)
+        table.meta.setdefault('memory_probes', {})[spec] = got
+        log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
+            f'{got["memory_mb"]:.1f} at its peak')
+    table.base_bytes, table.build_bytes = max(base, 0.0) + MEMORY_MARGIN * running, build
+    log(f'profile: memory model: process base {base / procmem.MIB:.1f} MiB, session build {build / procmem.MIB:.1f} MiB')
+    return table

@@ -21,15 +21,18 @@ on it while every other CPU of the topology runs the model too). :meth:`CostTabl
 a plan of that many core groups (stages x replicas) is predicted with: as measured alone for one group,
 scaled by the load factors for more.
 
-Memory (docs/memory.md), in bytes, what a plan's process uses: ``base_bytes`` (a fresh engine process:
-Python, numpy, onnx, onnxruntime) + ``weight_bytes`` of every segment once (one memory-mapped file shared by
+Memory (docs/memory.md), in bytes, what a plan's process uses at its peak: ``base_bytes`` (an engine process:
+Python, numpy, onnx, onnxruntime, the engine's threads) + ``build_bytes`` (the temporaries of one session
+build, above the running memory) + ``weight_bytes`` of every segment once (one memory-mapped file shared by
 every session and process; ``held_bytes``: the part of them that stays there, measured, since onnxruntime
 reads weights it transforms into a copy of its own) + per stage replica its onnxruntime session's own memory on that configuration:
 ``session_bytes`` of each of its segments (graph, weights onnxruntime transforms into its own layout, e.g.
 NCHWc convolution weights) + the largest ``arena_bytes`` among them (activation buffers, reused across a
 session's nodes). The profiler measures both per configuration and segment (anonymous memory grown while the
 segment's session is built, then on its first run); a table without them (the predictor's) has
-``arena_bytes`` = the largest activation, ``session_bytes`` = 0 and ``held_bytes`` = all the weights.
+``arena_bytes`` = the largest activation, ``session_bytes`` = 0, ``held_bytes`` = all the weights and
+``build_bytes`` = 0. The profiler measures ``base_bytes`` and ``build_bytes`` on the whole model run in a
+fresh process (``cost.profiler.process_memory``).
 """
 from dataclasses import asdict, dataclass, field, replace
 import json
@@ -63,6 +66,7 @@ class CostTable:
     arena_bytes: np.ndarray | None = None    # (n_configs, n_segments): its activation buffers, first run
     base_bytes: float = 0.0          # one engine process before any session
     held_bytes: list | None = None   # weights of each segment that stay in the shared mapping (default: all)
+    build_bytes: float = 0.0         # a process's peak above its running memory: session-build temporaries
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -80,9 +84,16 @@ class CostTable:
         self.arena_bytes = (np.tile(np.asarray(self.act_bytes, dtype=float), (shape[0], 1))
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
         self.base_bytes = float(self.base_bytes)
+        self.build_bytes = float(self.build_bytes)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
+
+    @property
+    def process_bytes(self):
+        """What a plan's process holds beyond its weights and sessions, at its peak: the base and the
+        temporaries of a session build (the engine builds one session at a time)."""
+        return self.base_bytes + self.build_bytes
 
     @property
     def n_segments(self):
