@@ -61,7 +61,7 @@ LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and 
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
 PROFILE_FORMAT = 'v8-memory-peak'  # bump when the measure changes, so old cached profiles are not reused
-MEMORY_MARGIN = 0.03       # the same plan's PSS varies by 1-3 % with the processes that share its libraries
+MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -334,7 +334,7 @@ def process_memory(table, graph, topology, configs, log=print):
     (:func:`pipeit_ros.engine.footprint.measure`): the whole model as one stage on the first configuration,
     and as two stages on two clusters' one-core configurations where the topology has them. The base is the
     most such a process held beyond the table's weights and session memory, plus ``MEMORY_MARGIN`` of its
-    memory; the build figure the most its peak rose above its running memory. Defaults (and a log line) where
+    memory beyond the weights; the build figure the most its peak rose above its running memory. Defaults (and a log line) where
     a probe fails."""
     last, n = table.segments[-1][1], table.n_segments
     first = configs[0].key
@@ -353,7 +353,7 @@ def process_memory(table, graph, topology, configs, log=print):
                                                 for a, b, (c, k) in stages)
         base = max(base or 0.0, got['running_mb'] * procmem.MIB - modelled)
         build = max(build or 0.0, (got['memory_mb'] - got['running_mb']) * procmem.MIB)
-        running = max(running or 0.0, got['running_mb'] * procmem.MIB)
+        running = max(running or 0.0, got['running_mb'] * procmem.MIB - sum(table.held_bytes))
         table.meta.setdefault('memory_probes', {})[spec] = got
         log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
             f'{got["memory_mb"]:.1f} at its peak')
