@@ -332,31 +332,35 @@ def describe(table):
 def process_memory(table, graph, topology, configs, log=print):
     """``table`` with ``base_bytes`` and ``build_bytes`` measured (docs/memory.md) in fresh engine processes
     (:func:`pipeit_ros.engine.footprint.measure`): the whole model as one stage on the first configuration,
-    and as two stages on two clusters' one-core configurations where the topology has them. The base is the
-    most such a process held beyond the table's weights and session memory, plus ``MEMORY_MARGIN`` of its
-    memory beyond the weights; the build figure the most its peak rose above its running memory. Defaults (and a log line) where
-    a probe fails."""
-    last, n = table.segments[-1][1], table.n_segments
-    first = configs[0].key
-    probes = [((0, n - 1, first),)]
-    other = next((c.key for c in configs if c.key[0] != first[0] and c.key[1] == 1), None)
-    if other is not None and n > 1:
-        probes.append(((0, n // 2 - 1, (first[0], 1)), (n // 2, n - 1, other)))
-    base = build = running = None
+    and, where another cluster has a one-core configuration, as two stages and as two data-parallel replicas
+    on the two. The base is the most such a process held beyond the table's weights and session memory, plus
+    ``MEMORY_MARGIN`` of its memory beyond the weights; the build figure the most its peak rose above its
+    running memory. Defaults (and a log line) where a probe fails."""
+    n, layers = table.n_segments, table.segments[-1][1] + 1
+    (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
+    probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
+    other = next((c for c in configs if c.key[0] != c0 and c.key[1] == 1), None)
+    if other is not None:
+        c1 = other.key[0]
+        if n > 1:
+            probes.append([(0, n // 2 - 1, f'{c0}:1', [(c0, 1)]), (n // 2, n - 1, f'{c1}:1', [(c1, 1)])])
+        probes.append([(0, n - 1, f'{c0}+{c1}[{cpu0}+{other.cpus[0]}]:1x2', [(c0, 1), (c1, 1)])])
+    base = build = running = 0.0
     for stages in probes:
-        spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{c}:{k}' for a, b, (c, k) in stages)
-        got = footprint.measure(graph, parse_spec(spec, topology, last + 1))
+        spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{where}' for a, b, where, _ in stages)
+        got = footprint.measure(graph, parse_spec(spec, topology, layers))
         if 'error' in got:
             log(f'profile: {got["error"]}; the memory model takes a base of {DEFAULT_BASE_BYTES / procmem.MIB:.0f} MiB')
             return table
-        modelled = sum(table.held_bytes) + sum(table.private_bytes(a, b)[table.config_index(c, k)]
-                                                for a, b, (c, k) in stages)
-        base = max(base or 0.0, got['running_mb'] * procmem.MIB - modelled)
-        build = max(build or 0.0, (got['memory_mb'] - got['running_mb']) * procmem.MIB)
-        running = max(running or 0.0, got['running_mb'] * procmem.MIB - sum(table.held_bytes))
+        modelled = sum(table.held_bytes) + sum(table.private_bytes(a, b)[table.config_index(*key)]
+                                                for a, b, _, keys in stages for key in keys)
+        base = max(base, got['running_mb'] * procmem.MIB - modelled)
+        build = max(build, (got['memory_mb'] - got['running_mb']) * procmem.MIB)
+        running = max(running, got['running_mb'] * procmem.MIB - sum(table.held_bytes))
         table.meta.setdefault('memory_probes', {})[spec] = got
         log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
             f'{got["memory_mb"]:.1f} at its peak')
-    table.base_bytes, table.build_bytes = max(base, 0.0) + MEMORY_MARGIN * running, build
-    log(f'profile: memory model: process base {base / procmem.MIB:.1f} MiB, session build {build / procmem.MIB:.1f} MiB')
+    table.base_bytes, table.build_bytes = base + MEMORY_MARGIN * running, build
+    log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, '
+        f'session build {build / procmem.MIB:.1f} MiB')
     return table

@@ -95,6 +95,12 @@ class CostTable:
         temporaries of a session build (the engine builds one session at a time)."""
         return self.base_bytes + self.build_bytes
 
+    def for_processes(self, count, process_base):
+        """The table a plan run as ``count`` processes of ``process_base`` bytes each before any session is
+        sized with (a ROS layout: one per container, pipeit_ros.ros.footprint): their bases replace the one
+        engine process's."""
+        return replace(self, base_bytes=count * float(process_base), meta={**self.meta, 'processes': int(count)})
+
     @property
     def n_segments(self):
         return len(self.segments)

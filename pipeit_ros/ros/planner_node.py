@@ -37,7 +37,7 @@ from pipeit_ros.app.wire.plan_msg import (
     older_graph,
 )
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.ros import messages
+from pipeit_ros.ros import footprint, messages
 from pipeit_ros.ros.node_main import CONFIG, exit_code_of, run_node
 
 STOP_WAIT_S = 1.0       # a stopping planner waits this long for a plan in progress, then abandons it
@@ -65,7 +65,8 @@ class PlannerNode(Node):
                         'their own graph\'s planner', read_only=True)).value
         self.config = planner_core.PlannerConfig.from_params(
             {p.name: self.get_parameter(p.name).value for p in planner_core.PARAMS})
-        self.inputs = planner_core.PlanInputs(log=self.get_logger().info)
+        self.inputs = planner_core.PlanInputs(log=self.get_logger().info, layout=self._layout)
+        self._container_base = None    # bytes of an idle container (pipeit_ros.ros.footprint), once measured
         self.current = None            # PlanResult being published
         self.generation = 0
         self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
@@ -181,6 +182,18 @@ class PlannerNode(Node):
         except Exception as exc:  # noqa: BLE001 - a parameter service must answer, never raise
             return SetParametersResult(successful=False, reason=f'{type(exc).__name__}: {exc}')
         return SetParametersResult(successful=True)
+
+    def _layout(self, topology, measure):
+        """(containers, bytes of an idle one) the plan's memory is summed over: the containers heard, else one
+        per cluster (the default layout). The idle container's memory is measured once per machine, when a
+        budget needs it; None while it is not known."""
+        if self._container_base is None:
+            self._container_base = (footprint.container_base_bytes(self.get_logger().info) if measure
+                                    else footprint.cached_base_bytes())
+        if self._container_base is None:
+            return None
+        names = {p.container for p in self.running_containers()}
+        return (len(names) or len(topology.clusters)), self._container_base
 
     def running_containers(self):
         """Containers heard on pipeit/status within handoff's staleness bound (a dead one does not count)."""
