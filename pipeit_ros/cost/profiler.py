@@ -62,6 +62,7 @@ LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken me
 MIN_REPS, MAX_REPS = 7, 200
 PROFILE_FORMAT = 'v8-memory-peak'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
+PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -335,7 +336,9 @@ def process_memory(table, graph, topology, configs, log=print):
     and, where another cluster has a one-core configuration, as two stages and as two data-parallel replicas
     on the two. The base is the most such a process held beyond the table's weights and session memory, plus
     ``MEMORY_MARGIN`` of its memory beyond the weights; the build figure the most its peak rose above its
-    running memory. Defaults (and a log line) where a probe fails."""
+    running memory. A session of several segments holds less than the sum of theirs (one graph, one arena):
+    the session and arena figures are scaled by the slope that the probes' memory shows against them
+    (MobileNetV2: 0.7). Defaults (and a log line) where a probe fails."""
     n, layers = table.n_segments, table.segments[-1][1] + 1
     (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
     probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
@@ -345,22 +348,27 @@ def process_memory(table, graph, topology, configs, log=print):
         if n > 1:
             probes.append([(0, n // 2 - 1, f'{c0}:1', [(c0, 1)]), (n // 2, n - 1, f'{c1}:1', [(c1, 1)])])
         probes.append([(0, n - 1, f'{c0}+{c1}[{cpu0}+{other.cpus[0]}]:1x2', [(c0, 1), (c1, 1)])])
-    base = build = running = 0.0
+    rows, build = [], 0.0                   # (memory beyond the weights, the table's session memory) per probe
     for stages in probes:
         spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{where}' for a, b, where, _ in stages)
         got = footprint.measure(graph, parse_spec(spec, topology, layers))
         if 'error' in got:
             log(f'profile: {got["error"]}; the memory model takes a base of {DEFAULT_BASE_BYTES / procmem.MIB:.0f} MiB')
             return table
-        modelled = sum(table.held_bytes) + sum(table.private_bytes(a, b)[table.config_index(*key)]
-                                                for a, b, _, keys in stages for key in keys)
-        base = max(base, got['running_mb'] * procmem.MIB - modelled)
+        private = sum(table.private_bytes(a, b)[table.config_index(*key)] for a, b, _, keys in stages for key in keys)
+        rows.append((got['running_mb'] * procmem.MIB - sum(table.held_bytes), private))
         build = max(build, (got['memory_mb'] - got['running_mb']) * procmem.MIB)
-        running = max(running, got['running_mb'] * procmem.MIB - sum(table.held_bytes))
         table.meta.setdefault('memory_probes', {})[spec] = got
         log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
             f'{got["memory_mb"]:.1f} at its peak')
-    table.base_bytes, table.build_bytes = base + MEMORY_MARGIN * running, build
-    log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, '
-        f'session build {build / procmem.MIB:.1f} MiB')
+    beyond, private = np.array(rows).T
+    scale = 1.0
+    if len(rows) > 1 and np.ptp(private) > 0:   # what a session more adds, against the sum of its segments'
+        scale = float(np.clip(np.polyfit(private, beyond, 1)[0], *PRIVATE_SCALE_LIMITS))
+    table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
+    table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
+    table.build_bytes = build
+    table.meta['private_scale'] = scale
+    log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, session build '
+        f'{build / procmem.MIB:.1f} MiB, session memory x{scale:.2f} of the sum over its segments')
     return table

@@ -28,6 +28,7 @@ from pipeit_ros.app import adapt, handoff
 from pipeit_ros.app import planner_state as planner_core
 from pipeit_ros.app.lifecycle import clean_leftovers
 from pipeit_ros.app.stall import StallWatch
+from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire import topics
 from pipeit_ros.app.wire.plan_msg import (
     decode_plan_message,
@@ -37,6 +38,7 @@ from pipeit_ros.app.wire.plan_msg import (
     older_graph,
 )
 from pipeit_ros.errors import PipeitError
+from pipeit_ros.hw import memory as procmem
 from pipeit_ros.ros import footprint, messages
 from pipeit_ros.ros.node_main import CONFIG, exit_code_of, run_node
 
@@ -142,11 +144,18 @@ class PlannerNode(Node):
             elif not v.stalled and v.container in self._stalled:
                 self.get_logger().info(f'container {v.container} runs again')
         self._stalled = {v.container for v in verdicts if v.stalled}
+        pids = {p.container: p.pid for p in self.running_containers()}
+
+        def memory(name):   # the container's process, read here: the planner runs on the same machine
+            use = procmem.usage(pids[name]) if pids.get(name) else procmem.MemoryUsage()
+            return [(keys.PROCESS_PID, str(pids.get(name, 0))),
+                    (keys.PROCESS_RSS_MB, f'{use.rss / procmem.MIB:.1f}'),
+                    (keys.PROCESS_PSS_MB, f'{use.pss / procmem.MIB:.1f}')]
         self._diagnostics.publish(messages.diagnostic_array(
             self.get_clock().now().to_msg(),
             [(messages.LEVEL['error' if v.stalled else 'ok'], f'{self._diag_prefix}pipeit/{v.container}',
               v.message, v.cluster, [('stalled', str(v.stalled).lower()),
-                                     ('stall_timeout_s', f'{self.config.stall_timeout_s:g}')])
+                                     ('stall_timeout_s', f'{self.config.stall_timeout_s:g}')] + memory(v.container))
              for v in verdicts]))
 
     def stop(self, timeout=STOP_WAIT_S):
