@@ -89,14 +89,24 @@ def test_processes_share_the_weight_pages(alexnet):
         assert u.pss < u.rss - 0.35 * weights, use           # ... and share them
 
 
-@pytest.mark.slow
-def test_predicted_memory_matches_a_fresh_process(alexnet):
-    """The profile's memory model against the PSS of the plan run in a fresh process, one and two replicas."""
+@pytest.fixture(scope='module')
+def alexnet_profiled(tmp_path_factory):
+    """AlexNet profiled once for this module on up to 2 one-CPU clusters: (graph, topology, cost table)."""
+    from pipeit_ros.model import zoo
+    path = tmp_path_factory.mktemp('alexnet') / 'alexnet.onnx'
+    zoo.save('alexnet', str(path))
+    net = graph_mod.load(str(path))
     cpus = allowed_cpus()[:2]
     topo = Topology(clusters=tuple(Cluster(f'c{i}', (c,), 'host', 1.0) for i, c in enumerate(cpus)), name='test-m')
-    cost = profiler.profile(alexnet, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
+    return net, topo, profiler.profile(net, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_predicted_memory_matches_a_fresh_process(alexnet_profiled):
+    """The profile's memory model against the PSS of the plan run in a fresh process, one and two replicas."""
+    alexnet, topo, cost = alexnet_profiled
     last = len(alexnet.layers) - 1
-    specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(cpus) > 1 else [])
+    specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(topo.clusters) > 1 else [])
     for spec in specs:
         plan = dse.with_predictions(parse_spec(spec, topo, len(alexnet.layers)), cost, topo)
         measured = bench_memory.measure(alexnet, plan)
@@ -105,14 +115,11 @@ def test_predicted_memory_matches_a_fresh_process(alexnet):
 
 
 @pytest.mark.slow
-def test_a_plan_within_the_smallest_budget_runs_within_it(zoo_model):
+def test_a_plan_within_the_smallest_budget_runs_within_it(alexnet_profiled):
     """--memory-mb at the smallest feasible figure (the one the refusal names) gives a plan whose peak, measured
     in a fresh process (PSS, weights whole, docs/memory.md), stays within it; a budget below it is refused."""
-    net = graph_mod.load(zoo_model('squeezenet1_1'))
-    cpus = allowed_cpus()[:2]
-    topo = Topology(clusters=tuple(Cluster(f'c{i}', (c,), 'host', 1.0) for i, c in enumerate(cpus)), name='test-b')
-    cost = profiler.profile(net, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
-    assert cost.base_bytes > 0 and 'memory_probes' in cost.meta
+    net, topo, cost = alexnet_profiled
+    assert cost.base_bytes > 0 and cost.meta['memory_probes']
     with pytest.raises(PlanError, match='the smallest needs') as refused:
         dse.solve(cost, topo, memory_mb=1)
     smallest = float(re.search(r'needs ([0-9.]+) MiB', str(refused.value)).group(1))

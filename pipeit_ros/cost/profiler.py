@@ -333,8 +333,8 @@ def describe(table):
 def process_memory(table, graph, topology, configs, log=print):
     """``table`` with ``base_bytes`` and ``build_bytes`` measured (docs/memory.md) in fresh engine processes
     (:func:`pipeit_ros.engine.footprint.measure`): the whole model as one stage on the first configuration,
-    and, where another cluster has a one-core configuration, as two stages and as two data-parallel replicas
-    on the two. The base is the most such a process held beyond the table's weights and session memory, plus
+    and, where another cluster has a one-core configuration, as two data-parallel replicas on the two (each
+    probe a fresh process: ~1-2 s). The base is the most such a process held beyond the table's weights and session memory, plus
     ``MEMORY_MARGIN`` of its memory beyond the weights; the build figure the most its peak rose above its
     running memory. A session of several segments holds less than the sum of theirs (one graph, one arena):
     the session and arena figures are scaled by the slope that the probes' memory shows against them
@@ -345,8 +345,6 @@ def process_memory(table, graph, topology, configs, log=print):
     other = next((c for c in configs if c.key[0] != c0 and c.key[1] == 1), None)
     if other is not None:
         c1 = other.key[0]
-        if n > 1:
-            probes.append([(0, n // 2 - 1, f'{c0}:1', [(c0, 1)]), (n // 2, n - 1, f'{c1}:1', [(c1, 1)])])
         probes.append([(0, n - 1, f'{c0}+{c1}[{cpu0}+{other.cpus[0]}]:1x2', [(c0, 1), (c1, 1)])])
     rows, build = [], 0.0                   # (memory beyond the weights, the table's session memory) per probe
     for stages in probes:
