@@ -331,14 +331,14 @@ def describe(table):
 
 
 def process_memory(table, graph, topology, configs, log=print):
-    """``table`` with ``base_bytes`` and ``build_bytes`` measured (docs/memory.md) in fresh engine processes
-    (:func:`pipeit_ros.engine.footprint.measure`): the whole model as one stage on the first configuration,
-    and, where another cluster has a one-core configuration, as two data-parallel replicas on the two (each
-    probe a fresh process: ~1-2 s). The base is the most such a process held beyond the table's weights and session memory, plus
-    ``MEMORY_MARGIN`` of its memory beyond the weights; the build figure the most its peak rose above its
-    running memory. A session of several segments holds less than the sum of theirs (one graph, one arena):
-    the session and arena figures are scaled by the slope that the probes' memory shows against them
-    (MobileNetV2: 0.7). Defaults (and a log line) where a probe fails."""
+    """``table`` with its process memory measured (docs/memory.md) in fresh engine processes
+    (:func:`pipeit_ros.engine.footprint.measure`, ~1-2 s each): the whole model as one stage on the first
+    configuration and, where another cluster has a one-core configuration, as two data-parallel replicas on the
+    two. A session of several segments holds less than the sum of theirs (one graph, one arena), so the session
+    and arena figures are scaled by the slope of the probes' memory against them (MobileNetV2: 0.7);
+    ``base_bytes`` is the most a probe then held beyond the model, plus ``MEMORY_MARGIN`` of its memory beyond
+    the weights; ``build_bytes`` (``build_bytes_groups``) what the first (second) probe's peak rose above its
+    running memory. Defaults (and a log line) where a probe fails."""
     n, layers = table.n_segments, table.segments[-1][1] + 1
     (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
     probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
@@ -346,7 +346,7 @@ def process_memory(table, graph, topology, configs, log=print):
     if other is not None:
         c1 = other.key[0]
         probes.append([(0, n - 1, f'{c0}+{c1}[{cpu0}+{other.cpus[0]}]:1x2', [(c0, 1), (c1, 1)])])
-    rows, build = [], 0.0                   # (memory beyond the weights, the table's session memory) per probe
+    rows, builds = [], []                   # (memory beyond the weights, the table's session memory) per probe
     for stages in probes:
         spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{where}' for a, b, where, _ in stages)
         got = footprint.measure(graph, parse_spec(spec, topology, layers))
@@ -355,7 +355,7 @@ def process_memory(table, graph, topology, configs, log=print):
             return table
         private = sum(table.private_bytes(a, b)[table.config_index(*key)] for a, b, _, keys in stages for key in keys)
         rows.append((got['running_mb'] * procmem.MIB - sum(table.held_bytes), private))
-        build = max(build, (got['memory_mb'] - got['running_mb']) * procmem.MIB)
+        builds.append(max(got['memory_mb'] - got['running_mb'], 0.0) * procmem.MIB)
         table.meta.setdefault('memory_probes', {})[spec] = got
         log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
             f'{got["memory_mb"]:.1f} at its peak')
@@ -365,8 +365,10 @@ def process_memory(table, graph, topology, configs, log=print):
         scale = float(np.clip(np.polyfit(private, beyond, 1)[0], *PRIVATE_SCALE_LIMITS))
     table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
     table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
-    table.build_bytes = build
+    table.build_bytes = builds[0]
+    table.build_bytes_groups = builds[1] if len(builds) > 1 else None
     table.meta['private_scale'] = scale
     log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, session build '
-        f'{build / procmem.MIB:.1f} MiB, session memory x{scale:.2f} of the sum over its segments')
+        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one / two core groups), session memory '
+        f'x{scale:.2f} of the sum over its segments')
     return table

@@ -67,6 +67,7 @@ class CostTable:
     base_bytes: float = 0.0          # one engine process before any session
     held_bytes: list | None = None   # weights of each segment that stay in the shared mapping (default: all)
     build_bytes: float = 0.0         # a process's peak above its running memory: session-build temporaries
+    build_bytes_groups: float | None = None   # the same for a plan of several core groups (default: build_bytes)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -85,6 +86,7 @@ class CostTable:
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
         self.base_bytes = float(self.base_bytes)
         self.build_bytes = float(self.build_bytes)
+        self.build_bytes_groups = None if self.build_bytes_groups is None else float(self.build_bytes_groups)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
@@ -128,12 +130,16 @@ class CostTable:
         return self.load_factor is not None and bool(np.any(self.load_factor != 1.0))
 
     def under_load(self):
-        """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged)."""
+        """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged), and the
+        build temporaries of a plan of several core groups (the first session is built while the others' are
+        not there yet, so less of its temporaries rises above the plan's running memory)."""
         if not self.loaded:
             return self
         f = self.load_factor[:, None]
+        build = self.build_bytes if self.build_bytes_groups is None else self.build_bytes_groups
         return replace(self, seg_ms=self.seg_ms * f, cut_ms=self.cut_ms * f, overhead_ms=self.overhead_ms * f[:, 0],
-                       load_factor=None, meta={**self.meta, 'under_load': True})
+                       load_factor=None, build_bytes=build, build_bytes_groups=None,
+                       meta={**self.meta, 'under_load': True})
 
     def for_groups(self, groups):
         """The table a plan with ``groups`` core groups (sum of replicas over stages) is predicted with."""
