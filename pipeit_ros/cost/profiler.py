@@ -333,12 +333,12 @@ def describe(table):
 def process_memory(table, graph, topology, configs, log=print):
     """``table`` with its process memory measured (docs/memory.md) in fresh engine processes
     (:func:`pipeit_ros.engine.footprint.measure`, ~1-2 s each): the whole model as one stage on the first
-    configuration and, where another cluster has a one-core configuration, as two data-parallel replicas on the
-    two. A session of several segments holds less than the sum of theirs (one graph, one arena), so the session
+    configuration and, where another cluster has a one-core configuration, as two data-parallel replicas and
+    as two stages on the two. A session of several segments holds less than the sum of theirs (one graph, one arena), so the session
     and arena figures are scaled by the slope of the probes' memory against them (MobileNetV2: 0.7);
     ``base_bytes`` is the most a probe then held beyond the model, plus ``MEMORY_MARGIN`` of its memory beyond
-    the weights; ``build_bytes`` (``build_bytes_groups``) what the first (second) probe's peak rose above its
-    running memory. Defaults (and a log line) where a probe fails."""
+    the weights; ``build_bytes`` what the first probe's peak rose above its running memory,
+    ``build_bytes_groups`` the most the others' did. Defaults (and a log line) where a probe fails."""
     n, layers = table.n_segments, table.segments[-1][1] + 1
     (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
     probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
@@ -346,6 +346,8 @@ def process_memory(table, graph, topology, configs, log=print):
     if other is not None:
         c1 = other.key[0]
         probes.append([(0, n - 1, f'{c0}+{c1}[{cpu0}+{other.cpus[0]}]:1x2', [(c0, 1), (c1, 1)])])
+        if n > 1:
+            probes.append([(0, n // 2 - 1, f'{c0}:1', [(c0, 1)]), (n // 2, n - 1, f'{c1}:1', [(c1, 1)])])
     rows, builds = [], []                   # (memory beyond the weights, the table's session memory) per probe
     for stages in probes:
         spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{where}' for a, b, where, _ in stages)
@@ -366,9 +368,9 @@ def process_memory(table, graph, topology, configs, log=print):
     table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
     table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
     table.build_bytes = builds[0]
-    table.build_bytes_groups = builds[1] if len(builds) > 1 else None
+    table.build_bytes_groups = max(builds[1:]) if len(builds) > 1 else None
     table.meta['private_scale'] = scale
     log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, session build '
-        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one / two core groups), session memory '
+        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one core group / several), session memory '
         f'x{scale:.2f} of the sum over its segments')
     return table
