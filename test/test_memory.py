@@ -1,6 +1,7 @@
 """Weights held once and a memory figure that matches the process: real onnxruntime, fresh processes, relations
 between measurements (never absolute numbers)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from pipeit_ros.bench import memory as bench_memory
 from pipeit_ros.cost import profiler
 from pipeit_ros.engine.sessions import make_session
+from pipeit_ros.errors import PlanError
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.hw.topology import Cluster, Topology
@@ -87,16 +89,43 @@ def test_processes_share_the_weight_pages(alexnet):
         assert u.pss < u.rss - 0.35 * weights, use           # ... and share them
 
 
-@pytest.mark.slow
-def test_predicted_memory_matches_a_fresh_process(alexnet):
-    """The profile's memory model against the PSS of the plan run in a fresh process, one and two replicas."""
+@pytest.fixture(scope='module')
+def alexnet_profiled(tmp_path_factory):
+    """AlexNet profiled once for this module on up to 2 one-CPU clusters: (graph, topology, cost table)."""
+    from pipeit_ros.model import zoo
+    path = tmp_path_factory.mktemp('alexnet') / 'alexnet.onnx'
+    zoo.save('alexnet', str(path))
+    net = graph_mod.load(str(path))
     cpus = allowed_cpus()[:2]
     topo = Topology(clusters=tuple(Cluster(f'c{i}', (c,), 'host', 1.0) for i, c in enumerate(cpus)), name='test-m')
-    cost = profiler.profile(alexnet, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
+    return net, topo, profiler.profile(net, topo, reps=2, warmup=1, progress=False, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_predicted_memory_matches_a_fresh_process(alexnet_profiled):
+    """The profile's memory model against the PSS of the plan run in a fresh process, one and two replicas."""
+    alexnet, topo, cost = alexnet_profiled
     last = len(alexnet.layers) - 1
-    specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(cpus) > 1 else [])
+    specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(topo.clusters) > 1 else [])
     for spec in specs:
         plan = dse.with_predictions(parse_spec(spec, topo, len(alexnet.layers)), cost, topo)
         measured = bench_memory.measure(alexnet, plan)
         assert 'error' not in measured, measured
         assert 0.8 < plan.notes['memory_mib'] / measured['memory_mb'] < 1.25, (spec, plan.notes, measured)
+
+
+@pytest.mark.slow
+def test_a_plan_within_the_smallest_budget_runs_within_it(alexnet_profiled):
+    """--memory-mb at the smallest feasible figure (the one the refusal names) gives a plan whose peak, measured
+    in a fresh process (PSS, weights whole, docs/memory.md), stays within it; a budget below it is refused."""
+    net, topo, cost = alexnet_profiled
+    assert cost.base_bytes > 0 and cost.meta['memory_probes']
+    with pytest.raises(PlanError, match='the smallest needs') as refused:
+        dse.solve(cost, topo, memory_mb=1)
+    smallest = float(re.search(r'needs ([0-9.]+) MiB', str(refused.value)).group(1))
+    budget = smallest + 0.01                      # the message rounds to 0.01 MiB
+    plan = dse.solve(cost, topo, memory_mb=budget)
+    assert plan.notes['memory_mib'] <= budget
+    measured = bench_memory.measure(net, plan)
+    assert 'error' not in measured, measured
+    assert measured['memory_mb'] <= budget, (plan.to_spec(), plan.notes, measured)

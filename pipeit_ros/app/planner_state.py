@@ -100,7 +100,7 @@ PARAMS = (
     ParamSpec('objective', 'what the DSE optimises', planning.OBJECTIVES),
     ParamSpec('max_latency_ms', 'latency bound for the DSE in ms; 0: none', low=0.0, high=1e6),
     ParamSpec('min_fps', 'throughput floor for the DSE in frames/s; 0: none', low=0.0, high=1e6),
-    ParamSpec('memory_mb', 'memory budget in MiB of the plan run in one process (docs/memory.md); 0: none', low=0, high=1_000_000),
+    ParamSpec('memory_mb', 'memory budget in MiB of the plan\'s containers together, at their peak (docs/memory.md); 0: none', low=0, high=1_000_000),
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),
     ParamSpec('containers', "process layout the plan's figures are predicted for: per_cluster (a container per "
               "cluster: a cut between clusters costs a hop between processes) or one (single_container)",
@@ -230,8 +230,9 @@ class PlanInputs:
     """Memoised model graphs, topologies and cost tables, shared by the parameter checks and the planning
     thread (a lock keeps one load at a time)."""
 
-    def __init__(self, log=print):
+    def __init__(self, log=print, layout=None):
         self.log = log
+        self.layout = layout   # layout(topology, measure, containers) -> (processes, base bytes of each) or None
         self._lock = threading.RLock()
         self._graphs = {}
         self._topologies = {}
@@ -279,6 +280,13 @@ class PlanInputs:
         with self._lock:
             return list(self._costs.values())
 
+    def for_layout(self, cost, topology, cfg):
+        """``cost`` sized for the processes the plan runs in (docs/memory.md): a budget needs their base
+        measured; without one the figure uses it only where it is known already."""
+        where = (self.layout(topology, bool(cfg.memory_mb), cfg.containers)
+                 if self.layout is not None and cost is not None else None)
+        return cost if where is None else cost.for_processes(*where)
+
     def store_cost(self, key, cost):
         """Replace a memoised table (adaptation keeps the scaled one for later re-plans)."""
         with self._lock:
@@ -293,7 +301,7 @@ def make_plan(cfg, inputs):
     topology = inputs.topology(cfg.topology)
     # a forced plan is predicted when that is cheap (a given file) or needed (adaptation compares against it)
     need_cost = not cfg.stages or cfg.adapt or bool(cfg.profile_path or cfg.predictor_path)
-    cost = inputs.cost(cfg, graph, topology, build=need_cost)
+    cost = inputs.for_layout(inputs.cost(cfg, graph, topology, build=need_cost), topology, cfg)
     if cfg.stages:
         plan = forced_plan(cfg.stages, graph, topology)
     else:
@@ -357,7 +365,7 @@ def adapt_plan(current, cfg, drift, inputs):
     if cfg.stages:
         plan = adapt.rebalance(current.plan, scaled, current.topology)
     else:
-        plan = run_dse(cfg, scaled, current.topology, current.graph)
+        plan = run_dse(cfg, inputs.for_layout(scaled, current.topology, cfg), current.topology, current.graph)
     return _result(plan, current.graph, current.topology, scaled, current.cost_key, current.preprocess,
                    current.output)
 

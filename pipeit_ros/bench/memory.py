@@ -1,59 +1,6 @@
-"""A candidate's memory, measured in a fresh process of its own: the figure does not depend on what ran before.
+"""A candidate's memory, measured in a fresh process of its own (:mod:`pipeit_ros.engine.footprint`, which
+says what is counted): ``pipeit bench`` runs one child per candidate, one after another, before it builds any
+candidate itself."""
+from pipeit_ros.engine.footprint import FRAMES, TIMEOUT_S, measure
 
-The child loads the model (the prepared copy in the cache: its weights stay in the mapped file), starts the
-plan's Pipeline, runs ``frames`` frames and reports its memory (:mod:`pipeit_ros.hw.memory`): ``pss_mb``,
-``rss_mb``, ``peak_rss_mb``, and ``memory_mb``: the PSS with the model's weight pages counted whole, what the
-plan uses whatever other process maps the same weights (the bench process itself, after profiling, does).
-``pipeit bench`` runs one child per candidate, one after another, before it builds any candidate itself.
-"""
-import json
-import os
-import subprocess
-import sys
-
-from pipeit_ros.engine.pipeline import Pipeline
-from pipeit_ros.hw import memory as procmem
-from pipeit_ros.model import graph as graph_mod
-from pipeit_ros.plan import Plan
-
-FRAMES = 10
-TIMEOUT_S = 300.0
-
-
-def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
-    """{'memory_mb', 'pss_mb', 'rss_mb', 'peak_rss_mb'} of ``plan`` run in a fresh process, or {'error': one
-    line}."""
-    request = json.dumps({'model': graph.path, 'input_shape': graph.input_shape_given,
-                          'plan': plan.to_dict(), 'frames': int(frames)})
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
-    try:
-        done = subprocess.run([sys.executable, '-m', __name__], input=request, capture_output=True, text=True,
-                              timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return {'error': f'the memory probe did not finish within {timeout:g} s'}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ['no output'])[-1]
-        return {'error': f'the memory probe failed (exit {done.returncode}): {tail}'}
-    return json.loads(lines[-1])
-
-
-def main():
-    request = json.load(sys.stdin)
-    graph = graph_mod.load(request['model'], request.get('input_shape'))
-    plan = Plan.from_dict(request['plan'])
-    x = graph.sample_input(0)
-    with Pipeline(graph, plan) as pipe:
-        for _ in range(request['frames']):
-            pipe.submit(x)
-        for _ in range(request['frames']):
-            pipe.get(timeout=60)
-        now = procmem.usage()
-        weights = graph.weights.path if graph.weights is not None else None
-        whole = (procmem.mapped_bytes(weights) - procmem.mapped_bytes(weights, field='Pss')) if weights else 0
-    print(json.dumps({'memory_mb': (now.pss + whole) / procmem.MIB, 'pss_mb': now.pss / procmem.MIB,
-                      'rss_mb': now.rss / procmem.MIB, 'peak_rss_mb': now.hwm / procmem.MIB}))
-
-
-if __name__ == '__main__':
-    main()
+__all__ = ['FRAMES', 'TIMEOUT_S', 'measure']

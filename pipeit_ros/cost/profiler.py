@@ -30,8 +30,8 @@ in ``meta['handover_cross_process']``.
 
 Memory (see :mod:`pipeit_ros.cost.table`): each segment's session is built, then run once, with the process's
 anonymous memory read (after ``malloc_trim``) around each: ``session_bytes`` and ``arena_bytes`` per
-configuration. ``base_bytes`` is the PSS of a fresh process that has imported the engine
-(:func:`process_base_bytes`).
+configuration. ``base_bytes`` and ``build_bytes`` come from the whole model run in a fresh engine process
+(:func:`process_memory`).
 
 Results are cached under ``cache.entry_path('profiles', model hash, topology fingerprint, options)`` (the
 ORT version is part of every key); a rerun says that it reused the file.
@@ -39,7 +39,6 @@ ORT version is part of every key); a rerun says that it reused the file.
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -49,9 +48,11 @@ from tqdm import tqdm
 from pipeit_ros import cache
 from pipeit_ros.cost import timing as measure
 from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
+from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
+from pipeit_ros.plan import parse_spec
 
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
 DEFAULT_WARMUP = 3
@@ -59,7 +60,9 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v7-memory'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v8-memory-peak'  # bump when the measure changes, so old cached profiles are not reused
+MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
+PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -132,12 +135,10 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                                  if others else None)
                 bar.update(max(per_config - done[0], 0))
                 results.append(res)
-    base = process_base_bytes(graph)
-    log(f'profile: a fresh engine process holds {base / procmem.MIB:.1f} MiB (PSS) with the model loaded, '
-        'before any session')
-    table = _assemble(graph, topology, segments, configs, results, feeds, handover, base,
-                      dict(timing, budget_s=None if reps else budget_s, reps=reps,
-                           wall_s=round(time.perf_counter() - started, 2)))
+    table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps))
+    table = process_memory(table, graph, topology, configs, log)
+    table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
     log(f'profile: measured in {time.perf_counter() - started:.1f} s; cached as {path}')
     return table
@@ -331,16 +332,47 @@ def describe(table):
     return lines
 
 
-BASE_PROBE = ('import sys; import pipeit_ros.engine.pipeline; from pipeit_ros.model import graph; '
-              'from pipeit_ros.hw import memory; graph.load(sys.argv[1]); memory.trim(); print(memory.usage().pss)')
-
-
-def process_base_bytes(graph):
-    """PSS of a fresh Python process that has imported the engine and loaded ``graph`` (its weights stay in
-    the mapped file, untouched): what an engine process holds before its first session."""
-    try:
-        out = subprocess.run([sys.executable, '-c', BASE_PROBE, graph.path], capture_output=True, text=True,
-                             timeout=120, check=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path)})
-        return float(out.stdout.split()[-1])
-    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
-        return float(DEFAULT_BASE_BYTES)
+def process_memory(table, graph, topology, configs, log=print):
+    """``table`` with its process memory measured (docs/memory.md) in fresh engine processes
+    (:func:`pipeit_ros.engine.footprint.measure`, ~1-2 s each): the whole model as one stage on the first
+    configuration and, where another cluster has a one-core configuration, as two data-parallel replicas and
+    as two stages on the two. A session of several segments holds less than the sum of theirs (one graph, one arena), so the session
+    and arena figures are scaled by the slope of the probes' memory against them (MobileNetV2: 0.7);
+    ``base_bytes`` is the most a probe then held beyond the model, plus ``MEMORY_MARGIN`` of its memory beyond
+    the weights; ``build_bytes`` what the first probe's peak rose above its running memory,
+    ``build_bytes_groups`` the most the others' did. Defaults (and a log line) where a probe fails."""
+    n, layers = table.n_segments, table.segments[-1][1] + 1
+    (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
+    probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
+    other = next((c for c in configs if c.key[0] != c0 and c.key[1] == 1), None)
+    if other is not None:
+        c1 = other.key[0]
+        probes.append([(0, n - 1, f'{c0}+{c1}[{cpu0}+{other.cpus[0]}]:1x2', [(c0, 1), (c1, 1)])])
+        if n > 1:
+            probes.append([(0, n // 2 - 1, f'{c0}:1', [(c0, 1)]), (n // 2, n - 1, f'{c1}:1', [(c1, 1)])])
+    rows, builds = [], []                   # (memory beyond the weights, the table's session memory) per probe
+    for stages in probes:
+        spec = ','.join(f'{table.segments[a][0]}-{table.segments[b][1]}@{where}' for a, b, where, _ in stages)
+        got = footprint.measure(graph, parse_spec(spec, topology, layers))
+        if 'error' in got:
+            log(f'profile: {got["error"]}; the memory model takes a base of {DEFAULT_BASE_BYTES / procmem.MIB:.0f} MiB')
+            return table
+        private = sum(table.private_bytes(a, b)[table.config_index(*key)] for a, b, _, keys in stages for key in keys)
+        rows.append((got['running_mb'] * procmem.MIB - sum(table.held_bytes), private))
+        builds.append(max(got['memory_mb'] - got['running_mb'], 0.0) * procmem.MIB)
+        table.meta.setdefault('memory_probes', {})[spec] = got
+        log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
+            f'{got["memory_mb"]:.1f} at its peak')
+    beyond, private = np.array(rows).T
+    scale = 1.0
+    if len(rows) > 1 and np.ptp(private) > 0:   # what a session more adds, against the sum of its segments'
+        scale = float(np.clip(np.polyfit(private, beyond, 1)[0], *PRIVATE_SCALE_LIMITS))
+    table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
+    table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
+    table.build_bytes = builds[0]
+    table.build_bytes_groups = max(builds[1:]) if len(builds) > 1 else None
+    table.meta['private_scale'] = scale
+    log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, session build '
+        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one core group / several), session memory '
+        f'x{scale:.2f} of the sum over its segments')
+    return table

@@ -33,15 +33,18 @@ costs are a measured calibration shipped in ``pipeit_ros/data/hop_cost.json`` (`
 rclpy publisher and subscriber processes with the shipped Fast DDS profile, docs/architecture.md), used by
 every table that does not carry its own.
 
-Memory (docs/memory.md), in bytes, what a plan's process uses: ``base_bytes`` (a fresh engine process:
-Python, numpy, onnx, onnxruntime) + ``weight_bytes`` of every segment once (one memory-mapped file shared by
+Memory (docs/memory.md), in bytes, what a plan's process uses at its peak: ``base_bytes`` (an engine process:
+Python, numpy, onnx, onnxruntime, the engine's threads) + ``build_bytes`` (the temporaries of one session
+build, above the running memory) + ``weight_bytes`` of every segment once (one memory-mapped file shared by
 every session and process; ``held_bytes``: the part of them that stays there, measured, since onnxruntime
 reads weights it transforms into a copy of its own) + per stage replica its onnxruntime session's own memory on that configuration:
 ``session_bytes`` of each of its segments (graph, weights onnxruntime transforms into its own layout, e.g.
 NCHWc convolution weights) + the largest ``arena_bytes`` among them (activation buffers, reused across a
 session's nodes). The profiler measures both per configuration and segment (anonymous memory grown while the
 segment's session is built, then on its first run); a table without them (the predictor's) has
-``arena_bytes`` = the largest activation, ``session_bytes`` = 0 and ``held_bytes`` = all the weights.
+``arena_bytes`` = the largest activation, ``session_bytes`` = 0, ``held_bytes`` = all the weights and
+``build_bytes`` = 0. The profiler measures ``base_bytes`` and ``build_bytes`` on the whole model run in a
+fresh process (``cost.profiler.process_memory``).
 """
 from dataclasses import asdict, dataclass, field, replace
 import functools
@@ -94,6 +97,8 @@ class CostTable:
     hop_recv_fixed_ms: float | None = None   # receiver's side
     hop_recv_ms_per_mb: float | None = None
     containers: str = 'one'          # the process layout plans are predicted for (CONTAINERS)
+    build_bytes: float = 0.0         # a process's peak above its running memory: session-build temporaries
+    build_bytes_groups: float | None = None   # the same for a plan of several core groups (default: build_bytes)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -111,6 +116,8 @@ class CostTable:
         self.arena_bytes = (np.tile(np.asarray(self.act_bytes, dtype=float), (shape[0], 1))
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
         self.base_bytes = float(self.base_bytes)
+        self.build_bytes = float(self.build_bytes)
+        self.build_bytes_groups = None if self.build_bytes_groups is None else float(self.build_bytes_groups)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
         calibration = None
         for name in HOP_FIELDS:
@@ -122,6 +129,18 @@ class CostTable:
             raise ValueError(f'containers must be one of {", ".join(CONTAINERS)}, got {self.containers!r}')
         self._index = {c: i for i, c in enumerate(self.configs)}
         self._prefix = np.concatenate([np.zeros((len(self.configs), 1)), np.cumsum(self.seg_ms, axis=1)], axis=1)
+
+    @property
+    def process_bytes(self):
+        """What a plan's process holds beyond its weights and sessions, at its peak: the base and the
+        temporaries of a session build (the engine builds one session at a time)."""
+        return self.base_bytes + self.build_bytes
+
+    def for_processes(self, count, process_base):
+        """The table a plan run as ``count`` processes of ``process_base`` bytes each before any session is
+        sized with (a ROS layout: one per container, pipeit_ros.ros.footprint): their bases replace the one
+        engine process's."""
+        return replace(self, base_bytes=count * float(process_base), meta={**self.meta, 'processes': int(count)})
 
     @property
     def n_segments(self):
@@ -170,12 +189,16 @@ class CostTable:
         return self.load_factor is not None and bool(np.any(self.load_factor != 1.0))
 
     def under_load(self):
-        """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged)."""
+        """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged), and the
+        build temporaries of a plan of several core groups (the first session is built while the others' are
+        not there yet, so less of its temporaries rises above the plan's running memory)."""
         if not self.loaded:
             return self
         f = self.load_factor[:, None]
+        build = self.build_bytes if self.build_bytes_groups is None else self.build_bytes_groups
         return replace(self, seg_ms=self.seg_ms * f, cut_ms=self.cut_ms * f, overhead_ms=self.overhead_ms * f[:, 0],
-                       load_factor=None, meta={**self.meta, 'under_load': True})
+                       load_factor=None, build_bytes=build, build_bytes_groups=None,
+                       meta={**self.meta, 'under_load': True})
 
     def for_groups(self, groups):
         """The table a plan with ``groups`` core groups (sum of replicas over stages) is predicted with."""

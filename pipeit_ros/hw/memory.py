@@ -45,6 +45,17 @@ def usage(pid='self'):
     return MemoryUsage(hwm=hwm, **values)
 
 
+def reset_peak():
+    """Reset this process's peak RSS (``VmHWM``) to its RSS now (``/proc/self/clear_refs``, Linux >= 4.0), so
+    that the next :func:`usage` reports the peak since; False where the kernel does not allow it."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
 _libc = None
 
 

@@ -36,7 +36,6 @@ import tempfile
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 import onnxruntime as ort
 
 from pipeit_ros import cache
@@ -432,6 +431,7 @@ def _infer(path, model):
 
 def _fold(model):
     """Replace Constant nodes, Shape of static tensors and all-constant nodes by initializers."""
+    from onnx.reference import ReferenceEvaluator  # noqa: PLC0415 - only preparing a model folds; a loaded one needs none (docs/memory.md: 10 MiB per process)
     graph, opset = model.graph, default_opset(model)
     shapes = static_shapes(graph)
     const = {t.name: t for t in graph.initializer}

@@ -110,7 +110,7 @@ class Space:
         self.wsum = np.concatenate([[0.0], np.cumsum(np.asarray(cost.held_bytes, dtype=float))])
         self.session = cost.session_bytes[self.rows]
         self.arena = cost.arena_bytes[self.rows]
-        self.base = cost.base_bytes
+        self.base = cost.process_bytes
         self._arrays = [None] * self.n
 
     def option(self, o):

@@ -359,9 +359,9 @@ def hops(plan, n):
 
 def predict_memory(plan, cost, topology=None):
     """Bytes ``plan`` uses run in one process, the same model as the search (cost module docstring): the
-    base, the weights of its segments once, each replica's session memory on its configuration. None for a
+    base and build temporaries (``CostTable.process_bytes``), the weights of its segments once, each replica's session memory on its configuration. None for a
     stage without a configuration in the table (an unpinned stage over several clusters)."""
-    total = cost.base_bytes
+    total = cost.for_groups(sum(s.replicas for s in plan.stages)).process_bytes
     for n, s in enumerate(plan.stages):
         where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
         if not s.pinned and '+' in s.cluster:

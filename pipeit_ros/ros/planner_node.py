@@ -28,6 +28,7 @@ from pipeit_ros.app import adapt, handoff
 from pipeit_ros.app import planner_state as planner_core
 from pipeit_ros.app.lifecycle import clean_leftovers
 from pipeit_ros.app.stall import StallWatch
+from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire import topics
 from pipeit_ros.app.wire.plan_msg import (
     decode_plan_message,
@@ -37,7 +38,8 @@ from pipeit_ros.app.wire.plan_msg import (
     older_graph,
 )
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.ros import messages
+from pipeit_ros.hw import memory as procmem
+from pipeit_ros.ros import footprint, messages
 from pipeit_ros.ros.node_main import CONFIG, exit_code_of, run_node
 
 STOP_WAIT_S = 1.0       # a stopping planner waits this long for a plan in progress, then abandons it
@@ -65,7 +67,8 @@ class PlannerNode(Node):
                         'their own graph\'s planner', read_only=True)).value
         self.config = planner_core.PlannerConfig.from_params(
             {p.name: self.get_parameter(p.name).value for p in planner_core.PARAMS})
-        self.inputs = planner_core.PlanInputs(log=self.get_logger().info)
+        self.inputs = planner_core.PlanInputs(log=self.get_logger().info, layout=self._layout)
+        self._container_base = None    # bytes of an idle container (pipeit_ros.ros.footprint), once measured
         self.current = None            # PlanResult being published
         self.generation = 0
         self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
@@ -141,11 +144,18 @@ class PlannerNode(Node):
             elif not v.stalled and v.container in self._stalled:
                 self.get_logger().info(f'container {v.container} runs again')
         self._stalled = {v.container for v in verdicts if v.stalled}
+        pids = {p.container: p.pid for p in self.running_containers()}
+
+        def memory(name):   # the container's process, read here: the planner runs on the same machine
+            use = procmem.usage(pids[name]) if pids.get(name) else procmem.MemoryUsage()
+            return [(keys.PROCESS_PID, str(pids.get(name, 0))),
+                    (keys.PROCESS_RSS_MB, f'{use.rss / procmem.MIB:.1f}'),
+                    (keys.PROCESS_PSS_MB, f'{use.pss / procmem.MIB:.1f}')]
         self._diagnostics.publish(messages.diagnostic_array(
             self.get_clock().now().to_msg(),
             [(messages.LEVEL['error' if v.stalled else 'ok'], f'{self._diag_prefix}pipeit/{v.container}',
               v.message, v.cluster, [('stalled', str(v.stalled).lower()),
-                                     ('stall_timeout_s', f'{self.config.stall_timeout_s:g}')])
+                                     ('stall_timeout_s', f'{self.config.stall_timeout_s:g}')] + memory(v.container))
              for v in verdicts]))
 
     def stop(self, timeout=STOP_WAIT_S):
@@ -181,6 +191,19 @@ class PlannerNode(Node):
         except Exception as exc:  # noqa: BLE001 - a parameter service must answer, never raise
             return SetParametersResult(successful=False, reason=f'{type(exc).__name__}: {exc}')
         return SetParametersResult(successful=True)
+
+    def _layout(self, topology, measure, containers):
+        """(containers, bytes of an idle one) the plan's memory is summed over: the containers heard, else the
+        layout's (one per cluster, or one with ``containers`` 'one'). The idle container's memory is measured once per machine, when a
+        budget needs it; None while it is not known."""
+        if self._container_base is None:
+            self._container_base = (footprint.container_base_bytes(self.get_logger().info) if measure
+                                    else footprint.cached_base_bytes())
+        if self._container_base is None:
+            return None
+        names = {p.container for p in self.running_containers()}
+        fallback = 1 if containers == 'one' else len(topology.clusters)
+        return (len(names) or fallback), self._container_base
 
     def running_containers(self):
         """Containers heard on pipeit/status within handoff's staleness bound (a dead one does not count)."""

@@ -1,0 +1,71 @@
+"""A plan's memory, measured in a fresh process of its own: the figure does not depend on what ran before.
+
+What ``--memory-mb`` bounds (docs/memory.md): the **peak** memory of the plan's process while it starts and
+runs, counted as PSS (``/proc/PID/smaps_rollup``; the libraries' pages split with the processes that map them,
+as a sum over several processes needs) with the model's weight pages counted whole (they are the plan's own,
+whatever other process maps the same file). The kernel keeps no peak of PSS, so the peak is the PSS once the
+plan runs plus what the process held above that at its peak: ``VmHWM - RSS``, the peak reset
+(``/proc/self/clear_refs``) after the model is loaded. Building a session takes temporaries that are freed
+before the plan runs (onnxruntime copies the weights it transforms; ResNet-50: ~140 MiB), so the peak can be
+well above the running figure.
+
+The child loads the model (the prepared copy in the cache: its weights stay in the mapped file), starts the
+plan's Pipeline, runs ``frames`` frames and reports ``memory_mb`` (the peak above), ``running_mb`` (the PSS,
+weights whole, once it runs), ``pss_mb``, ``rss_mb`` and ``peak_rss_mb``. The profiler runs it once per model
+to measure the per-process base (:mod:`pipeit_ros.cost.profiler`), ``pipeit bench`` once per candidate.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.hw import memory as procmem
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.plan import Plan
+
+FRAMES = 10
+TIMEOUT_S = 300.0
+
+
+def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
+    """{'memory_mb', 'running_mb', 'pss_mb', 'rss_mb', 'peak_rss_mb'} of ``plan`` run in a fresh process, or
+    {'error': one line}."""
+    request = json.dumps({'model': graph.path, 'input_shape': graph.input_shape_given,
+                          'plan': plan.to_dict(), 'frames': int(frames)})
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+    try:
+        done = subprocess.run([sys.executable, '-m', __name__], input=request, capture_output=True, text=True,
+                              timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {'error': f'the memory probe did not finish within {timeout:g} s'}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ['no output'])[-1]
+        return {'error': f'the memory probe failed (exit {done.returncode}): {tail}'}
+    return json.loads(lines[-1])
+
+
+def main():
+    request = json.load(sys.stdin)
+    graph = graph_mod.load(request['model'], request.get('input_shape'))
+    plan = Plan.from_dict(request['plan'])
+    x = graph.sample_input(0)
+    procmem.trim()
+    procmem.reset_peak()
+    with Pipeline(graph, plan) as pipe:
+        for _ in range(request['frames']):
+            pipe.submit(x)
+        for _ in range(request['frames']):
+            pipe.get(timeout=60)
+        now = procmem.usage()
+        weights = graph.weights.path if graph.weights is not None else None
+        whole = (procmem.mapped_bytes(weights) - procmem.mapped_bytes(weights, field='Pss')) if weights else 0
+    running = now.pss + whole
+    print(json.dumps({'memory_mb': (running + max(now.hwm - now.rss, 0)) / procmem.MIB,
+                      'running_mb': running / procmem.MIB, 'pss_mb': now.pss / procmem.MIB,
+                      'rss_mb': now.rss / procmem.MIB, 'peak_rss_mb': now.hwm / procmem.MIB}))
+
+
+if __name__ == '__main__':
+    main()
