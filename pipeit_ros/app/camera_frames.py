@@ -91,6 +91,9 @@ class VideoSource(FrameSource):
     def __init__(self, path, width=0, height=0, encoding='rgb8', loop=True):
         super().__init__(width, height, encoding)
         self.path, self.loop = path, loop
+        # FFmpeg's own log lines (e.g. '[mp3 @ 0x...] Failed to find two consecutive MPEG audio frames' while it
+        # probes a file that is no video) would stand beside our one-line reason; the user can still set it
+        os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')   # AV_LOG_QUIET
         self._cap = _cv2().VideoCapture(path)
         if not self._cap.isOpened():
             raise PipeitError(f'{path}: OpenCV cannot open this video')
