@@ -392,5 +392,14 @@ def test_frame_ledger_balances_across_replans(tiny, topo, policy, interval_s):
                 assert ledger['sent'] == ledger['received'], ledger
             seqs = [c['seq'] for c in col.classifications]
             assert seqs == sorted(set(seqs)), 'seq must follow camera order and never restart'
+            # the planner's /diagnostics: each running container's process (in this test, this process) named,
+            # with its RSS and PSS next to its stall verdict (docs/memory.md)
+            names = [f'pipeit/{c.node.name}' for c in containers]
+            assert harness.wait(lambda: all(keys.PROCESS_PSS_MB in col.diagnostics.get(n, {}) for n in names), 5), \
+                sorted(col.diagnostics)
+            for name in names:
+                d = col.diagnostics[name]
+                assert 'stalled' in d and int(d[keys.PROCESS_PID]) == os.getpid(), (name, d)
+                assert 0 < float(d[keys.PROCESS_PSS_MB]) <= float(d[keys.PROCESS_RSS_MB]), (name, d)
         finally:
             planner.stop()
