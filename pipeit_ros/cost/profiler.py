@@ -341,8 +341,8 @@ def process_memory(table, graph, topology, configs, log=print):
     ``base_bytes`` is the most a probe then held beyond the model, plus ``MEMORY_MARGIN`` of its memory beyond
     the weights; ``build_bytes``, ``build_bytes_groups`` and ``build_bytes_stages`` what the one-stage, the
     two-replica and the two-stage probe's peak rose above its running memory (a plan of that shape is sized
-    with it: ``CostTable.plan_build_bytes``; MobileNetV1 21, 7 and 18 MiB: with replicas the second session's
-    arena, large there, comes after the last build). Defaults (and a log line) where a probe fails."""
+    with it: ``CostTable.plan_build_bytes``; MobileNetV1 21, 7 and 18 MiB: every arena is allocated after the
+    last build, and two replicas have two, large there). Defaults (and a log line) where a probe fails."""
     n, layers = table.n_segments, table.segments[-1][1] + 1
     (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
     probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
