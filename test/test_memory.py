@@ -129,3 +129,28 @@ def test_a_plan_within_the_smallest_budget_runs_within_it(alexnet_profiled):
     measured = bench_memory.measure(net, plan)
     assert 'error' not in measured, measured
     assert measured['memory_mb'] <= budget, (plan.to_spec(), plan.notes, measured)
+
+
+def test_build_temporaries_are_those_measured_on_a_plan_of_the_same_shape():
+    """One core group, replicas of one stage and several stages each take their own probe's build figure; the
+    search, which cannot tell replicas from stages, bounds several groups by the larger, with or without load
+    factors, and the plan it returns is predicted with its own shape's."""
+    from dataclasses import replace
+
+    from pipeit_ros.cost.table import CostTable
+    topo = Topology(clusters=(Cluster('c0', (0,), 'host', 1.0), Cluster('c1', (1,), 'host', 1.0)), name='test-b')
+    cost = CostTable(segments=[(i, i) for i in range(4)], configs=[('c0', 1), ('c1', 1)],
+                     seg_ms=np.array([[1.0, 1.0, 4.0, 4.0], [4.0, 4.0, 1.0, 1.0]]), overhead_ms=[0.0, 0.0],
+                     in_bytes=[1000] * 4, weight_bytes=[MIB] * 4, act_bytes=[MIB] * 4, source='test',
+                     topology_fingerprint=topo.fingerprint(), base_bytes=MIB, build_bytes=10 * MIB,
+                     build_bytes_groups=3 * MIB, build_bytes_stages=7 * MIB)
+    without = replace(cost, build_bytes=0.0, build_bytes_groups=None, build_bytes_stages=None)
+    for spec, build in (('0-3@c0', 10), ('0-3@c0+c1[0+1]:1x2', 3), ('0-1@c0,2-3@c1', 7)):
+        plan = parse_spec(spec, topo, 4)
+        assert dse.predict_memory(plan, cost, topo) - dse.predict_memory(plan, without, topo) == build * MIB, spec
+    assert cost.plan_build_bytes(2, 3) == 7 * MIB
+    several = cost.under_load()
+    assert several is not cost and several.process_bytes == cost.base_bytes + 7 * MIB
+    plan = dse.solve(cost, topo)
+    assert plan.to_spec() == '0-1@c0[0]:1,2-3@c1[1]:1'
+    assert plan.notes['memory_mib'] * MIB == pytest.approx(dse.predict_memory(plan, cost, topo))

@@ -60,7 +60,7 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v8-memory-peak'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v9-memory-shapes'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
@@ -339,8 +339,10 @@ def process_memory(table, graph, topology, configs, log=print):
     as two stages on the two. A session of several segments holds less than the sum of theirs (one graph, one arena), so the session
     and arena figures are scaled by the slope of the probes' memory against them (MobileNetV2: 0.7);
     ``base_bytes`` is the most a probe then held beyond the model, plus ``MEMORY_MARGIN`` of its memory beyond
-    the weights; ``build_bytes`` what the first probe's peak rose above its running memory,
-    ``build_bytes_groups`` the most the others' did. Defaults (and a log line) where a probe fails."""
+    the weights; ``build_bytes``, ``build_bytes_groups`` and ``build_bytes_stages`` what the one-stage, the
+    two-replica and the two-stage probe's peak rose above its running memory (a plan of that shape is sized
+    with it: ``CostTable.plan_build_bytes``; MobileNetV1 21, 7 and 18 MiB: every arena is allocated after the
+    last build, and two replicas have two, large there). Defaults (and a log line) where a probe fails."""
     n, layers = table.n_segments, table.segments[-1][1] + 1
     (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
     probes = [[(0, n - 1, f'{c0}:{k0}', [(c0, k0)])]]       # (first, last segment, where, [(cluster, threads)])
@@ -370,9 +372,10 @@ def process_memory(table, graph, topology, configs, log=print):
     table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
     table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
     table.build_bytes = builds[0]
-    table.build_bytes_groups = max(builds[1:]) if len(builds) > 1 else None
+    table.build_bytes_groups = builds[1] if len(builds) > 1 else None
+    table.build_bytes_stages = builds[2] if len(builds) > 2 else None
     table.meta['private_scale'] = scale
     log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, session build '
-        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one core group / several), session memory '
+        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one core group / replicas / stages), session memory '
         f'x{scale:.2f} of the sum over its segments')
     return table

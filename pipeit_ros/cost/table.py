@@ -98,7 +98,8 @@ class CostTable:
     hop_recv_ms_per_mb: float | None = None
     containers: str = 'one'          # the process layout plans are predicted for (CONTAINERS)
     build_bytes: float = 0.0         # a process's peak above its running memory: session-build temporaries
-    build_bytes_groups: float | None = None   # the same for a plan of several core groups (default: build_bytes)
+    build_bytes_groups: float | None = None   # the same for replicas of one stage (default: build_bytes)
+    build_bytes_stages: float | None = None   # the same for several stages (default: build_bytes_groups)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -118,6 +119,7 @@ class CostTable:
         self.base_bytes = float(self.base_bytes)
         self.build_bytes = float(self.build_bytes)
         self.build_bytes_groups = None if self.build_bytes_groups is None else float(self.build_bytes_groups)
+        self.build_bytes_stages = None if self.build_bytes_stages is None else float(self.build_bytes_stages)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
         calibration = None
         for name in HOP_FIELDS:
@@ -133,8 +135,22 @@ class CostTable:
     @property
     def process_bytes(self):
         """What a plan's process holds beyond its weights and sessions, at its peak: the base and the
-        temporaries of a session build (the engine builds one session at a time)."""
+        temporaries of a session build (the engine builds one session at a time), as for one core group (the
+        search's bound for several: :meth:`under_load`)."""
         return self.base_bytes + self.build_bytes
+
+    def plan_build_bytes(self, stages, groups):
+        """What a plan of ``stages`` stages and ``groups`` core groups (replicas summed over its stages) holds
+        above its running memory while its sessions are built, as measured on a plan of that shape
+        (cost.profiler.process_memory): one group, replicas of one stage, several stages; a plan of several
+        stages with replicas takes the larger of the last two."""
+        if groups <= 1:
+            return self.build_bytes
+        replicas = self.build_bytes if self.build_bytes_groups is None else self.build_bytes_groups
+        split = replicas if self.build_bytes_stages is None else self.build_bytes_stages
+        if stages <= 1:
+            return replicas
+        return split if groups == stages else max(replicas, split)
 
     def for_processes(self, count, process_base):
         """The table a plan run as ``count`` processes of ``process_base`` bytes each before any session is
@@ -190,14 +206,16 @@ class CostTable:
 
     def under_load(self):
         """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged), and the
-        build temporaries of a plan of several core groups (the first session is built while the others' are
-        not there yet, so less of its temporaries rises above the plan's running memory)."""
-        if not self.loaded:
+        build temporaries of a plan of several core groups, whatever its shape (the larger of
+        :meth:`plan_build_bytes` for replicas and for stages: the search's per-stage sums cannot tell them apart;
+        the first session is built while the others' are not there yet, so less of its temporaries rises above
+        the plan's running memory than with one group). ``self`` where neither changes."""
+        build = max(self.plan_build_bytes(1, 2), self.plan_build_bytes(2, 2))
+        if not self.loaded and build == self.build_bytes:
             return self
-        f = self.load_factor[:, None]
-        build = self.build_bytes if self.build_bytes_groups is None else self.build_bytes_groups
+        f = self.load_factor[:, None] if self.loaded else np.ones((len(self.configs), 1))
         return replace(self, seg_ms=self.seg_ms * f, cut_ms=self.cut_ms * f, overhead_ms=self.overhead_ms * f[:, 0],
-                       load_factor=None, build_bytes=build, build_bytes_groups=None,
+                       load_factor=None, build_bytes=build, build_bytes_groups=None, build_bytes_stages=None,
                        meta={**self.meta, 'under_load': True})
 
     def for_groups(self, groups):

@@ -55,8 +55,9 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
             raise PlanError(f'--{name} must be > 0, got {value}')
     _cost_check(cost, topology)
     started = time.perf_counter()
-    space = Space(cost.under_load(), topology, replicas=replicas)
-    alone = _alone_plans(cost, topology) if cost.loaded else []
+    several = cost.under_load()
+    space = Space(several, topology, replicas=replicas)
+    alone = _alone_plans(cost, topology) if several is not cost else []
     search = _Search(space, max_latency_ms, min_fps, memory_mb,
                      [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone])
     try:
@@ -359,9 +360,11 @@ def hops(plan, n):
 
 def predict_memory(plan, cost, topology=None):
     """Bytes ``plan`` uses run in one process, the same model as the search (cost module docstring): the
-    base and build temporaries (``CostTable.process_bytes``), the weights of its segments once, each replica's session memory on its configuration. None for a
-    stage without a configuration in the table (an unpinned stage over several clusters)."""
-    total = cost.for_groups(sum(s.replicas for s in plan.stages)).process_bytes
+    base, the build temporaries of a plan of its shape (``CostTable.plan_build_bytes``; the search bounds them
+    by the larger shape's), the weights of its segments once, each replica's session memory on its
+    configuration. None for a stage without a configuration in the table (an unpinned stage over several
+    clusters)."""
+    total = cost.base_bytes + cost.plan_build_bytes(len(plan.stages), sum(s.replicas for s in plan.stages))
     for n, s in enumerate(plan.stages):
         where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
         if not s.pinned and '+' in s.cluster:

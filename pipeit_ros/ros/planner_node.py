@@ -68,7 +68,7 @@ class PlannerNode(Node):
         self.config = planner_core.PlannerConfig.from_params(
             {p.name: self.get_parameter(p.name).value for p in planner_core.PARAMS})
         self.inputs = planner_core.PlanInputs(log=self.get_logger().info, layout=self._layout)
-        self._container_base = None    # bytes of an idle container (pipeit_ros.ros.footprint), once measured
+        self._container_base = None    # bytes of an idle container (pipeit_ros.ros.footprint: one that has run a small model, hosting no stage), once measured
         self.current = None            # PlanResult being published
         self.generation = 0
         self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
@@ -193,8 +193,8 @@ class PlannerNode(Node):
         return SetParametersResult(successful=True)
 
     def _layout(self, topology, measure, containers):
-        """(containers, bytes of an idle one) the plan's memory is summed over: the containers heard, else the
-        layout's (one per cluster, or one with ``containers`` 'one'). The idle container's memory is measured once per machine, when a
+        """(containers, bytes of one before its first stage) the plan's memory is summed over: the containers heard, else the
+        layout's (one per cluster, or one with ``containers`` 'one'). That memory is measured once per machine, when a
         budget needs it; None while it is not known."""
         if self._container_base is None:
             self._container_base = (footprint.container_base_bytes(self.get_logger().info) if measure

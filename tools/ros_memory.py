@@ -1,0 +1,70 @@
+"""The planner's memory figure for a ROS layout against what the layout's containers hold (docs/memory.md).
+
+``python tools/ros_memory.py NET STAGES [--layout one|per_cluster] [--topology T] [--at S]``
+
+Predicts ``STAGES`` of zoo network ``NET`` for the layout as the planner node does (the profile's memory model,
+``CostTable.for_processes`` with the container base of ``pipeit_ros.ros.footprint``), then runs it with
+``pipeit bringup --with-camera pattern`` (``stages`` forced, a ROS domain from this process's pid) and sums the
+containers' PSS (``/proc/PID/smaps_rollup``) ``--at`` seconds after the start. Prints one line per container
+and the ratio predicted / summed.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+from pipeit_ros.cost import profiler
+from pipeit_ros.hw import memory as procmem
+from pipeit_ros.hw.topology import resolve
+from pipeit_ros.model import graph as graph_mod
+from pipeit_ros.model import zoo
+from pipeit_ros.plan import parse_spec
+from pipeit_ros.planning import dse
+from pipeit_ros.ros import footprint
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('net')
+    ap.add_argument('stages')
+    ap.add_argument('--layout', choices=('one', 'per_cluster'), default='per_cluster')
+    ap.add_argument('--topology', default='emulated-biglittle-1+1')
+    ap.add_argument('--at', type=float, default=32.0, help='seconds after the start to read the containers')
+    args = ap.parse_args(argv)
+    topo = resolve(args.topology)
+    g = graph_mod.load(zoo.zoo_path(args.net))
+    cost = profiler.profile(g, topo, progress=False, log=lambda *_: None).in_containers(args.layout)
+    base = footprint.container_base_bytes()
+    if base is None:
+        sys.exit('the container probe failed')
+    count = 1 if args.layout == 'one' else len(topo.clusters)
+    predicted = dse.predict_memory(parse_spec(args.stages, topo, len(g.layers)), cost.for_processes(count, base),
+                                   topo) / procmem.MIB
+    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as params:
+        params.write(f"pipeit_planner:\n  ros__parameters:\n    stages: '{args.stages}'\n")
+    cmd = [os.path.join(os.path.dirname(sys.executable), 'pipeit'), 'bringup', '--params-file', params.name,
+           '--topology', args.topology, '--model', g.path, '--with-camera', 'pattern',
+           '--duration', f'{args.at + 8:g}', '--quiet'] + (['--single-container'] if args.layout == 'one' else [])
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(150 + os.getpid() % 50)}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        time.sleep(args.at)
+        use = {c.pid: procmem.usage(c.pid) for c in psutil.Process(proc.pid).children(recursive=True)
+               if 'container' in ' '.join(c.cmdline())}
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        os.unlink(params.name)
+    summed = sum(u.pss for u in use.values()) / procmem.MIB
+    for pid, u in use.items():
+        print(f'container pid {pid}: PSS {u.pss / procmem.MIB:.1f} MiB, RSS {u.rss / procmem.MIB:.1f} MiB')
+    print(f'{args.net} {args.layout} {args.stages}: container base {base / procmem.MIB:.1f} MiB, containers\' PSS '
+          f'summed {summed:.1f} MiB, predicted {predicted:.1f} MiB, ratio {predicted / max(summed, 1e-9):.2f}; '
+          + (out.strip().splitlines() or ['no output'])[-1])
+
+
+if __name__ == '__main__':
+    main()
