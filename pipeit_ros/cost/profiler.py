@@ -8,6 +8,15 @@ the configuration's first CPU, the ORT pool pinned to the others, built by ``mak
 Each call runs in short bursts (one untimed run, then timed ones back to back), round-robin over the calls:
 a stage runs back to back with its weights in cache, so a lone cold run would overstate it.
 
+The configurations are timed interleaved, not one after the other (:func:`_measure_configs`): each has its
+sessions built in its own pinned thread, and every repetition runs one round of each configuration in turn
+(the others' threads idle meanwhile), so load that drifts during the profile (other processes; on a board,
+thermal throttling) slows every configuration alike and leaves their ratio alone. Profiled one after the
+other, YOLOv8n on emulated-biglittle-1+1 once came out with the big core at 352 ms and the little one at 387 ms
+(README: other processes loaded CPU 0 while the big core was measured); profiled again, 239 and 470. All
+configurations' sessions live at once where memory allows, else in waves (``WAVE_MEMORY_MARGIN``);
+``meta['schedule']`` records the order run.
+
 A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
 adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
 against its two segments run apart, scaled so that the whole model as one stage costs what it measured. ``seg_ms`` then holds each segment's time inside a stage.
@@ -29,7 +38,8 @@ Hand-over between stages (:func:`measure_handover`, cached per topology): the in
 in ``meta['handover_cross_process']``.
 
 Memory (see :mod:`pipeit_ros.cost.table`): each segment's session is built, then run once, with the process's
-anonymous memory read (after ``malloc_trim``) around each: ``session_bytes`` and ``arena_bytes`` per
+anonymous memory read (after ``malloc_trim``) around each (other configurations' sessions, already built, stay
+idle meanwhile): ``session_bytes`` and ``arena_bytes`` per
 configuration. ``base_bytes`` and ``build_bytes`` come from the whole model run in a fresh engine process
 (:func:`process_memory`).
 
@@ -90,7 +100,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     """Measured CostTable (source 'profile') of ``graph`` on every core configuration of ``topology``.
 
     ``reps`` fixes the repetitions per segment; without it they are adaptive (7..200 rounds, until the
-    medians move < 2 % or ``budget_s`` seconds per configuration are spent). Runs inside
+    medians of every configuration move < 2 % or ``budget_s`` seconds per configuration are spent in all; the
+    configurations are interleaved, see the module doc). Runs inside
     ``emulation.emulated(topology)`` when the topology emulates slow clusters.
     """
     if reps is not None and reps < 1:
