@@ -194,6 +194,7 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert not any('reusing cached profile' in line for line in logs)
     assert table.meta['schedule'] == [[(r + j) % n_cfg for j in range(n_cfg)] for r in range(3)]   # interleaved
     assert not any('further waves' in line for line in logs)
+    assert len(table.meta['sessions_footprint_bytes']) == n_cfg
     logs.clear()
     again = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)
     assert any('reusing cached profile' in line for line in logs)

@@ -185,8 +185,9 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
     All configurations' sessions live at once when memory allows: a configuration joins the current wave
     only while the machine's available memory is at least ``WAVE_MEMORY_MARGIN`` times the most that one
     configuration's sessions took; otherwise the wave is timed and its sessions freed first, and the next
-    wave starts. Returns (per configuration {'times', 'session_bytes', 'arena_bytes', 'held_bytes'}, every
-    segment's input, the schedule: per wave and repetition the configuration indices in the order run).
+    wave starts. Returns (per configuration {'times', 'session_bytes', 'arena_bytes', 'held_bytes',
+    'footprint'}, every segment's input, the schedule: per wave and repetition the configuration indices in
+    the order run).
     """
     results, feeds, schedule, footprint = [None] * len(configs), None, [], 0
     pending = list(range(len(configs)))
@@ -209,7 +210,8 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
             times = measure.time_interleaved([(worker, built['calls']) for _, worker, built in wave], tick=tick,
                                              burst=BURST, schedule=order, **timing)
             for (i, _, built), t in zip(wave, times):
-                results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes')}, times=t)
+                results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint')},
+                                  times=t)
             for g, rep in order:
                 if rep > len(schedule) - first:
                     schedule.append([])
@@ -301,6 +303,7 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
                 model_path=str(getattr(graph, 'path', '')))
     meta['whole_from_table_ms'] = [float(s.sum() + o) for s, o in zip(seg_ms, overhead)]
     meta['whole_under_load_ms'] = loaded_ms
+    meta['sessions_footprint_bytes'] = [int(r['footprint']) for r in results]   # all of a configuration's, run once
     return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
                      cut_ms=np.array(cut_ms), load_factor=np.array(load_factor), overhead_ms=np.array(overhead),
                      in_bytes=in_bytes, weight_bytes=weight_bytes,
