@@ -90,6 +90,31 @@ def test_time_interleaved_takes_configurations_in_turn_each_on_its_cpu_alone():
     assert not any(t.name.startswith('pipeit-measure') for t in threading.enumerate())
 
 
+def test_interleaving_keeps_the_ratio_when_load_drifts_during_the_profile(monkeypatch):
+    """A clock that the calls advance: configuration B costs 2x A, and everything 4x slower for the last third
+    of the profile (another process starts). One after the other, B takes the slow spell alone: 8x; in turn, 2x."""
+    clock = {'t': 0.0, 'calls': 0}
+
+    def call(cost):
+        clock['calls'] += 1
+        clock['t'] += cost * (4.0 if clock['calls'] > 12 else 1.0)
+
+    monkeypatch.setattr(measure, 'time', type('Clock', (), {'perf_counter': staticmethod(lambda: clock['t'])}))
+    fixed = dict(warmup=0, min_reps=9, max_reps=9, budget_s=float('inf'))
+    a, b = [lambda: call(1.0)], [lambda: call(2.0)]
+    cpu = min(os.sched_getaffinity(0))
+    workers = [measure.PinnedWorker((cpu,)) for _ in range(2)]
+    try:
+        in_turn = measure.time_interleaved(list(zip(workers, [a, b])), **fixed)
+    finally:
+        for w in workers:
+            w.close()
+    clock.update(t=0.0, calls=0)
+    one_after_other = [measure.time_calls(a, **fixed), measure.time_calls(b, **fixed)]
+    assert np.median(in_turn[1]) / np.median(in_turn[0]) == pytest.approx(2.0)
+    assert np.median(one_after_other[1]) / np.median(one_after_other[0]) == pytest.approx(8.0)
+
+
 def test_profile_times_configurations_in_memory_waves(tiny_graph, monkeypatch):
     topology = small_topology()
     n_cfg = len(measure.core_configs(topology))
