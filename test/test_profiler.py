@@ -62,6 +62,74 @@ def test_time_calls_bursts_time_each_call_back_to_back():
     assert order[:6] == ['a', 'a', 'a', 'b', 'b', 'b']  # one untimed run, then the timed burst
 
 
+def test_time_interleaved_takes_configurations_in_turn_each_on_its_cpu_alone():
+    cpus = sorted(os.sched_getaffinity(0))
+    pins = (cpus[0], cpus[-1])
+    log, active = [], []
+
+    def call(g):
+        active.append(g)
+        log.append((g, os.sched_getaffinity(0), len(active)))   # len(active) > 1: two configurations at once
+        active.remove(g)
+
+    workers = [measure.PinnedWorker((cpu,)) for cpu in pins]
+    try:
+        schedule = []
+        times = measure.time_interleaved([(w, [lambda g=g: call(g)] * 2) for g, w in enumerate(workers)],
+                                         warmup=1, min_reps=3, max_reps=3, budget_s=float('inf'), burst=2,
+                                         schedule=schedule)
+    finally:
+        for w in workers:
+            w.close()
+    assert [t.shape for t in times] == [(2, 6), (2, 6)]
+    assert schedule == [(0, 1), (1, 1), (1, 2), (0, 2), (0, 3), (1, 3)]   # A B, B A, A B: interleaved
+    timed = [g for g, _, _ in log[4:]]                                     # after one warm-up round each
+    assert timed == [g for g, _ in schedule for _ in range(2 * 3)]         # a round: 2 calls x (1 + burst 2)
+    assert all(mask == {pins[g]} for g, mask, _ in log)                     # each on its own CPU
+    assert all(n == 1 for _, _, n in log)                                   # the other one idle meanwhile
+    assert not any(t.name.startswith('pipeit-measure') for t in threading.enumerate())
+
+
+def test_interleaving_keeps_the_ratio_when_load_drifts_during_the_profile(monkeypatch):
+    """A clock that the calls advance: configuration B costs 2x A, and everything 4x slower for the last third
+    of the profile (another process starts). One after the other, B takes the slow spell alone: 8x; in turn, 2x."""
+    clock = {'t': 0.0, 'calls': 0}
+
+    def call(cost):
+        clock['calls'] += 1
+        clock['t'] += cost * (4.0 if clock['calls'] > 12 else 1.0)
+
+    monkeypatch.setattr(measure, 'time', type('Clock', (), {'perf_counter': staticmethod(lambda: clock['t'])}))
+    fixed = dict(warmup=0, min_reps=9, max_reps=9, budget_s=float('inf'))
+    a, b = [lambda: call(1.0)], [lambda: call(2.0)]
+    cpu = min(os.sched_getaffinity(0))
+    workers = [measure.PinnedWorker((cpu,)) for _ in range(2)]
+    try:
+        in_turn = measure.time_interleaved(list(zip(workers, [a, b])), **fixed)
+    finally:
+        for w in workers:
+            w.close()
+    clock.update(t=0.0, calls=0)
+    one_after_other = [measure.time_calls(a, **fixed), measure.time_calls(b, **fixed)]
+    assert np.median(in_turn[1]) / np.median(in_turn[0]) == pytest.approx(2.0)
+    assert np.median(one_after_other[1]) / np.median(one_after_other[0]) == pytest.approx(8.0)
+
+
+def test_profile_times_configurations_in_memory_waves(tiny_graph, monkeypatch):
+    topology = small_topology()
+    n_cfg = len(measure.core_configs(topology))
+    if n_cfg < 2:
+        pytest.skip('needs two CPUs')
+    logs = []
+    monkeypatch.setattr(profiler.procmem, 'available_bytes', lambda: 0)   # room for one configuration at a time
+    table = profiler.profile(tiny_graph, topology, reps=2, warmup=1, progress=False, log=logs.append,
+                             use_cache=False)
+    assert table.meta['schedule'] == [[i] for i in range(n_cfg) for _ in range(2)]
+    assert any('timed in further waves' in line for line in logs)
+    assert np.all(table.seg_ms > 0) and np.all(table.session_bytes >= 0)
+    assert table.session_bytes.shape == table.seg_ms.shape
+
+
 def test_split_cuts_is_what_a_pair_saves_within_bounds():
     alone = np.array([2.0, 1.0, 3.0, 0.5])
     pairs = np.array([2.6, 3.9, 4.0])   # saves 0.4, 0.1 and -0.5 (noise)
@@ -149,6 +217,9 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert table.in_bytes[0] == int(np.prod(tiny_graph.input_shape)) * 4
     assert 'cross_process_copy' in table.meta['handover'] and table.handover_ms_per_mb >= 0
     assert not any('reusing cached profile' in line for line in logs)
+    assert table.meta['schedule'] == [[(r + j) % n_cfg for j in range(n_cfg)] for r in range(3)]   # interleaved
+    assert not any('further waves' in line for line in logs)
+    assert len(table.meta['sessions_footprint_bytes']) == n_cfg
     logs.clear()
     again = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)
     assert any('reusing cached profile' in line for line in logs)

@@ -8,6 +8,15 @@ the configuration's first CPU, the ORT pool pinned to the others, built by ``mak
 Each call runs in short bursts (one untimed run, then timed ones back to back), round-robin over the calls:
 a stage runs back to back with its weights in cache, so a lone cold run would overstate it.
 
+The configurations are timed interleaved, not one after the other (:func:`_measure_configs`): each has its
+sessions built in its own pinned thread, and every repetition runs one round of each configuration in turn
+(the others' threads idle meanwhile), so load that drifts during the profile (other processes; on a board,
+thermal throttling) slows every configuration alike and leaves their ratio alone. Profiled one after the
+other, YOLOv8n on emulated-biglittle-1+1 once came out with the big core at 352 ms and the little one at 387 ms
+(README: other processes loaded CPU 0 while the big core was measured); profiled again, 239 and 470. All
+configurations' sessions live at once where memory allows, else in waves (``WAVE_MEMORY_MARGIN``);
+``meta['schedule']`` records the order run.
+
 A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
 adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
 against its two segments run apart, scaled so that the whole model as one stage costs what it measured. ``seg_ms`` then holds each segment's time inside a stage.
@@ -29,7 +38,8 @@ Hand-over between stages (:func:`measure_handover`, cached per topology): the in
 in ``meta['handover_cross_process']``.
 
 Memory (see :mod:`pipeit_ros.cost.table`): each segment's session is built, then run once, with the process's
-anonymous memory read (after ``malloc_trim``) around each: ``session_bytes`` and ``arena_bytes`` per
+anonymous memory read (after ``malloc_trim``) around each (other configurations' sessions, already built, stay
+idle meanwhile): ``session_bytes`` and ``arena_bytes`` per
 configuration. ``base_bytes`` and ``build_bytes`` come from the whole model run in a fresh engine process
 (:func:`process_memory`).
 
@@ -60,9 +70,10 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v9-memory-shapes'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v10-interleaved'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
+WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
 FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
@@ -89,7 +100,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     """Measured CostTable (source 'profile') of ``graph`` on every core configuration of ``topology``.
 
     ``reps`` fixes the repetitions per segment; without it they are adaptive (7..200 rounds, until the
-    medians move < 2 % or ``budget_s`` seconds per configuration are spent). Runs inside
+    medians of every configuration move < 2 % or ``budget_s`` seconds per configuration are spent in all; the
+    configurations are interleaved, see the module doc). Runs inside
     ``emulation.emulated(topology)`` when the topology emulates slow clusters.
     """
     if reps is not None and reps < 1:
@@ -112,31 +124,30 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     timing = dict(warmup=warmup, budget_s=float('inf') if reps else budget_s,
                   min_reps=reps or MIN_REPS, max_reps=reps or MAX_REPS)
     rng = np.random.default_rng(seed)
-    results, feeds = [], None
     with measure.emulation(topology, log):
         handover = measure_handover(topology, log=log, use_cache=use_cache)
         per_config = reps or budget_s     # the bar counts rounds with fixed reps, else seconds of budget
-        with _progress_bar(len(configs) * per_config, 'round' if reps else 's', progress) as bar:
-            for cfg in configs:
-                bar.set_description_str(f'profile {cfg}')
-                done = [0.0]
+        total = len(configs) * per_config
+        with _progress_bar(total, 'round' if reps else 's', progress) as bar:
+            bar.set_description_str('profile')
+            done = [0.0]
 
-                def tick(dt, done=done):
-                    step = min(1 if reps else dt, per_config - done[0])
-                    if step > 0:
-                        bar.update(step)
-                        done[0] += step
-                res = measure.run_pinned(cfg.cpus, _measure_config, blobs, pairs, whole, cfg, feeds, rng, timing,
-                                         tick, graph.weights)
-                feeds = res['feeds']
+            def tick(dt):
+                step = min(1 if reps else dt, total - done[0])
+                if step > 0:
+                    bar.update(step)
+                    done[0] += step
+            results, feeds, schedule = _measure_configs(configs, blobs, pairs, whole, rng, timing, tick,
+                                                        graph.weights, log)
+            bar.update(max(total - done[0], 0))
+            for cfg, res in zip(configs, results):
+                bar.set_description_str(f'profile {cfg} under load')
                 others = [c for c in topology.cpus if c not in cfg.cpus]
                 res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S,
                                                          weights=graph.weights)
                                  if others else None)
-                bar.update(max(per_config - done[0], 0))
-                results.append(res)
     table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
-                      dict(timing, budget_s=None if reps else budget_s, reps=reps))
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps, schedule=schedule))
     table = process_memory(table, graph, topology, configs, log)
     table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
@@ -167,11 +178,59 @@ def next_feeds(s, session, results, following):
     return {n: outputs[n] for n in wanted}
 
 
-def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick, weights):
-    """In a pinned thread: build the sessions of ``cfg`` and time identity, segments, whole model and pairs."""
+def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, log):
+    """Build every configuration's sessions, each in its own pinned thread, then time them all interleaved
+    (:func:`pipeit_ros.cost.timing.time_interleaved`).
+
+    All configurations' sessions live at once when memory allows: a configuration joins the current wave
+    only while the machine's available memory is at least ``WAVE_MEMORY_MARGIN`` times the most that one
+    configuration's sessions took; otherwise the wave is timed and its sessions freed first, and the next
+    wave starts. Returns (per configuration {'times', 'session_bytes', 'arena_bytes', 'held_bytes',
+    'footprint'}, every segment's input, the schedule: per wave and repetition the configuration indices in
+    the order run).
+    """
+    results, feeds, schedule, footprint = [None] * len(configs), None, [], 0
+    pending = list(range(len(configs)))
+    while pending:
+        wave, workers = [], []     # (configuration index, its worker, what _build_config returned)
+        try:
+            for i in list(pending):
+                available = procmem.available_bytes()
+                if wave and available is not None and available < WAVE_MEMORY_MARGIN * footprint:
+                    break
+                workers.append(measure.PinnedWorker(configs[i].cpus))
+                wave.append((i, workers[-1], workers[-1].call(_build_config, blobs, pairs, whole, configs[i],
+                                                               feeds, rng, weights)))
+                feeds, footprint = wave[-1][2]['feeds'], max(footprint, wave[-1][2]['footprint'])
+                pending.remove(i)
+            if pending:
+                log(f'profile: {len(wave)} of {len(configs)} configurations\' sessions fit in memory '
+                    f'({footprint / procmem.MIB:.0f} MiB each); the rest are timed in further waves')
+            order, first = [], len(schedule)
+            times = measure.time_interleaved([(worker, built['calls']) for _, worker, built in wave], tick=tick,
+                                             burst=BURST, schedule=order, **timing)
+            for (i, _, built), t in zip(wave, times):
+                results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint')},
+                                  times=t)
+            for g, rep in order:
+                if rep > len(schedule) - first:
+                    schedule.append([])
+                schedule[-1].append(wave[g][0])
+        finally:
+            for worker in workers:
+                worker.close()
+            wave, built = [], None     # the sessions go with the last references to them
+    return results, feeds, schedule
+
+
+def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
+    """In ``cfg``'s pinned thread: build its sessions, measuring memory (module doc), and return the calls to
+    time (identity, segments, whole model, pairs) with the memory measured and ``footprint``, the anonymous
+    memory all its sessions hold."""
     def mapped():
         return procmem.mapped_bytes(weights.path) if weights is not None else 0
 
+    start = procmem.anonymous_now()
     sessions, built, ran, held = [], [], [], []
     if weights is not None:
         shared_initializers(weights)
@@ -200,8 +259,10 @@ def _measure_config(blobs, pairs, whole, cfg, feeds, rng, timing, tick, weights)
     for s, session in enumerate(pair_sessions):
         pair_feeds = {i.name: feeds[s][i.name] for i in session.get_inputs()}
         calls.append(lambda session=session, f=pair_feeds: session.run(None, f))
-    times = measure.time_calls(calls, tick=tick, burst=BURST, **timing)
-    return {'times': times, 'feeds': feeds, 'session_bytes': built, 'arena_bytes': ran, 'held_bytes': held}
+    for call in calls[:1] + calls[len(sessions) + 1:]:
+        call()       # the identity's, the whole model's and the pairs' arenas count in the footprint too
+    return {'calls': calls, 'feeds': feeds, 'session_bytes': built, 'arena_bytes': ran, 'held_bytes': held,
+            'footprint': max(procmem.anonymous_now() - start, 0)}
 
 
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
@@ -242,6 +303,7 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
                 model_path=str(getattr(graph, 'path', '')))
     meta['whole_from_table_ms'] = [float(s.sum() + o) for s, o in zip(seg_ms, overhead)]
     meta['whole_under_load_ms'] = loaded_ms
+    meta['sessions_footprint_bytes'] = [int(r['footprint']) for r in results]   # all of a configuration's, run once
     return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
                      cut_ms=np.array(cut_ms), load_factor=np.array(load_factor), overhead_ms=np.array(overhead),
                      in_bytes=in_bytes, weight_bytes=weight_bytes,

@@ -7,7 +7,9 @@ thread pinned the same way, and the caller's own affinity is never touched.
 
 Timing is adaptive (:func:`time_calls`): the calls are run round-robin, so a burst of noise from other
 processes hits every item of a round alike, until the medians stop moving (relative change <= rtol between
-two checks) or the time budget is spent. Per-layer times of real networks, whose layers are mostly not
+two checks) or the time budget is spent. Several core configurations are timed interleaved
+(:func:`time_interleaved`): each has its sessions in its own pinned thread (:class:`PinnedWorker`), and every
+repetition runs one round of each, so load that drifts during the profile hits them alike. Per-layer times of real networks, whose layers are mostly not
 cuttable, come from onnxruntime's own profiler (:func:`trace_layer_times`): ``enable_profiling`` writes one
 JSON event per executed node with its duration; node names of the optimised graph are mapped back to the
 model's layers.
@@ -61,61 +63,144 @@ def emulation(topology, log=print):
     return emulated(topology, log)
 
 
+class PinnedWorker:
+    """A thread pinned to cpus[0] as an engine worker, kept alive to run the functions handed to it
+    (:meth:`call`), one at a time; between calls it waits on its queue, idle. Sessions built through it keep
+    running on its CPUs, so several configurations' sessions can live at once and be timed in turn
+    (:func:`time_interleaved`)."""
+
+    def __init__(self, cpus):
+        self.cpus = tuple(cpus)
+        self._jobs, self._results = queue.Queue(), queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name=f'pipeit-measure-{self.cpus[0]}', daemon=True)
+        self._thread.start()
+        try:
+            self.call(pin_current_thread, self.cpus[:1])
+        except BaseException:
+            self.close()
+            raise
+
+    def _serve(self):
+        while (job := self._jobs.get()) is not None:
+            fn, args, kwargs = job
+            try:
+                self._results.put((True, fn(*args, **kwargs)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._results.put((False, exc))
+
+    def call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` run in the pinned thread: its result, or its exception raised here."""
+        self._jobs.put((fn, args, kwargs))
+        while True:
+            try:
+                ok, value = self._results.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError(f'measuring thread on CPU {self.cpus[0]} ended') from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self):
+        self._jobs.put(None)
+        self._thread.join(timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Here:
+    """The calling thread as a worker (:func:`time_calls`)."""
+
+    @staticmethod
+    def call(fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+
 def run_pinned(cpus, fn, *args, **kwargs):
     """Run ``fn`` in a new thread pinned to cpus[0] (as an engine worker) and return its result or raise."""
-    box = {}
+    with PinnedWorker(cpus) as worker:
+        return worker.call(fn, *args, **kwargs)
 
-    def body():
-        try:
-            pin_current_thread(cpus[:1])
-            box['result'] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            box['error'] = exc
 
-    worker = threading.Thread(target=body, name=f'pipeit-measure-{cpus[0]}', daemon=True)
-    worker.start()
-    worker.join()
-    if 'error' in box:
-        raise box['error']
-    return box['result']
+def _warm(calls, warmup):
+    for _ in range(warmup):
+        for call in calls:
+            call()
+
+
+def _round(calls, burst):
+    """Times (s) of one round: per call, one untimed run first when ``burst > 1``, then ``burst`` timed runs."""
+    times = []
+    for call in calls:
+        if burst > 1:
+            call()
+        row = []
+        for _ in range(burst):
+            t0 = time.perf_counter()
+            call()
+            row.append(time.perf_counter() - t0)
+        times.append(row)
+    return times
 
 
 def time_calls(calls, *, warmup=2, min_reps=5, max_reps=100, budget_s=2.0, rtol=0.02, check_every=4,
                tick=None, burst=1):
     """Times (ms) of each zero-argument call, shape (n_calls, reps * burst); adaptive, round-robin (see module
-    doc).
+    doc), in the calling thread.
 
     ``burst > 1``: in each round a call first runs once untimed, then ``burst`` times timed, back to back. A
     stage runs back to back on its cores, its weights warm in cache; a lone run after the other calls of the
     round finds them evicted (MobileNetV2's first 9 segments: 5.9 ms interleaved vs 4.1 ms in bursts).
     ``tick(seconds)`` is called after each round (progress bars).
     """
-    for _ in range(warmup):
-        for call in calls:
-            call()
-    times = [[] for _ in calls]
-    start = time.perf_counter()
-    previous = None
+    return time_interleaved([(_Here, calls)], warmup=warmup, min_reps=min_reps, max_reps=max_reps,
+                            budget_s=budget_s, rtol=rtol, check_every=check_every, tick=tick, burst=burst)[0]
+
+
+def time_interleaved(groups, *, warmup=2, min_reps=5, max_reps=100, budget_s=2.0, rtol=0.02, check_every=4,
+                     tick=None, burst=1, schedule=None):
+    """:func:`time_calls` over several groups of calls at once: [(worker, calls)], each group run by its own
+    :class:`PinnedWorker` (one per core configuration), one group at a time so the others' threads are idle.
+
+    Each group warms up first. Then repetition r runs one round of every group, starting at group
+    (r - 1) mod n (two groups: A B, B A, A B, ...), so load that drifts while the profile runs (other
+    processes; on a board, thermal throttling) reaches every group alike instead of the ones measured last.
+    Stops when every group's medians are stable (relative change <= rtol between two checks), after
+    ``max_reps``, or once the groups' rounds took ``budget_s`` per group in all (at least 3 repetitions).
+    Returns one array of times (ms, shape (n_calls, reps * burst)) per group; ``schedule`` (a list) receives
+    (group, repetition) in the order run. ``tick(seconds)`` is called after each group's round.
+    """
+    for worker, calls in groups:
+        worker.call(_warm, calls, warmup)
+    times = [[[] for _ in calls] for _, calls in groups]
+    n, spent, previous = len(groups), 0.0, None
     for rep in range(1, max_reps + 1):
-        t_round = time.perf_counter()
-        for i, call in enumerate(calls):
-            if burst > 1:
-                call()
-            for _ in range(burst):
-                t0 = time.perf_counter()
-                call()
-                times[i].append(time.perf_counter() - t0)
-        now = time.perf_counter()
-        if tick:
-            tick(now - t_round)
+        for j in range(n):
+            g = (rep - 1 + j) % n
+            worker, calls = groups[g]
+            t0 = time.perf_counter()
+            got = worker.call(_round, calls, burst)
+            dt = time.perf_counter() - t0
+            spent += dt
+            for row, t in zip(times[g], got):
+                row.extend(t)
+            if schedule is not None:
+                schedule.append((g, rep))
+            if tick:
+                tick(dt)
         if rep >= min_reps and (rep - min_reps) % check_every == 0:
-            medians = np.median(times, axis=1)
-            if previous is not None and np.all(np.abs(medians - previous) <= rtol * previous):
+            medians = [np.median(t, axis=1) for t in times]
+            if previous is not None and all(np.all(np.abs(m - p) <= rtol * p) for m, p in zip(medians, previous)):
                 break
             previous = medians
-        if now - start > budget_s and rep >= 3:
+        if spent > budget_s * n and rep >= 3:
             break
-    return np.asarray(times) * 1e3
+    return [np.asarray(t) * 1e3 for t in times]
 
 
 MAX_LOAD_SESSIONS = 8      # load CPUs beyond this share sessions (weights in memory once per session)

@@ -87,6 +87,19 @@ def mapped_bytes(path, pid='self', field='Rss'):
     return total
 
 
+def available_bytes():
+    """The machine's memory available to new allocations (``MemAvailable`` in /proc/meminfo), None where
+    unreadable."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def anonymous_now():
     """Anonymous bytes of this process after :func:`trim` (the profiler's per-session measure)."""
     trim()
