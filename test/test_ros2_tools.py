@@ -49,7 +49,8 @@ class Shell:
         self.install, self.domain = install, domain
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(('FASTDDS_', 'FASTRTPS_', 'RMW_', 'ROS_', 'AMENT_', 'COLCON_', 'PYTHONPATH'))}
-        self.env = {**env, 'ROS_DOMAIN_ID': str(domain), 'PYTHONUNBUFFERED': '1'}
+        # PYTHONFAULTHANDLER: a launch that does not stop is sent SIGABRT and prints every thread's stack
+        self.env = {**env, 'ROS_DOMAIN_ID': str(domain), 'PYTHONUNBUFFERED': '1', 'PYTHONFAULTHANDLER': '1'}
 
     def argv(self, command):
         return ['bash', '-c', f'. {shlex.quote(UNDERLAY)} && . {shlex.quote(str(self.install / "setup.sh"))} && '
@@ -127,6 +128,11 @@ def stop_launch(proc, out, sig=signal.SIGINT, timeout=30):
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = None
+        proc.send_signal(signal.SIGABRT)     # its threads' stacks into the output (faulthandler), then it ends
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
     left = wait_gone(nodes, 10.0)
     for p in left:
         p.kill()
