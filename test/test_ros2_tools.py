@@ -61,8 +61,11 @@ class Shell:
         return proc.returncode, proc.stdout + proc.stderr
 
     def start(self, command):
+        # SIGINT at its default, as in a terminal: a test run started in the background (`./scripts/test &`) has
+        # it ignored, children inherit that, and ros2 launch (which relies on Python's own SIGINT handler)
+        # would then never see the SIGINT these tests send it
         proc = subprocess.Popen(self.argv(command), env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors='replace')
+                                stderr=subprocess.STDOUT, text=True, errors='replace', preexec_fn=_default_sigint)
         return proc, OutputReader(proc)
 
     def poll(self, command, predicate, timeout, what):
@@ -75,6 +78,10 @@ class Shell:
                 return out
             time.sleep(0.5)
         pytest.fail(f'timed out after {timeout:g} s waiting for {what}; last output of {command!r}:\n{out[-3000:]}')
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def descendants(proc):
