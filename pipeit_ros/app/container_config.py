@@ -2,13 +2,13 @@
 from dataclasses import dataclass
 import os
 
+from pipeit_ros.app.preprocess import INTERPOLATIONS
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 
 ALL = '*'
 POLICIES = ('drop_oldest', 'block')
 IMAGE_QOS_CHOICES = ('sensor_data', 'reliable')
-INTERPOLATIONS = ('linear', 'area', 'nearest')
 
 
 @dataclass

@@ -39,7 +39,7 @@ from pipeit_ros.model import meta
 
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
 SUPPORTED_ENCODINGS = tuple(CHANNELS)
-INTERPOLATIONS = ('linear', 'area', 'nearest')
+INTERPOLATIONS = {'linear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA, 'nearest': cv2.INTER_NEAREST}
 RESIZE_MODES = ('stretch', 'letterbox', 'center_crop')
 COLOURS = ('rgb', 'bgr', 'grey')
 LAYOUTS = ('nchw', 'nhwc')
@@ -253,6 +253,7 @@ class Preprocessor:
             if cfg.dtype == 'float32' else [round(cfg.pad_value)] * self._channels
         self._pad = np.array(pad, np.float32 if cfg.dtype == 'float32' else np.uint8)
         self._dtype = np.float32 if cfg.dtype == 'float32' else np.uint8
+        self._interpolation = INTERPOLATIONS[cfg.interpolation]
         self._per_frame = {}
         self._scratch = threading.local()      # reused buffers, one set per calling thread
         self._outputs, self._outputs_lock = [], threading.Lock()
@@ -332,8 +333,7 @@ class Preprocessor:
         src = img[rows[0]:rows[1], cols[0]:cols[1]]
         if code is not None and map_first:      # to grey on the fewer pixels: before an upscale, after a downscale
             src = cv2.cvtColor(src, code, dst=self._buffer('grey', src.shape[:2], np.uint8))
-        interpolation = {'linear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA,
-                         'nearest': cv2.INTER_NEAREST}[cfg.interpolation]
+        interpolation = self._interpolation
         out = self._output()
         nchw = cfg.layout == 'nchw'
         inner = [out[0, c, py:py + ph, px:px + pw] for c in range(self._channels)] if nchw else \
