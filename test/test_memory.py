@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pipeit_ros.bench import memory as bench_memory
 from pipeit_ros.cost import profiler
+from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw import memory as procmem
@@ -56,8 +56,8 @@ def test_two_replicas_in_one_process_share_the_weights(alexnet):
         pytest.skip('needs 2 CPUs for 2 pinned replicas')
     topo = Topology(clusters=(Cluster('c0', tuple(cpus), 'host', 1.0),), name='test-1x2')
     last = len(alexnet.layers) - 1
-    one = bench_memory.measure(alexnet, parse_spec(f'0-{last}@c0:1', topo, len(alexnet.layers)))
-    two = bench_memory.measure(alexnet, parse_spec(f'0-{last}@c0:1x2', topo, len(alexnet.layers)))
+    one = footprint.measure(alexnet, parse_spec(f'0-{last}@c0:1', topo, len(alexnet.layers)))
+    two = footprint.measure(alexnet, parse_spec(f'0-{last}@c0:1x2', topo, len(alexnet.layers)))
     assert 'error' not in one and 'error' not in two, (one, two)
     weights_mib = alexnet.weights.total_bytes / MIB
     assert one['memory_mb'] > weights_mib                    # the weights are resident: this measures them
@@ -109,7 +109,7 @@ def test_predicted_memory_matches_a_fresh_process(alexnet_profiled):
     specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(topo.clusters) > 1 else [])
     for spec in specs:
         plan = dse.with_predictions(parse_spec(spec, topo, len(alexnet.layers)), cost, topo)
-        measured = bench_memory.measure(alexnet, plan)
+        measured = footprint.measure(alexnet, plan)
         assert 'error' not in measured, measured
         assert 0.8 < plan.notes['memory_mib'] / measured['memory_mb'] < 1.25, (spec, plan.notes, measured)
 
@@ -126,7 +126,7 @@ def test_a_plan_within_the_smallest_budget_runs_within_it(alexnet_profiled):
     budget = smallest + 0.01                      # the message rounds to 0.01 MiB
     plan = dse.solve(cost, topo, memory_mb=budget)
     assert plan.notes['memory_mib'] <= budget
-    measured = bench_memory.measure(net, plan)
+    measured = footprint.measure(net, plan)
     assert 'error' not in measured, measured
     assert measured['memory_mb'] <= budget, (plan.to_spec(), plan.notes, measured)
 

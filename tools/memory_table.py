@@ -8,8 +8,8 @@ pages and lower the measured PSS.
 """
 import argparse
 
-from pipeit_ros.bench import memory as bench_memory
 from pipeit_ros.cost import profiler
+from pipeit_ros.engine import footprint
 from pipeit_ros.hw.topology import resolve
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
@@ -35,7 +35,7 @@ def main(argv=None):
         last = len(g.layers) - 1
         dp = parse_spec(f'0-{last}@{a.name}+{b.name}[{a.cpus[0]}+{b.cpus[0]}]:1x2', topo, len(g.layers))
         for label, plan in (('exact plan', dse.solve(cost, topo)), ('data parallelism', dse.with_predictions(dp, cost, topo))):
-            m = bench_memory.measure(g, plan)
+            m = footprint.measure(g, plan)
             if 'error' in m:
                 print(f'| {name} | {label} | {plan.to_spec()} | {m["error"]} |')
                 continue

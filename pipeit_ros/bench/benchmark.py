@@ -10,7 +10,7 @@ How it measures (also printed by ``pipeit bench`` and stored in :attr:`BenchResu
   rounds (min and max kept too);
 - latency = first stage start -> in-order output, per frame (the wait in the input queue is left out: it
   depends on the producer); p50/p99 over all frames of all rounds;
-- memory: each candidate runs first in a fresh process of its own (:mod:`pipeit_ros.bench.memory`), one after
+- memory: each candidate runs first in a fresh process of its own (:mod:`pipeit_ros.engine.footprint`), one after
   another, before any is built here: its PSS after a few frames (and peak RSS) does not depend on the order;
   shown next to the plan's predicted memory;
 - stage utilisation = busy time / (round wall time x replicas), summed over rounds.
@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from pipeit_ros.bench import memory as bench_memory
+from pipeit_ros.engine import footprint
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError
@@ -50,7 +50,7 @@ class CandidateResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     frames: int = 0
-    memory_mb: float | None = None     # measured in a fresh process, weights counted whole (bench_memory)
+    memory_mb: float | None = None     # measured in a fresh process, weights counted whole (engine.footprint)
     pss_mb: float | None = None        # its plain PSS
     peak_rss_mb: float | None = None
     predicted_mb: float | None = None  # the plan's notes['memory_mib']
@@ -307,7 +307,7 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
     for name, plan in candidates.items():
         if log:
             log(f'measuring the memory of {name} in a fresh process')
-        mem = bench_memory.measure(graph, plan)
+        mem = footprint.measure(graph, plan)
         res = results[name]
         res.predicted_mb = plan.notes.get('memory_mib')
         res.memory_mb, res.pss_mb = mem.get('memory_mb'), mem.get('pss_mb')
