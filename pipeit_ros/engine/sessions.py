@@ -33,7 +33,7 @@ _shared = {}   # weights file path -> (np.memmap, {initializer name: OrtValue});
 
 
 def shared_initializers(weights):
-    """{name: OrtValue} over this process's one read-only mapping of ``weights`` (model.load.ExternalWeights)."""
+    """{name: OrtValue} over this process's one read-only mapping of ``weights`` (model.prepared.ExternalWeights)."""
     with _shared_lock:
         held = _shared.get(weights.path)
         if held is not None and len(held[1]) == len(weights.entries):

@@ -49,7 +49,7 @@ import onnx.utils
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw import memory
 from pipeit_ros.model import load as graph_load
-from pipeit_ros.model import meta
+from pipeit_ros.model import meta, prepared
 
 CONV_OPS = {'Conv'}
 FC_OPS = {'Gemm', 'MatMul'}
@@ -137,9 +137,9 @@ def _load(path, input_shape, store, max_cut_tensors, max_tensor_mb):
         if input_shape is not None:
             given = input_shape if isinstance(input_shape, str) else 'x'.join(map(str, input_shape))
             key = hashlib.sha256(f'{key}|given {given}'.encode()).hexdigest()[:16]
-        prepared = graph_load.load_prepared(key)
-        if prepared is not None:
-            model, batch_fixed, weights, digest = prepared
+        stored = prepared.load_prepared(key)
+        if stored is not None:
+            model, batch_fixed, weights, digest = stored
             return LayerGraph(path, model, digest, batch_fixed, weights, max_cut_tensors)
     model, digest = graph_load.read_model(path)
     name, batch_fixed, shape = graph_load.check_interface(path, model, input_shape)
@@ -153,7 +153,7 @@ def _load(path, input_shape, store, max_cut_tensors, max_tensor_mb):
     graph_load.check_run(path, model)
     if not store:
         return LayerGraph(path, model, digest, batch_fixed, max_cut_tensors=max_cut_tensors)
-    model, batch_fixed, weights, _ = graph_load.store_prepared(model, key, batch_fixed, digest)
+    model, batch_fixed, weights, _ = prepared.store_prepared(model, key, batch_fixed, digest)
     memory.trim()   # the whole model read and parsed is gone: give its pages back (AlexNet: 31 MiB)
     return LayerGraph(path, model, digest, batch_fixed, weights, max_cut_tensors)
 
@@ -166,7 +166,7 @@ class LayerGraph:
             raise PlanError(f'max_cut_tensors must be an integer >= 1 (or None: no limit), got {max_cut_tensors!r}')
         graph = model.graph
         self.path, self.model, self.model_hash, self.batch_fixed = path, model, model_hash, batch_fixed
-        self.weights = weights   # graph_load.ExternalWeights, or None: the weights are inside ``model``
+        self.weights = weights   # prepared.ExternalWeights, or None: the weights are inside ``model``
         self.input_shape_given = None   # the input shape load() was given: to load it again in another process
         self.input_name = graph.input[0].name
         self._tensors = graph_load.static_shapes(graph)
