@@ -121,11 +121,12 @@ def test_auto_topology_is_heterogeneous():
 
 @pytest.mark.slow
 def test_paper_table_cli_quick_run(run_cli, tmp_path):
+    # 0.2 s rounds: the tiny net gives hundreds of frames per candidate in each, and what is checked is the table
     pytest.importorskip('pipeit_ros.planning.facade')
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip('the default topology needs CPUs 0 and 1')
     png = tmp_path / 'paper.png'
-    code, out, err = run_cli('bench', '--paper-table', '--nets', 'tiny', '--seconds', '1', '--rounds', '2',
+    code, out, err = run_cli('bench', '--paper-table', '--nets', 'tiny', '--seconds', '0.4', '--rounds', '2',
                              '--warmup', '3', '--no-progress', '--plot', png)
     assert code == 0, err
     assert png.exists()
@@ -136,7 +137,7 @@ def test_paper_table_cli_quick_run(run_cli, tmp_path):
     row = next(line for line in out.splitlines() if line.startswith('| tiny |'))
     assert row.count('|') == header.count('|') and ' – ' not in row
 
-    code, out, err = run_cli('bench', '--paper-table', '--nets', 'tiny', '--seconds', '1', '--rounds', '2',
+    code, out, err = run_cli('bench', '--paper-table', '--nets', 'tiny', '--seconds', '0.4', '--rounds', '2',
                              '--warmup', '3', '--no-progress', '--json', '--topology', paper.DEFAULT_TOPOLOGY)
     assert code == 0, err
     data = json.loads(out)

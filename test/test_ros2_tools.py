@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from planner_helpers import OutputReader, domain_id
+from planner_helpers import OutputReader, domain_id, stop_process, wait_for
 import psutil
 import pytest
 
@@ -161,7 +161,15 @@ def test_launch_default_layout_with_the_ros2_cli(shell):
             n.startswith('/pipeit_container') for n in nodes), nodes
         container = next(n for n in nodes if n.startswith('/pipeit_container'))
 
-        code, hz = shell.run('timeout -s INT 8 ros2 topic hz /pipeit/classification --window 10', timeout=30)
+        # until its first rate line (it prints one a second once it has a window), then Ctrl-C as a user would
+        hz_proc, hz_out = shell.start('ros2 topic hz /pipeit/classification --window 10')
+        try:
+            wait_for(lambda: re.search(r'average rate: \d+\.\d+', hz_out.text()) or hz_proc.poll() is not None, 30,
+                     what='a rate from ros2 topic hz', output=hz_out)
+        finally:
+            stop_process(hz_proc, timeout=10)
+            hz_out.join()
+        hz = hz_out.text()
         assert re.search(r'average rate: \d+\.\d+', hz), hz
 
         # composition_interfaces: the container lists the stage nodes it hosts

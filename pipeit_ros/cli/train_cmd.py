@@ -13,8 +13,6 @@ every core configuration. It profiles those networks first (cached), which is th
 import os
 
 from pipeit_ros.cli.common import add_json_flag, add_topology_flag, note, output_path, print_json
-from pipeit_ros.cost import evaluate as predictor_eval
-from pipeit_ros.cost import predictor as pred
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.model import zoo
@@ -38,6 +36,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    from pipeit_ros.cost import evaluate as predictor_eval  # noqa: PLC0415 - scikit-learn costs a second of every `pipeit` start-up
+    from pipeit_ros.cost import predictor as pred  # noqa: PLC0415 - as above
 
     topology = topo.resolve(args.topology)
     nets = [n.strip() for n in args.nets.split(',') if n.strip()]
