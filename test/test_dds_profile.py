@@ -8,7 +8,7 @@ import sys
 from planner_helpers import domain_id
 import pytest
 
-from pipeit_ros.app import layout
+from pipeit_ros.app import dds_profile
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -47,7 +47,7 @@ def probe(role, dom, profile, **popen):
                                                               'FASTRTPS_DEFAULT_PROFILES_FILE')}
     env.update(ROS_DOMAIN_ID=str(dom), PROBE_ROLE=role)
     if profile:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = layout.DDS_PROFILES
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = dds_profile.DDS_PROFILES
     return subprocess.Popen([sys.executable, '-c', PROBE], env=env, stdout=subprocess.PIPE, text=True, **popen)
 
 
