@@ -73,7 +73,7 @@ def child(mode, rate, seconds, width, height):
             if cam.poll() is not None and len(inp.inbox) == 0:
                 break
             continue
-        msg, t_recv = item
+        msg, t_recv = item[:2]          # (message, receive time, frames lost before it)
         stamp = handoff.stamp_ns(msg.header.stamp)
         stamps.add(stamp)
         latency_ms.append((t_recv - stamp) / 1e6)
