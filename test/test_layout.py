@@ -203,7 +203,7 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
 def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
     """Every process gets the shipped profile (shared memory next to UDP, whose discovery every default participant
     shares; a short heartbeat); the camera with its 32 MiB segment, the planner and the containers, which publish
-    only reliable samples, the same profile with a 4 MiB one. A user's own profile file wins; ours in the
+    only reliable samples, the same profile with an 8 MiB one. A user's own profile file wins; ours in the
     environment (as the tests and dds_note's advice set it) is replaced by each role's."""
     for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'RMW_FASTRTPS_USE_QOS_FROM_XML'):
         monkeypatch.delenv(var, raising=False)

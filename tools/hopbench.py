@@ -8,7 +8,7 @@ processes, since Fast DDS reads a profile once per process:
 - ``profile``: the shipped profile (pipeit_ros/data/fastdds_profiles.xml: shared memory 32 MiB + UDPv4) in both
   processes, what the test suite gets (pipeit_ros.testing.harness.dds_env);
 - ``roles``: each process its role's profile, as the layout gives them (pipeit_ros.app.dds_profile): the camera
-  the shipped one, the receiving container the same with a 4 MiB segment;
+  the shipped one, the receiving container the same with an 8 MiB segment;
 - ``shm``: shared-memory-only builtin transports through the environment, as the nodes and tests used before
   (FASTDDS_BUILTIN_TRANSPORTS=SHM_TRANSPORT below);
 - ``default``: Fast DDS' builtin defaults (shared memory 512 KB + UDPv4), no profile.

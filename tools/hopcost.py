@@ -6,7 +6,7 @@ Two processes, as two containers of the ROS graph: a child process publishes ten
 container's output thread does (``messages.tensor_msg``: the crossing tensors packed into one message, two
 tensors per message, then ``publish``), this process receives them as a container does (a pumped subscription
 with the tensor QoS, ``tensor_msg.unpack``). Both use the containers' Fast DDS profile (shared memory with a
-4 MiB segment + UDPv4, pipeit_ros.app.dds_profile; ``--profile camera``: the shipped one, 32 MiB). Per message, on one clock (``time.time_ns``, shared by
+8 MiB segment + UDPv4, pipeit_ros.app.dds_profile; ``--profile camera``: the shipped one, 32 MiB). Per message, on one clock (``time.time_ns``, shared by
 processes on one machine):
 
 - send: pack + publish in the sender (``t1 - t0``): what the sending stage's container spends;
@@ -125,7 +125,7 @@ def main(argv=None):
     ap.add_argument('--out', default=OUT, help='calibration file to write (default: the shipped one)')
     ap.add_argument('--json', action='store_true', help='print the calibration as JSON')
     ap.add_argument('--profile', choices=('container', 'camera'), default='container',
-                    help="both processes' Fast DDS profile: the containers' (4 MiB segment, default) or the "
+                    help="both processes' Fast DDS profile: the containers' (8 MiB segment, default) or the "
                          "camera's (32 MiB)")
     args = ap.parse_args(argv)
     if args.role == 'send':

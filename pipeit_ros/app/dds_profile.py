@@ -22,7 +22,8 @@ from pipeit_ros import cache, paths
 
 DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
 PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
-NODE_SEGMENT_BYTES = 4 * 1024 * 1024
+NODE_SEGMENT_BYTES = 8 * 1024 * 1024   # a cut's tensors up to 6.4 MB cross as fast as with 32 MiB; with 4 MiB a 6.4 MB
+# message took twice as long (tools/hopcost.py, docs/architecture.md "Measured facts")
 ROLE_SEGMENT_BYTES = {'camera': None, 'planner': NODE_SEGMENT_BYTES, 'container': NODE_SEGMENT_BYTES}
 _NS = 'http://www.eprosima.com'
 

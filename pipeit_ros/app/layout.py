@@ -6,7 +6,7 @@ cluster, so the topology is resolved here, at launch: 'auto' becomes this machin
 
 Transports: every process gets our Fast DDS profile (``pipeit_ros/data/fastdds_profiles.xml``, see
 :mod:`pipeit_ros.app.dds_profile`): shared memory plus UDPv4, the segment 32 MiB for the camera's frames and
-4 MiB for the planner and the containers, which publish only reliable samples. With Fast DDS' default transports a
+8 MiB for the planner and the containers, which publish only reliable samples. With Fast DDS' default transports a
 640x480 best-effort frame was lost (0 of 150 arrived); shared-memory-only builtin transports moved them, but
 such participants neither discover nor are discovered by default ones, so no ``ros2`` command and no plain
 rclpy client saw the graph. The profile keeps UDP discovery: any ROS client sees the nodes, and a default
