@@ -4,8 +4,8 @@
 
 The process layout comes from pipeit_ros.app.layout.build_layout (tested; `pipeit bringup` starts the same one),
 resolved here at launch so 'auto' becomes this machine's clusters. Each container is pinned to its cluster's
-CPUs with `taskset` and named in the output by its node name (`exec_name`); every node gets the package's Fast DDS
-profile (layout.dds_profile_env). A node that ends (other than a camera with `count`) shuts the launch down, as
+CPUs with `taskset` and named in the output by its node name (`exec_name`); every node gets its role's Fast DDS
+profile (pipeit_ros.app.dds_profile: the camera 32 MiB of shared memory, the planner and the containers 8 MiB). A node that ends (other than a camera with `count`) shuts the launch down, as
 `pipeit bringup` stops on a dead node. Emulated clusters (co-runners) are started by `pipeit bringup` only, not by
 this file.
 """

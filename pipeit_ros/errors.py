@@ -19,6 +19,14 @@ class ModelError(PipeitError):
     """A model file that is not a usable ONNX CNN."""
 
 
+class ImageError(PipeitError):
+    """A frame that cannot become a model input; ``kind`` names the reason for the drop counters."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
 class StageError(RuntimeError):
     """A pipeline stage failed while running; the message names the stage."""
 

@@ -12,9 +12,9 @@ sys.path.insert(0, os.path.join(REPO, 'tools'))  # developer tools (rosbench, st
 def _shipped_dds_profile():
     """The shipped Fast DDS profile for this process and every process a test starts, as users get it (read once
     per process, so before any participant exists; pipeit_ros.testing.harness.dds_env)."""
-    from pipeit_ros.app import layout
+    from pipeit_ros.app import dds_profile
     os.environ.pop('FASTDDS_BUILTIN_TRANSPORTS', None)
-    os.environ.update(layout.dds_profile_env())
+    os.environ.update(dds_profile.dds_profile_env())
 
 
 _shipped_dds_profile()

@@ -66,12 +66,24 @@ def test_tiny_net_with_camera_runs_for_duration(params_file, zoo_model):
 
 
 def test_killed_container_fails_bringup_naming_it(params_file, zoo_model):
-    proc, out = bringup(params_file(), zoo_model, '--duration', 50)
+    """The plan leaves c1 without a stage: while the graph runs, that container has loaded no onnxruntime, onnx or
+    OpenCV (c0, which hosts every stage, has) and, like the planner, holds no 32 MiB Fast DDS segment (the
+    camera, whose best-effort frames need one, does; pipeit_ros.app.dds_profile). Then c1 is killed."""
+    proc, out = bringup(params_file('0-8@c0'), zoo_model, '--duration', 50)
     try:
         wait_for(lambda: results_seen(out) > 0 or proc.poll() is not None, 40, what='results', output=out)
         assert proc.poll() is None, out.text()
         victim = child_pid(proc.pid, 'pipeit_container_c1')
         assert victim is not None
+        maps = {n: _maps(child_pid(proc.pid, n)) for n in ('pipeit_container_c0', 'pipeit_planner', 'pipeit_camera')}
+        maps['pipeit_container_c1'] = _maps(victim)
+        heavy = {n: {lib for lib in ('onnxruntime', 'onnx_cpp2py_export', '/cv2/') if any(lib in p for p, _ in m)}
+                 for n, m in maps.items()}
+        assert heavy['pipeit_container_c1'] == set() and len(heavy['pipeit_container_c0']) == 3, heavy
+        segment = {n: max((rss for p, rss in m if os.path.basename(p).startswith('fastdds_')), default=0)
+                   for n, m in maps.items()}      # its own segment is resident whole, others' where read
+        assert segment['pipeit_camera'] >= 32 << 20, segment
+        assert max(segment['pipeit_container_c1'], segment['pipeit_planner']) < 16 << 20, segment    # 8 MiB
         os.kill(victim, signal.SIGKILL)
         code = proc.wait(timeout=30)
     finally:
@@ -107,3 +119,16 @@ def _is_alive(pid):
             return f.read().split(') ')[1][0] != 'Z'
     except OSError:
         return False
+
+
+def _maps(pid):
+    """[(path, resident bytes)] of a process's file mappings (/proc/PID/smaps)."""
+    out = []
+    with open(f'/proc/{pid}/smaps') as f:
+        for line in f:
+            parts = line.split()
+            if '-' in parts[0] and not parts[0].endswith(':'):
+                out.append([parts[5] if len(parts) >= 6 else '', 0])
+            elif parts[0] == 'Rss:' and out:
+                out[-1][1] = int(parts[1]) * 1024
+    return [tuple(m) for m in out]

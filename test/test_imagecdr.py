@@ -4,8 +4,9 @@ import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
-from pipeit_ros.app.preprocess import ImageError, PreprocessConfig, Preprocessor
+from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.app.wire.image_cdr import parse_image
+from pipeit_ros.errors import ImageError
 from pipeit_ros.testing import harness
 
 CASES = [  # (encoding, height, width, channels, step padding, frame_id): frame_id lengths move every alignment

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from pipeit_ros.app import layout
+from pipeit_ros.app import dds_profile, layout
 from pipeit_ros.app.planner_state import PARAM_SPECS
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
@@ -42,7 +42,7 @@ def test_layout_per_cluster(params, name):
     assert sorted(cpu for s in containers for cpu in s.cpus) == sorted(topo.cpus)     # every CPU, once
     names = [s.name for s in specs]
     assert len(set(names)) == len(names) and all(NODE_NAME_RE.match(n) for n in names)
-    assert all(s.env == layout.dds_profile_env() for s in specs)
+    assert all(s.env == dds_profile.dds_profile_env(s.role) for s in specs)
     planner = specs[0]
     assert planner.cpus is None and planner.parameters['topology'] == SHIPPED[name]
     assert topology_mod.load_yaml(planner.parameters['topology'], check_cpus=False) == topo
@@ -196,21 +196,45 @@ def test_launch_file_maps_the_layout(monkeypatch, params):
         s.parameters.pop(layout.GRAPH_PARAM, None)
     assert [n.kwargs['parameters'] for n in nodes] == [[s.parameters] for s in expected]
     assert [n.kwargs['prefix'] for n in nodes] == [None, 'taskset -c 0', 'taskset -c 1', None]
-    assert all(n.kwargs['additional_env'] == layout.dds_profile_env() for n in nodes)
+    assert [n.kwargs['additional_env'] for n in nodes] == [s.env for s in expected]      # a profile per role
     assert [n.kwargs['exec_name'] for n in nodes] == [s.name for s in expected]     # [pipeit_container_c0-2]
 
 
 def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
-    """Every process gets the shipped profile file (shared memory sized for camera frames next to UDP, whose
-    discovery every default participant shares; a short heartbeat); a user's own profile file wins."""
+    """Every process gets the shipped profile (shared memory next to UDP, whose discovery every default participant
+    shares; a short heartbeat); the camera with its 32 MiB segment, the planner and the containers, which publish
+    only reliable samples, the same profile with an 8 MiB one. A user's own profile file wins; ours in the
+    environment (as the tests and dds_note's advice set it) is replaced by each role's."""
     for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'RMW_FASTRTPS_USE_QOS_FROM_XML'):
         monkeypatch.delenv(var, raising=False)
-    specs = layout.build_layout(params, 'emulated-2x1', model='tiny')
-    assert all(s.env == {'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES} for s in specs)
-    period = ET.parse(layout.DDS_PROFILES).getroot().find('.//{http://www.eprosima.com}heartbeat_period')
-    assert period is not None and int(period.findtext('{http://www.eprosima.com}nanosec')) == 100_000_000
     ns = {'d': 'http://www.eprosima.com'}
-    root = ET.parse(layout.DDS_PROFILES).getroot()
+
+    def shm(path):
+        root = ET.parse(path).getroot()
+        t = next(t for t in root.iterfind('.//d:transport_descriptor', ns) if t.findtext('d:type', namespaces=ns) == 'SHM')
+        return int(t.findtext('d:segment_size', namespaces=ns)), int(t.findtext('d:maxMessageSize', namespaces=ns))
+
+    def without_shm_sizes(path):
+        root = ET.parse(path).getroot()
+        for t in root.iterfind('.//d:transport_descriptor', ns):
+            for tag in ('segment_size', 'maxMessageSize'):
+                for e in t.findall(f'd:{tag}', ns):
+                    t.remove(e)
+        return ET.tostring(root)
+
+    for environ in ({}, {'FASTDDS_DEFAULT_PROFILES_FILE': dds_profile.DDS_PROFILES}):
+        for var, value in environ.items():
+            monkeypatch.setenv(var, value)
+        specs = layout.build_layout(params, 'emulated-2x1', model='tiny', with_camera='pattern')
+        files = {s.role: s.env['FASTDDS_DEFAULT_PROFILES_FILE'] for s in specs}
+        assert all(set(s.env) == {'FASTDDS_DEFAULT_PROFILES_FILE'} for s in specs)
+        assert files['camera'] == dds_profile.DDS_PROFILES and files['planner'] == files['container']
+        assert shm(files['camera']) == (32 << 20, 16 << 20)
+        assert shm(files['container']) == (dds_profile.NODE_SEGMENT_BYTES, dds_profile.NODE_SEGMENT_BYTES // 2)
+        assert without_shm_sizes(files['container']) == without_shm_sizes(files['camera'])   # nothing else differs
+    period = ET.parse(dds_profile.DDS_PROFILES).getroot().find('.//{http://www.eprosima.com}heartbeat_period')
+    assert period is not None and int(period.findtext('{http://www.eprosima.com}nanosec')) == 100_000_000
+    root = ET.parse(dds_profile.DDS_PROFILES).getroot()
     kinds = {t.findtext('d:transport_id', namespaces=ns): t.findtext('d:type', namespaces=ns)
              for t in root.iterfind('.//d:transport_descriptor', ns)}
     participant = root.find('.//d:participant', ns)
@@ -218,16 +242,20 @@ def test_our_fastdds_profile_unless_the_user_has_one(params, monkeypatch):
     assert sorted(kinds[t] for t in used) == ['SHM', 'UDPv4']          # UDP: default participants discover us
     assert participant.findtext('.//d:useBuiltinTransports', namespaces=ns) == 'false'
     assert participant.get('is_default_profile') == 'true'
+    monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE')
     monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/etc/robot/dds.xml')
     specs = layout.build_layout(params, 'emulated-2x1', model='tiny', with_camera='pattern')
     assert all(s.env == {} for s in specs)
-    assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}) == {}
-    assert layout.dds_profile_env({'RMW_FASTRTPS_USE_QOS_FROM_XML': '0'}) == {
-        'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES}
+    assert dds_profile.dds_profile_env(environ={'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}) == {}
+    assert dds_profile.dds_profile_env(environ={'RMW_FASTRTPS_USE_QOS_FROM_XML': '0'}) == {
+        'FASTDDS_DEFAULT_PROFILES_FILE': dds_profile.DDS_PROFILES}
 
 
 def test_dds_note_names_the_profile_a_camera_driver_needs():
-    ours = layout.dds_note({'FASTDDS_DEFAULT_PROFILES_FILE': layout.DDS_PROFILES})
-    assert f'FASTDDS_DEFAULT_PROFILES_FILE={layout.DDS_PROFILES}' in ours
-    assert layout.dds_note({'FASTRTPS_DEFAULT_PROFILES_FILE': '/etc/dds.xml'}) == 'Fast DDS profile /etc/dds.xml (yours)'
-    assert 'default transports' in layout.dds_note({})
+    for ours in (dds_profile.DDS_PROFILES, dds_profile.profile_file(dds_profile.NODE_SEGMENT_BYTES)):
+        note = dds_profile.dds_note({'FASTDDS_DEFAULT_PROFILES_FILE': ours})
+        assert f'FASTDDS_DEFAULT_PROFILES_FILE={dds_profile.DDS_PROFILES}' in note      # the camera's, large frames
+    assert dds_profile.dds_note({'FASTRTPS_DEFAULT_PROFILES_FILE': '/etc/dds.xml'}) == \
+        'Fast DDS profile /etc/dds.xml (yours)'
+    assert 'default transports' in dds_profile.dds_note({})
+    assert {'emulated-2x1', 'rk3588'} <= set(SHIPPED)

@@ -4,8 +4,8 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from pipeit_ros.app.preprocess import CHANNELS, ImageError, PreprocessConfig, Preprocessor, image_view
-from pipeit_ros.errors import PipeitError
+from pipeit_ros.app.preprocess import CHANNELS, PreprocessConfig, Preprocessor, image_view
+from pipeit_ros.errors import ImageError, PipeitError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -5,8 +5,10 @@ SECONDS; this process takes them as the head-stage container does (pipeit_ros.ro
 take, read in place) and records arrival time - header stamp (one host clock). Each setting runs in fresh
 processes, since Fast DDS reads a profile once per process:
 
-- ``profile``: the shipped profile (pipeit_ros/data/fastdds_profiles.xml: shared memory 32 MiB + UDPv4), what
-  users and the test suite get (pipeit_ros.testing.harness.dds_env);
+- ``profile``: the shipped profile (pipeit_ros/data/fastdds_profiles.xml: shared memory 32 MiB + UDPv4) in both
+  processes, what the test suite gets (pipeit_ros.testing.harness.dds_env);
+- ``roles``: each process its role's profile, as the layout gives them (pipeit_ros.app.dds_profile): the camera
+  the shipped one, the receiving container the same with an 8 MiB segment;
 - ``shm``: shared-memory-only builtin transports through the environment, as the nodes and tests used before
   (FASTDDS_BUILTIN_TRANSPORTS=SHM_TRANSPORT below);
 - ``default``: Fast DDS' builtin defaults (shared memory 512 KB + UDPv4), no profile.
@@ -27,19 +29,22 @@ import sys
 import time
 
 SHM_TRANSPORT = 'SHM?max_msg_size=8MB&sockets_size=16MB'     # the harness' transport before the shipped profile
-MODES = {'profile': None, 'shm': SHM_TRANSPORT, 'default': ''}
+MODES = {'profile': None, 'roles': None, 'shm': SHM_TRANSPORT, 'default': ''}
 
 
-def mode_env(mode):
+def mode_env(mode, role):
+    from pipeit_ros.app.dds_profile import dds_profile_env
     from pipeit_ros.testing import harness
     if mode == 'default':
         return {k: v for k, v in os.environ.items() if not k.startswith(('FASTDDS_', 'FASTRTPS_'))}
-    return harness.dds_env(MODES[mode])
+    env = harness.dds_env(MODES[mode])
+    return {**env, **dds_profile_env(role, environ=env)} if mode == 'roles' else env
 
 
 def child(mode, rate, seconds, width, height):
     """One measurement in this (fresh) process, on a ROS domain of its own: a JSON line on stdout."""
-    env = {**mode_env(mode), 'ROS_DOMAIN_ID': str(1 + os.getpid() % 100)}
+    domain = {'ROS_DOMAIN_ID': str(1 + os.getpid() % 100)}
+    env = {**mode_env(mode, 'container'), **domain}
     os.environ.clear()
     os.environ.update(env)
     import numpy as np
@@ -55,7 +60,7 @@ def child(mode, rate, seconds, width, height):
     n = int(rate * seconds)
     cam = subprocess.Popen([sys.executable, '-m', 'pipeit_ros.ros.camera_node', '--ros-args', '-p', f'rate_hz:={rate}',
                             '-p', f'count:={n}', '-p', 'wait_for_subscribers:=1', '-p', f'width:={width}',
-                            '-p', f'height:={height}'], env=env, stdout=subprocess.DEVNULL,
+                            '-p', f'height:={height}'], env={**mode_env(mode, 'camera'), **domain}, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     latency_ms, stamps = [], set()
     deadline = time.monotonic() + seconds * 2 + 60
@@ -68,7 +73,7 @@ def child(mode, rate, seconds, width, height):
             if cam.poll() is not None and len(inp.inbox) == 0:
                 break
             continue
-        msg, t_recv = item
+        msg, t_recv = item[:2]          # (message, receive time, frames lost before it)
         stamp = handoff.stamp_ns(msg.header.stamp)
         stamps.add(stamp)
         latency_ms.append((t_recv - stamp) / 1e6)

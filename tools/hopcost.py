@@ -5,8 +5,8 @@
 Two processes, as two containers of the ROS graph: a child process publishes tensor messages exactly as a
 container's output thread does (``messages.tensor_msg``: the crossing tensors packed into one message, two
 tensors per message, then ``publish``), this process receives them as a container does (a pumped subscription
-with the tensor QoS, ``tensor_msg.unpack``). Both use the shipped Fast DDS profile (shared memory 32 MiB +
-UDPv4, ``pipeit_ros/data/fastdds_profiles.xml``). Per message, on one clock (``time.time_ns``, shared by
+with the tensor QoS, ``tensor_msg.unpack``). Both use the containers' Fast DDS profile (shared memory with a
+8 MiB segment + UDPv4, pipeit_ros.app.dds_profile; ``--profile camera``: the shipped one, 32 MiB). Per message, on one clock (``time.time_ns``, shared by
 processes on one machine):
 
 - send: pack + publish in the sender (``t1 - t0``): what the sending stage's container spends;
@@ -33,9 +33,10 @@ OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
                    'hop_cost.json')
 
 
-def _env():
-    from pipeit_ros.paths import DATA_DIR
-    return {'FASTDDS_DEFAULT_PROFILES_FILE': os.path.join(DATA_DIR, 'fastdds_profiles.xml')}
+def _env(role='container'):
+    """The Fast DDS profile of ``role`` (pipeit_ros.app.dds_profile): containers' by default, as in the graph."""
+    from pipeit_ros.app.dds_profile import dds_profile_env
+    return dds_profile_env(role, environ={})
 
 
 def send(reps, period_ms):
@@ -69,7 +70,7 @@ def send(reps, period_ms):
     rclpy.shutdown()
 
 
-def receive(reps, period_ms):
+def receive(reps, period_ms, role='container'):
     """This process: start the sender, take its messages, return the per-size medians and fitted lines."""
     import rclpy
 
@@ -78,7 +79,7 @@ def receive(reps, period_ms):
     from pipeit_ros.ros.pump import Pump, pumped_node
     from pipeit_ros.testing import harness
     domain = harness.domain_id_for_process(base=41)
-    os.environ.update(_env())
+    os.environ.update(_env(role))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = pumped_node('hopcost_recv', context=context)
@@ -91,7 +92,7 @@ def receive(reps, period_ms):
             got[packet.seq] = t2
     sub = node.create_subscription(messages.Image, TOPIC, on_tensor, messages.tensor_qos('block', 2))
     pump = Pump(node, [sub]).start()
-    env = {**os.environ, 'ROS_DOMAIN_ID': str(domain), **_env()}
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(domain), **_env(role)}
     child = subprocess.run([sys.executable, __file__, '--role', 'send', '--reps', str(reps),
                             '--period-ms', str(period_ms)], env=env, capture_output=True, text=True,
                            timeout=60 + len(SIZES) * reps * (period_ms / 1000 + 0.1), check=True)
@@ -123,11 +124,14 @@ def main(argv=None):
     ap.add_argument('--period-ms', type=float, default=30.0, help='pause between messages (default 30)')
     ap.add_argument('--out', default=OUT, help='calibration file to write (default: the shipped one)')
     ap.add_argument('--json', action='store_true', help='print the calibration as JSON')
+    ap.add_argument('--profile', choices=('container', 'camera'), default='container',
+                    help="both processes' Fast DDS profile: the containers' (8 MiB segment, default) or the "
+                         "camera's (32 MiB)")
     args = ap.parse_args(argv)
     if args.role == 'send':
         send(args.reps, args.period_ms)
         return 0
-    send_ms, recv_ms, lost = receive(args.reps, args.period_ms)
+    send_ms, recv_ms, lost = receive(args.reps, args.period_ms, args.profile)
     s_fixed, s_mb, s_points = _line(send_ms)
     r_fixed, r_mb, r_points = _line(recv_ms)
     import onnxruntime  # noqa: F401 - only to be sure the versions below are this environment's
@@ -138,8 +142,8 @@ def main(argv=None):
             'measured': {'tool': 'tools/hopcost.py', 'reps_per_size': args.reps, 'period_ms': args.period_ms,
                          'at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                          'load_average': list(os.getloadavg()), 'cpus': os.cpu_count(),
-                         'what': 'two tensors per message, sender publish vs receiver pump, shipped Fast DDS '
-                                 'profile (SHM 32 MiB + UDPv4), tensor QoS of policy block'}}
+                         'what': f'two tensors per message, sender publish vs receiver pump, the {args.profile}s\' '
+                                 'Fast DDS profile (pipeit_ros.app.dds_profile), tensor QoS of policy block'}}
     with open(args.out, 'w', encoding='utf-8') as f:
         json.dump(data, f, indent=1)
         f.write('\n')

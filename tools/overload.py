@@ -27,7 +27,7 @@ import time
 
 import yaml
 
-from pipeit_ros.app.layout import dds_profile_env
+from pipeit_ros.app.dds_profile import dds_profile_env
 
 os.environ.update(dds_profile_env())            # before rclpy: this process talks to the layout's nodes
 DOMAIN = 120 + os.getpid() % 90

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 import os
 
-from pipeit_ros.app.preprocess import INTERPOLATIONS
+from pipeit_ros.app.wire.plan_msg import INTERPOLATIONS
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 

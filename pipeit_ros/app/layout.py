@@ -5,7 +5,8 @@ One function decides it, :func:`build_layout`; ``launch/pipeline.launch.py`` map
 cluster, so the topology is resolved here, at launch: 'auto' becomes this machine's clusters.
 
 Transports: every process gets our Fast DDS profile (``pipeit_ros/data/fastdds_profiles.xml``, see
-:func:`dds_profile_env`): shared memory with a 32 MiB segment plus UDPv4. With Fast DDS' default transports a
+:mod:`pipeit_ros.app.dds_profile`): shared memory plus UDPv4, the segment 32 MiB for the camera's frames and
+8 MiB for the planner and the containers, which publish only reliable samples. With Fast DDS' default transports a
 640x480 best-effort frame was lost (0 of 150 arrived); shared-memory-only builtin transports moved them, but
 such participants neither discover nor are discovered by default ones, so no ``ros2`` command and no plain
 rclpy client saw the graph. The profile keeps UDP discovery: any ROS client sees the nodes, and a default
@@ -23,16 +24,16 @@ import re
 import yaml
 
 from pipeit_ros import paths
+from pipeit_ros.app.dds_profile import dds_profile_env
 from pipeit_ros.app.planner_state import PARAM_SPECS, check_value
+from pipeit_ros.app.wire import topics
 from pipeit_ros.app.wire.plan_msg import new_graph_id
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.yamlfile import read_yaml
 
 PACKAGE = paths.PACKAGE
-DDS_PROFILES = os.path.join(paths.DATA_DIR, 'fastdds_profiles.xml')
-PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
-PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'
+PLANNER, CONTAINER, CAMERA = topics.PLANNER, topics.CONTAINER, topics.CAMERA
 _FLOAT_PARAMS = {CAMERA: {'rate_hz'}}
 GRAPH_PARAM = 'graph_id'       # the planner's and the containers' parameter naming their graph
 ROS_NODE_PARAMS = {'use_sim_time', 'start_type_description_service'}   # every rclpy node has these
@@ -124,30 +125,6 @@ def planner_parameters(values, where='planner parameters'):
     return out
 
 
-def dds_profile_env(environ=None):
-    """Our Fast DDS profile (shared memory sized for camera frames + UDP, a 100 ms heartbeat; see the file) for
-    every process of the layout, unless the user gave a profile file of their own or asked rmw_fastrtps to take every QoS from XML (ours sets no QoS: the
-    nodes' own, e.g. the plan topic's transient_local, would be lost)."""
-    environ = os.environ if environ is None else environ
-    if any(environ.get(v) for v in PROFILE_VARS) or environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '0') != '0':
-        return {}
-    return {PROFILE_VARS[0]: DDS_PROFILES}
-
-
-def dds_note(environ=None):
-    """What a node logs at start about its Fast DDS profile: the one setting a camera driver of the user's must match
-    for camera-sized best-effort frames to arrive."""
-    environ = os.environ if environ is None else environ
-    path = next((environ[v] for v in PROFILE_VARS if environ.get(v)), None)
-    if path == DDS_PROFILES:
-        return (f'Fast DDS profile {path}: start a camera driver of your own with FASTDDS_DEFAULT_PROFILES_FILE={path} '
-                f'too (Fast DDS\' default transports lost 640x480 best-effort frames)')
-    if path:
-        return f'Fast DDS profile {path} (yours)'
-    return ('Fast DDS default transports: camera-sized best-effort frames may be lost; see the README, '
-            '"Fast DDS transports"')
-
-
 def build_layout(params, topology, single_container=False, with_camera=None, *, model=None,
                  image_topic=None, namespace='', input_shape=None, graph_id=None):
     """The processes of a pipeline: the planner, one container per cluster (or one for all with
@@ -161,7 +138,6 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     """
 
     planner = section(params, PLANNER)
-    dds_env = dds_profile_env()
     graph_id = graph_id or new_graph_id()
     if topology is None:
         topology = planner.get('topology', 'auto')
@@ -177,7 +153,8 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
     if single_container:         # every cut in one process: the plan is predicted without hops between containers
         planner['containers'] = 'one'
     specs = [ProcessSpec(name=PLANNER, executable=PLANNER, role='planner',
-                         parameters={**planner_parameters(planner), GRAPH_PARAM: graph_id}, env=dict(dds_env),
+                         parameters={**planner_parameters(planner), GRAPH_PARAM: graph_id},
+                         env=dds_profile_env('planner'),
                          namespace=namespace)]
 
     if single_container:
@@ -192,7 +169,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         if image_topic:
             values['image_topic'] = image_topic
         specs.append(ProcessSpec(name=name, executable=CONTAINER, role='container', parameters=values,
-                                 cpus=tuple(cpus), env=dict(dds_env), namespace=namespace))
+                                 cpus=tuple(cpus), env=dds_profile_env('container'), namespace=namespace))
 
     if with_camera:
         values = section(params, CAMERA)
@@ -201,7 +178,7 @@ def build_layout(params, topology, single_container=False, with_camera=None, *, 
         topic = image_topic or section(params, CONTAINER).get('image_topic')
         remap = {'image_raw': topic} if topic and topic != 'image_raw' else {}
         specs.append(ProcessSpec(name=CAMERA, executable=CAMERA, role='camera', parameters=values,
-                                 env=dict(dds_env), remappings=remap, namespace=namespace, exit_ok=True))
+                                 env=dds_profile_env('camera'), remappings=remap, namespace=namespace, exit_ok=True))
     return specs
 
 

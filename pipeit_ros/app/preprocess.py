@@ -33,26 +33,18 @@ import threading
 import cv2
 import numpy as np
 
-from pipeit_ros.app.wire.plan_msg import IMAGENET_MEAN, IMAGENET_STD
-from pipeit_ros.errors import PipeitError
+from pipeit_ros.app.wire.plan_msg import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+from pipeit_ros.errors import ImageError, PipeitError
 from pipeit_ros.model import meta
 
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
 SUPPORTED_ENCODINGS = tuple(CHANNELS)
-INTERPOLATIONS = {'linear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA, 'nearest': cv2.INTER_NEAREST}
+_CV_INTERPOLATIONS = {name: getattr(cv2, f'INTER_{name.upper()}') for name in INTERPOLATIONS}
 RESIZE_MODES = ('stretch', 'letterbox', 'center_crop')
 COLOURS = ('rgb', 'bgr', 'grey')
 LAYOUTS = ('nchw', 'nhwc')
 DTYPES = ('float32', 'uint8')
 OUTPUT_POOL = 8       # outputs a Preprocessor keeps for reuse once their users let go of them
-
-
-class ImageError(PipeitError):
-    """A frame that cannot become a model input; ``kind`` names the reason for the drop counters."""
-
-    def __init__(self, kind, message):
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -253,7 +245,7 @@ class Preprocessor:
             if cfg.dtype == 'float32' else [round(cfg.pad_value)] * self._channels
         self._pad = np.array(pad, np.float32 if cfg.dtype == 'float32' else np.uint8)
         self._dtype = np.float32 if cfg.dtype == 'float32' else np.uint8
-        self._interpolation = INTERPOLATIONS[cfg.interpolation]
+        self._interpolation = _CV_INTERPOLATIONS[cfg.interpolation]
         self._per_frame = {}
         self._scratch = threading.local()      # reused buffers, one set per calling thread
         self._outputs, self._outputs_lock = [], threading.Lock()

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import math
 import time
 
-import cv2
 import numpy as np
 
 from pipeit_ros.app.wire import diagnostics as keys
@@ -207,6 +206,8 @@ def decode_detections(output, spec, geometry, src_hw):
     x1 = np.clip((rows[:, 0] + rows[:, 2] / 2 - ox) / sx, 0, w)
     y1 = np.clip((rows[:, 1] + rows[:, 3] / 2 - oy) / sy, 0, h)
     boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+    import cv2  # noqa: PLC0415 - only a detection head needs OpenCV here; the nodes that import this module for
+    # its records (a container hosting no stage among them) do not load it (docs/memory.md, "An idle container")
     picked = np.asarray(cv2.dnn.NMSBoxesBatched(boxes.tolist(), scores.tolist(), class_ids.tolist(),
                                                 spec.score_threshold, spec.nms_threshold), np.int64).reshape(-1)
     picked = picked[np.argsort(-scores[picked], kind='stable')][:spec.max_detections]

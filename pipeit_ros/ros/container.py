@@ -35,19 +35,16 @@ from pipeit_ros.app.container_config import (
     cluster_cpus,
     pin_process,
 )
-from pipeit_ros.app.layout import PLANNER, dds_note
+from pipeit_ros.app.dds_profile import dds_note
 from pipeit_ros.app.ledger import FrameLedger
-from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor
 from pipeit_ros.app.results import load_labels
 from pipeit_ros.app.wire import diagnostics, topics
 from pipeit_ros.app.wire.plan_msg import decode_plan_message
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import threads as cpuload
-from pipeit_ros.model import graph
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.node_main import run_node
 from pipeit_ros.ros.outlets import Outlets
-from pipeit_ros.ros.run import CUT_IDLE_S, RunHost
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
 
 TICK_S = 0.1            # state machine step (each control-node wake-up costs ~0.5 ms CPU)
@@ -156,7 +153,7 @@ class ContainerNode(Node):
 
     def _refuse(self, request, response):
         response.success = False
-        planner = f'{self.get_namespace().rstrip("/")}/{PLANNER}'
+        planner = f'{self.get_namespace().rstrip("/")}/{topics.PLANNER}'
         response.error_message = (f'refused: {self.get_fully_qualified_name()} hosts the stages its graph\'s plan '
                                   f'gives it; change the plan (ros2 param set {planner} ...), not the container')
         return response
@@ -327,6 +324,7 @@ class ContainerNode(Node):
 
     def _handoff(self):
         """Old head runs whose cut waits for the new head's first frame stamp."""
+        from pipeit_ros.ros.run import CUT_IDLE_S  # noqa: PLC0415 - loaded with the runs (_build)
         for run in self.old_runs:
             if run.is_head and not run.cut_requested:
                 stamp = handoff.handoff_stamp(self.msg.generation, handoff.head_cluster(self.msg.plan),
@@ -341,6 +339,8 @@ class ContainerNode(Node):
                     run.request_cut()
 
     def _graph(self, msg):
+        from pipeit_ros.model import graph  # noqa: PLC0415 - onnx and onnxruntime only once a plan gives this
+        # container a stage; one hosting none holds ~20 MiB less (docs/memory.md, "An idle container")
         key = (msg.model_path, msg.model_hash)
         if key not in self._graphs:
             g = graph.load(msg.model_path, tuple(msg.preprocess['input_shape']),
@@ -352,6 +352,9 @@ class ContainerNode(Node):
         return self._graphs[key]
 
     def _build(self, hosted):
+        # the engine, onnxruntime and OpenCV load here, with the first stage this container hosts (see _graph)
+        from pipeit_ros.app.preprocess import PreprocessConfig, Preprocessor  # noqa: PLC0415 - see above
+        from pipeit_ros.ros.run import RunHost  # noqa: PLC0415 - see above
         msg, s = self.msg, self.settings
         try:
             graph = self._graph(msg)

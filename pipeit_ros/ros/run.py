@@ -22,11 +22,11 @@ import time
 from rclpy.duration import Duration
 
 from pipeit_ros.app import handoff, results
-from pipeit_ros.app.preprocess import ImageError, PreprocessConfig, geometry
+from pipeit_ros.app.preprocess import PreprocessConfig, geometry
 from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.engine.pipeline import Pipeline
-from pipeit_ros.errors import PipeitError, StageError
+from pipeit_ros.errors import ImageError, PipeitError, StageError
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.pump import Pump, pumped_node

@@ -25,9 +25,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from pipeit_ros.app import handoff, results
-from pipeit_ros.app.preprocess import ImageError
 from pipeit_ros.app.wire import topics
 from pipeit_ros.app.wire.image_cdr import parse_image
+from pipeit_ros.errors import ImageError
 from pipeit_ros.ros import messages
 from pipeit_ros.ros.pump import Pump, pumped_node
 

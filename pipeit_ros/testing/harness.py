@@ -30,7 +30,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
-from pipeit_ros.app import layout
+from pipeit_ros.app import dds_profile
 from pipeit_ros.app.wire import tensor_msg as tensormsg
 from pipeit_ros.app.wire import topics
 from pipeit_ros.ros import messages
@@ -40,7 +40,7 @@ from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread
 
 # Fast DDS for every process of a test or bench graph started here: the package's shipped profile (shared memory
-# with a 32 MiB segment + UDPv4, pipeit_ros.app.layout.dds_profile_env), what users get, unless the environment
+# with a 32 MiB segment + UDPv4, pipeit_ros.app.dds_profile.dds_profile_env), what users get, unless the environment
 # names a profile of its own. A profile file is read once per process, at its first participant: set it before
 # any context exists (test/conftest.py does, for the test process). ``transport`` instead names Fast DDS builtin
 # transports (a FASTDDS_BUILTIN_TRANSPORTS value such as SHM) with no profile, for comparisons (tools/hopbench.py):
@@ -53,12 +53,12 @@ def dds_env(transport=None, environ=None):
     profile, or with ``transport`` builtin transports and no profile file."""
     env = dict(os.environ if environ is None else environ)
     if transport:
-        for var in layout.PROFILE_VARS:
+        for var in dds_profile.PROFILE_VARS:
             env.pop(var, None)
         env['FASTDDS_BUILTIN_TRANSPORTS'] = transport
     else:
         env.pop('FASTDDS_BUILTIN_TRANSPORTS', None)
-        env.update(layout.dds_profile_env(env))
+        env.update(dds_profile.dds_profile_env(environ=env))
     return env
 
 

@@ -11,12 +11,12 @@ is wider than 4 bytes): 4-byte encapsulation header (byte 1 odd = little endian)
 ``uint32 nanosec``, ``string frame_id``, ``uint32 height``, ``uint32 width``, ``string encoding``,
 ``uint8 is_bigendian``, ``uint32 step``, ``uint8[] data``; a string is a uint32 length counting its NUL, then
 the bytes; every uint32 starts at a multiple of 4 counted from the end of the encapsulation header. A
-message that does not parse raises :class:`~pipeit_ros.app.preprocess.ImageError` of kind 'malformed'.
+message that does not parse raises :class:`~pipeit_ros.errors.ImageError` of kind 'malformed'.
 """
 from dataclasses import dataclass
 import struct
 
-from pipeit_ros.app.preprocess import ImageError
+from pipeit_ros.errors import ImageError
 
 _ENCAPSULATIONS = {0: '>', 1: '<', 6: '>', 7: '<', 8: '>', 9: '<', 10: '>', 11: '<'}   # CDR, (D/PL_)CDR2
 

@@ -30,6 +30,7 @@ SCHEMA_VERSION = 1
 # ImageNet statistics on pixels scaled to [0, 1]: what the zoo nets (and torchvision exports) expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ('linear', 'area', 'nearest')     # the resize's, as OpenCV names them (cv2.INTER_<NAME>)
 
 _REASON_RE = re.compile(r'^(start|adapt|param:[A-Za-z_][A-Za-z0-9_]*)$')
 

@@ -8,3 +8,6 @@ DETECTIONS = 'pipeit/detections'        # boxes of each frame in source pixels (
 TENSOR = 'pipeit/tensor'                # + '/g<generation>/stage_<i>': a hop between containers
 EOS = 'pipeit/eos'
 DIAGNOSTICS = '/diagnostics'
+
+PLANNER, CONTAINER, CAMERA = 'pipeit_planner', 'pipeit_container', 'pipeit_camera'   # node names (a container
+# of one cluster is CONTAINER + '_' + the cluster's name): a container names the planner in what it logs
