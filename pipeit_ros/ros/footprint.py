@@ -24,11 +24,13 @@ both figures; the probe is bounded by ``TIMEOUT_S``.
 from dataclasses import dataclass
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from pipeit_ros import cache, paths
@@ -43,6 +45,10 @@ TIMEOUT_S = 90.0       # the whole probe
 PROBE_FORMAT = 'idle+hosting'  # bump when what the probe runs changes, so an older measurement is not reused
 WARM_MODEL = 'tiny'    # zoo network the hosting container runs
 WARM_FRAMES = 30       # camera frames it answers before it is measured
+HOSTING, IDLE = 'pipeit_container', 'pipeit_container_idle'   # the probe's two containers
+RESEND_S = 1.0
+GRAPHS = {HOSTING: 'footprint', IDLE: 'footprint-idle'}   # graph ids: the idle container ignores the plan and
+#                                                          the hosting one the idle one's status
 
 
 @dataclass(frozen=True)
@@ -109,23 +115,36 @@ def container_memory(log=print):
 
 
 # -- the probe process ---------------------------------------------------------------------------------------
-def _wait(predicate, what):
-    deadline = time.monotonic() + STEP_TIMEOUT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'{what} within {STEP_TIMEOUT_S:g} s')
-        time.sleep(0.05)
+class _Listener:
+    """The probe's stand-in for the planner: publishes the plan, hears the containers' pipeit/status."""
 
+    def __init__(self, node):
+        self.node = node
+        self.status = {}            # container name -> its last status dict
+        self.plans = node.create_publisher(String, topics.PLAN, messages.PLAN_QOS)
+        node.create_subscription(String, topics.STATUS, self._on_status, messages.STATUS_QOS)
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
 
-def _settled():
-    time.sleep(PROBE_S)
-    procmem.trim()
-    return procmem.usage()
+    def _on_status(self, msg):
+        d = json.loads(msg.data)
+        self.status[d['container']] = d
+
+    def wait(self, predicate, what, seconds=STEP_TIMEOUT_S):
+        deadline = time.monotonic() + seconds
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'{what} within {seconds:g} s')
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def settle(self):
+        deadline = time.monotonic() + PROBE_S
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
 
 
 def _warm_plan():
     """(plan message text, model bytes the memory model counts) of :data:`WARM_MODEL`, whole, on one CPU."""
-    # imported here: the idle reading above must hold what an idle container imports, no more
     from pipeit_ros.app.wire.plan_msg import default_preprocess, encode_plan_message  # noqa: PLC0415
     from pipeit_ros.hw.topology import resolve  # noqa: PLC0415
     from pipeit_ros.model import graph, zoo  # noqa: PLC0415
@@ -135,46 +154,64 @@ def _warm_plan():
     cluster = topology.clusters[0]
     plan = Plan(stages=(Stage(0, len(g.layers) - 1, cluster.name, (cluster.cpus[0],)),))
     text = encode_plan_message(plan, generation=1, reason='start', model_path=g.path, model_hash=g.model_hash,
-                               topology=topology, preprocess=default_preprocess(g.input_shape))
+                               topology=topology, preprocess=default_preprocess(g.input_shape),
+                               graph=GRAPHS[HOSTING])
     return text, g.total_weight_bytes + max(layer.output_bytes for layer in g.layers)
 
 
-def _probe(container, publisher):
-    node = container.node
-    _wait(lambda: node.count_publishers(node.settings.image_topic) > 0, 'no camera heard')
-    idle = _settled()
-    text, model = _warm_plan()
-    publisher.publish(String(data=text))
-    _wait(lambda: node.status_dict()['done'] >= WARM_FRAMES,
-          f'the container did not answer {WARM_FRAMES} frames (state {node.state}, error {node.error})')
-    hosting = _settled()
+def _spawn(module, *ros_args):
+    return subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _probe(listener, text):
+    listener.wait(lambda: {HOSTING, IDLE} <= set(listener.status) and listener.node.count_publishers('image_raw'),
+                  'the containers and the camera not heard')
+    sent = [0.0]
+
+    def answered():
+        if listener.status[HOSTING]['generation'] == 0 and time.monotonic() - sent[0] > RESEND_S:
+            listener.plans.publish(String(data=text))    # again, until the container took it
+            sent[0] = time.monotonic()
+        return listener.status[HOSTING]['done'] >= WARM_FRAMES
+    listener.wait(answered, f'the container did not answer {WARM_FRAMES} frames ({listener.status[HOSTING]})')
+    listener.settle()
+    hosting, idle = (procmem.usage(listener.status[n]['pid']) for n in (HOSTING, IDLE))
     return {'idle_pss_bytes': idle.pss, 'idle_rss_bytes': idle.rss, 'hosting_pss_bytes': hosting.pss,
-            'hosting_rss_bytes': hosting.rss, 'model_bytes': model, 'frames': node.status_dict()['done']}
+            'hosting_rss_bytes': hosting.rss, 'frames': listener.status[HOSTING]['done']}
 
 
 def main():
     """Print one JSON line: the readings (:func:`_probe`), or ``{'error': why}`` and exit 1."""
-    from pipeit_ros.ros.container import Container  # noqa: PLC0415 - the planner imports this module, not it
-    camera = subprocess.Popen([sys.executable, '-m', 'pipeit_ros.ros.camera_node'], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    # the planner's modules, mapped here as a planner maps them: the libraries' pages the containers share
+    # with it count in their PSS as in a layout
+    import pipeit_ros.ros.planner_node  # noqa: F401, PLC0415
+    text, model = _warm_plan()
+    procs = [_spawn('pipeit_ros.ros.camera_node')]
+    procs += [_spawn('pipeit_ros.ros.container', '-r', f'__node:={name}', '-p', "cluster:='*'",
+                     '-p', f'graph_id:={graph}') for name, graph in GRAPHS.items()]
     rclpy.init()
     try:
-        with Container(parameters={'cluster': '*'}) as container:
-            node = rclpy.create_node('pipeit_footprint')
-            try:
-                result = _probe(container, node.create_publisher(String, topics.PLAN, messages.PLAN_QOS))
-            except TimeoutError as exc:
-                result = {'error': str(exc)}
-            finally:
-                node.destroy_node()
+        node = rclpy.create_node('pipeit_footprint')
+        try:
+            result = {**_probe(_Listener(node), text), 'model_bytes': model}
+        except TimeoutError as exc:
+            result = {'error': str(exc)}
+        finally:
+            node.destroy_node()
     finally:
         rclpy.try_shutdown()
-        camera.terminate()
-        try:
-            camera.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            camera.kill()
-            camera.wait()
+        for proc in procs:
+            _stop(proc)
     print(json.dumps(result))
     return 1 if 'error' in result else 0
 
