@@ -7,19 +7,22 @@ every container's idle figure, for each run of stages a container hosts (``app.h
 hosting adds, the weights once (one memory-mapped file, so the containers' PSS splits them) and every stage
 replica's session memory.
 
-The probe (``python -m pipeit_ros.ros.footprint``, in a ROS domain of its own, so it hears no planner) is what
-those containers are: a container (``cluster: '*'``) in the probe process, a camera (``pipeit_camera``: the
-pattern at its default 640x480 rgb8, 30 Hz, as ``pipeit bringup --with-camera pattern`` starts it) in a second
-process, both with the layout's Fast DDS profile (``app.layout.dds_profile_env``).
+The probe (``python -m pipeit_ros.ros.footprint``, in a ROS domain of its own) is a small graph of the processes
+a layout has, with the layout's Fast DDS profile (``app.layout.dds_profile_env``): itself in the planner's place
+(it imports the planner's modules, so the libraries' pages the containers share with a planner are split as in
+a layout: PSS divides a page among the processes that map it), a camera (``pipeit_camera``: the pattern at its
+default 640x480 rgb8, 30 Hz, as ``pipeit bringup --with-camera pattern`` starts it) and two containers
+(``pipeit_container``, ``cluster: '*'``), of graphs of their own:
 
-- **idle**: its PSS once the camera is heard, before any plan: a container that hosts no stage.
-- **hosting**: then the probe publishes a plan that puts the zoo's ``tiny`` net, whole, in that container; once
-  it has answered ``WARM_FRAMES`` camera frames (the stage node, the image subscription and its share of the
-  camera's segment, pre-processing, frames in flight, the engine's threads, the code pages running touches),
-  its PSS less what the memory model counts for ``tiny`` itself (weights and largest activation, 0.1 MiB).
+- **idle**: one that the probe's plan is not for, so it hosts nothing;
+- **hosting**: one that the plan puts the zoo's ``tiny`` net in, whole; once it has answered ``WARM_FRAMES``
+  camera frames (the stage node, the image subscription and its share of the camera's segment,
+  pre-processing, frames in flight, the engine's threads, the code pages running touches), its PSS less what
+  the memory model counts for ``tiny`` itself (weights and largest activation, 0.1 MiB).
 
-The cache key holds the interpreter, the package, onnxruntime's version and the Fast DDS profile, which decide
-both figures; the probe is bounded by ``TIMEOUT_S``.
+Both are read ``PROBE_S`` later from ``/proc/PID/smaps_rollup``. The cache key holds the interpreter, the
+package, onnxruntime's version and the Fast DDS profile, which decide both figures; the probe is bounded by
+``TIMEOUT_S`` (each wait inside by ``STEP_TIMEOUT_S``).
 """
 from dataclasses import dataclass
 import json
@@ -41,7 +44,7 @@ from pipeit_ros.ros import messages
 
 PROBE_S = 2.0          # settling time before each reading
 STEP_TIMEOUT_S = 30.0  # the camera heard / the frames answered, each within this
-TIMEOUT_S = 90.0       # the whole probe
+TIMEOUT_S = 120.0      # the whole probe (its waits, then stopping its processes: 10 s each at most)
 PROBE_FORMAT = 'idle+hosting'  # bump when what the probe runs changes, so an older measurement is not reused
 WARM_MODEL = 'tiny'    # zoo network the hosting container runs
 WARM_FRAMES = 30       # camera frames it answers before it is measured
@@ -97,11 +100,18 @@ def container_memory(log=print):
     env = {**probe_env(), 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p),
            'ROS_DOMAIN_ID': str(100 + os.getpid() % 100)}
     try:
-        done = subprocess.run([sys.executable, '-m', __name__], capture_output=True, text=True, timeout=TIMEOUT_S,
-                              env=env, check=False)
-        measured = json.loads(done.stdout.strip().splitlines()[-1])
-        if done.returncode != 0 or 'error' in measured:
-            raise ValueError(measured.get('error', f'exit {done.returncode}'))
+        # a session of its own: at the deadline the probe goes with the camera and containers it started
+        proc = subprocess.Popen([sys.executable, '-m', __name__], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+        try:
+            stdout = proc.communicate(timeout=TIMEOUT_S)[0]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        measured = json.loads(stdout.strip().splitlines()[-1])
+        if proc.returncode != 0 or 'error' in measured:
+            raise ValueError(measured.get('error', f'exit {proc.returncode}'))
     except (subprocess.SubprocessError, OSError, ValueError, IndexError, AttributeError) as exc:
         log(f'memory: the container probe failed ({type(exc).__name__}: {exc}); the layout figure counts one '
             'engine process')
@@ -131,10 +141,11 @@ class _Listener:
         self.status[d['container']] = d
 
     def wait(self, predicate, what, seconds=STEP_TIMEOUT_S):
+        """Spin until ``predicate()``; TimeoutError saying ``what()`` after ``seconds``."""
         deadline = time.monotonic() + seconds
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError(f'{what} within {seconds:g} s')
+                raise TimeoutError(f'{what()} within {seconds:g} s')
             self.executor.spin_once(timeout_sec=0.05)
 
     def settle(self):
@@ -175,7 +186,7 @@ def _stop(proc):
 
 def _probe(listener, text):
     listener.wait(lambda: {HOSTING, IDLE} <= set(listener.status) and listener.node.count_publishers('image_raw'),
-                  'the containers and the camera not heard')
+                  lambda: f'the camera and both containers not heard (containers heard: {sorted(listener.status)})')
     sent = [0.0]
 
     def answered():
@@ -183,7 +194,7 @@ def _probe(listener, text):
             listener.plans.publish(String(data=text))    # again, until the container took it
             sent[0] = time.monotonic()
         return listener.status[HOSTING]['done'] >= WARM_FRAMES
-    listener.wait(answered, f'the container did not answer {WARM_FRAMES} frames ({listener.status[HOSTING]})')
+    listener.wait(answered, lambda: f'the container did not answer {WARM_FRAMES} frames ({listener.status[HOSTING]})')
     listener.settle()
     hosting, idle = (procmem.usage(listener.status[n]['pid']) for n in (HOSTING, IDLE))
     return {'idle_pss_bytes': idle.pss, 'idle_rss_bytes': idle.rss, 'hosting_pss_bytes': hosting.pss,
