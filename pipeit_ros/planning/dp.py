@@ -136,7 +136,9 @@ class Space:
                 rates.append(self.A @ (1.0 / t))
                 lats.append(np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1))
             private = np.cumsum(self.session[:, i:], axis=1) + np.maximum.accumulate(self.arena[:, i:], axis=1)
-            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private + (self.base + self.host_bytes if i == 0 else 0.0)
+            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private
+            if i == 0:
+                mem = mem + self.base + self.host_bytes
             # a stage that receives from another container starts a run of stages there (CostTable.plan_runs)
             mems = [mem + (self.host_bytes if v >= 2 else 0.0) for v in range(self.n_var)]
             self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.concatenate(mems))
