@@ -9,7 +9,7 @@ replica's session memory.
 
 The probe (``python -m pipeit_ros.ros.footprint``, in a ROS domain of its own) is a small graph of the processes
 a layout has, with the layout's Fast DDS profile (``app.layout.dds_profile_env``): itself in the planner's place
-(it imports the planner's modules, so the libraries' pages the containers share with a planner are split as in
+(it imports the planner's planning core, so the libraries' pages the containers share with a planner are split as in
 a layout: PSS divides a page among the processes that map it), a camera (``pipeit_camera``: the pattern at its
 default 640x480 rgb8, 30 Hz, as ``pipeit bringup --with-camera pattern`` starts it) and two containers
 (``pipeit_container``, ``cluster: '*'``), of graphs of their own:
@@ -203,9 +203,9 @@ def _probe(listener, text):
 
 def main():
     """Print one JSON line: the readings (:func:`_probe`), or ``{'error': why}`` and exit 1."""
-    # the planner's modules, mapped here as a planner maps them: the libraries' pages the containers share
-    # with it count in their PSS as in a layout
-    import pipeit_ros.ros.planner_node  # noqa: F401, PLC0415
+    # the planner's modules (its planning core: onnx, onnxruntime, OpenCV, numpy; rclpy above), mapped here as a
+    # planner maps them: the libraries' pages the containers share with it count in their PSS as in a layout
+    from pipeit_ros.app import planner_state  # noqa: F401, PLC0415
     text, model = _warm_plan()
     procs = [_spawn('pipeit_ros.ros.camera_node')]
     procs += [_spawn('pipeit_ros.ros.container', '-r', f'__node:={name}', '-p', "cluster:='*'",
