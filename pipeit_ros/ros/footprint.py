@@ -49,7 +49,7 @@ PROBE_FORMAT = 'idle+hosting'  # bump when what the probe runs changes, so an ol
 WARM_MODEL = 'tiny'    # zoo network the hosting container runs
 WARM_FRAMES = 30       # camera frames it answers before it is measured
 HOSTING, IDLE = 'pipeit_container', 'pipeit_container_idle'   # the probe's two containers
-RESEND_S = 1.0
+RESEND_S = 1.0         # the plan is sent again this often until the hosting container took it
 GRAPHS = {HOSTING: 'footprint', IDLE: 'footprint-idle'}   # graph ids: the idle container ignores the plan and
 #                                                          the hosting one the idle one's status
 
@@ -102,14 +102,15 @@ def container_memory(log=print):
     try:
         # a session of its own: at the deadline the probe goes with the camera and containers it started
         proc = subprocess.Popen([sys.executable, '-m', __name__], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
         try:
-            stdout = proc.communicate(timeout=TIMEOUT_S)[0]
+            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        measured = json.loads(stdout.strip().splitlines()[-1])
+        lines = stdout.strip().splitlines()
+        measured = json.loads(lines[-1]) if lines else {'error': (stderr.strip().splitlines() or ['no output'])[-1]}
         if proc.returncode != 0 or 'error' in measured:
             raise ValueError(measured.get('error', f'exit {proc.returncode}'))
     except (subprocess.SubprocessError, OSError, ValueError, IndexError, AttributeError) as exc:
@@ -138,7 +139,8 @@ class _Listener:
 
     def _on_status(self, msg):
         d = json.loads(msg.data)
-        self.status[d['container']] = d
+        if d.get('graph') in GRAPHS.values():      # not a container of another graph on this domain
+            self.status[d['container']] = d
 
     def wait(self, predicate, what, seconds=STEP_TIMEOUT_S):
         """Spin until ``predicate()``; TimeoutError saying ``what()`` after ``seconds``."""
