@@ -27,7 +27,7 @@ def random_table(rng, topo, n_segments, integer=False, handover=True, segments=N
     factors; ``integer`` makes times small integers (neither of the last two) so equal throughputs (ties)
     happen often. ``segments`` / ``in_bytes`` (bytes crossing into each segment) come from a real graph when
     given. ``containers='per_cluster'``: hops between containers cost drawn send/receive lines (integers with
-    ``integer``, so ties stay frequent)."""
+    ``integer``, so ties stay frequent), and every run of stages a container hosts costs drawn memory."""
     configs = [(c.name, k) for c in topo.clusters for k in range(1, c.size + 1)]
     base = rng.integers(1, 6, n_segments).astype(float) if integer else rng.uniform(0.2, 5.0, n_segments)
     rows = []
@@ -42,7 +42,7 @@ def random_table(rng, topo, n_segments, integer=False, handover=True, segments=N
     cuts = None if integer else rng.uniform(0.0, 0.6, (len(configs), n_segments))   # layout conversions at cuts
     load = None if integer else rng.uniform(1.0, 1.6, len(configs))    # slower while the other cores work
     drawn = [int(b) for b in rng.integers(1_000, 3_000_000, n_segments)]
-    return CostTable(segments=segments or [(i, i) for i in range(n_segments)], configs=configs,
+    table = CostTable(segments=segments or [(i, i) for i in range(n_segments)], configs=configs,
                      seg_ms=np.array(rows), cut_ms=cuts, load_factor=load,
                      overhead_ms=overhead, in_bytes=drawn if in_bytes is None else list(in_bytes),
                      weight_bytes=[int(b) for b in rng.integers(0, 4_000_000, n_segments)],
@@ -52,6 +52,10 @@ def random_table(rng, topo, n_segments, integer=False, handover=True, segments=N
                      topology_fingerprint=topo.fingerprint(), containers=containers,
                      **({} if containers == 'one' else HOP_INTEGER if integer else
                         dict(zip(HOP_INTEGER, rng.uniform(0.0, 1.5, 4)))))
+    if containers == 'one':
+        return table
+    # what a run of stages adds to its container (CostTable.for_processes), drawn last: the draws above stay
+    return table.for_processes(1, 0.0, 1_000_000 if integer else rng.uniform(0.0, 3_000_000))
 
 
 def fake_graph(n_layers):
@@ -96,6 +100,8 @@ def every_plan(cost, topo, replicas=True):
             rates.append(sum(1.0 / t for t in times))
             lat += max(times)
             mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared
+            if n_stage == 0 or (hop['cross_in'] and cost.containers == 'per_cluster'):
+                mem += cost.host_bytes          # a run of stages starts in a container
             cores += k * sum(r)
         out.append((1000.0 * min(rates), lat, mem, cores, stages))
     return out

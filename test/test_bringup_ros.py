@@ -132,3 +132,84 @@ def _maps(pid):
             elif parts[0] == 'Rss:' and out:
                 out[-1][1] = int(parts[1]) * 1024
     return [tuple(m) for m in out]
+
+
+BUDGET_PARAMS = """
+pipeit_planner:
+  ros__parameters:
+    memory_mb: {memory_mb}
+"""
+
+
+def test_a_ros_layout_runs_within_its_memory_budget(tmp_path, zoo_model):
+    """``memory_mb`` on the planner bounds what the layout's containers hold: their peaks (PSS + VmHWM - RSS,
+    as engine/footprint and docs/memory.md define it) summed, with the camera's default 640x480 frames, stay
+    within a budget 5 % above the smallest plan's figure (so within it where the figure is within 5 % of what is
+    measured). A budget under that figure is refused, naming it. The container figures the planner sizes the
+    layout with (pipeit_ros.ros.footprint) are measured once, then read from the cache, by the planner too."""
+    import json
+    import math
+    import re
+
+    from planner_helpers import RosGraph
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    from pipeit_ros.app import planner_state
+    from pipeit_ros.errors import PlanError
+    from pipeit_ros.hw import memory as procmem
+    from pipeit_ros.ros import footprint
+    path = footprint.cache_path()
+    if os.path.exists(path):
+        os.remove(path)
+    logged = []
+    figures = footprint.container_memory(logged.append)
+    assert figures is not None and len(logged) == 1, logged
+    with open(path, encoding='utf-8') as f:
+        probe = json.load(f)
+    assert 0 < probe['idle_pss_bytes'] < probe['hosting_pss_bytes'] <= probe['hosting_rss_bytes'], probe
+    assert probe['frames'] >= footprint.WARM_FRAMES, probe
+    assert footprint.container_memory(logged.append) == figures and len(logged) == 1   # no second probe
+    # the smallest plan's figure, sized as the planner sizes a layout of emulated-2x1's two containers
+    inputs = planner_state.PlanInputs(log=lambda *_: None, layout=lambda topology, measure, containers: (
+        len(topology.clusters), figures.idle_bytes, figures.host_bytes))
+    cfg = planner_state.PlannerConfig(model_path=zoo_model('tiny'), topology='emulated-2x1', memory_mb=1)
+    with pytest.raises(PlanError, match='no plan fits --memory-mb 1') as refused:
+        planner_state.make_plan(cfg, inputs)
+    smallest = float(re.search(r'the smallest needs ([0-9.]+) MiB', str(refused.value)).group(1))
+    budget = math.ceil(smallest * 1.05)
+    params = tmp_path / 'params.yaml'
+    params.write_text(BUDGET_PARAMS.format(memory_mb=budget))
+    domain = domain_id()
+    proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
+                           'emulated-2x1', '--with-camera', 'pattern', '--json'], domain)
+    ros = None
+    try:
+        wait_for(lambda: results_seen(out) > 0 or proc.poll() is not None, 60, what='results', output=out)
+        assert proc.poll() is None, out.text()
+        ros = RosGraph(domain)
+        client = AsyncParameterClient(ros.add(Node('budget_client', context=ros.context)), 'pipeit_planner')
+        ros.wait(client.services_are_ready, 10, 'the planner parameter services')
+        future = client.set_parameters([Parameter('memory_mb', value=math.floor(smallest) - 1)])
+        ros.wait(future.done, 20, 'set_parameters memory_mb')
+        answer = future.result().results[0]
+        pids = [child_pid(proc.pid, f'pipeit_container_{c}') for c in ('c0', 'c1')]
+        use = [procmem.usage(pid) for pid in pids if pid is not None]
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        stop_process(proc)
+        if ros is not None:
+            ros.close()
+    out.join()
+    assert code == 0, out.text()
+    assert not answer.successful and f'the smallest needs {smallest:.2f} MiB' in answer.reason, answer.reason
+    summary = last_json(out.text())
+    assert summary['generations'] == [1] and summary['frames'] > 0, summary   # the refused budget changed nothing
+    assert len(use) == 2 and all(u.pss > 0 for u in use), use
+    peak = sum(u.pss + max(u.hwm - u.rss, 0) for u in use) / procmem.MIB
+    print(f'BUDGET plan {summary["plan"]}: smallest {smallest:.1f} MiB, budget {budget} MiB, containers\' peak '
+          f'{peak:.1f} MiB ({", ".join(f"PSS {u.pss / procmem.MIB:.1f}" for u in use)})')
+    assert peak <= budget, (summary['plan'], smallest, budget, [u.mib() for u in use])
+    assert 'measured once' not in out.text()     # the planner read the container figures from the cache

@@ -403,21 +403,3 @@ def test_frame_ledger_balances_across_replans(tiny, topo, policy, interval_s):
                 assert 0 < float(d[keys.PROCESS_PSS_MB]) <= float(d[keys.PROCESS_RSS_MB]), (name, d)
         finally:
             planner.stop()
-
-
-def test_container_base_is_measured_once_and_cached():
-    """The per-container base of the planner's layout figure (pipeit_ros.ros.footprint): a real container, in a
-    ROS domain of its own, that has run a small model; measured once, then read from the cache."""
-    import json
-
-    from pipeit_ros.ros import footprint
-    path = footprint.cache_path()
-    if os.path.exists(path):
-        os.remove(path)
-    logged = []
-    base = footprint.container_base_bytes(logged.append)
-    assert base is not None and len(logged) == 1, logged
-    with open(path, encoding='utf-8') as f:
-        measured = json.load(f)
-    assert 0 < measured['anonymous_bytes'] and 0 < measured['pss_bytes'] == base <= measured['rss_bytes'], measured
-    assert footprint.container_base_bytes(logged.append) == base and len(logged) == 1   # no second probe

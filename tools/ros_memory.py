@@ -3,7 +3,7 @@
 ``python tools/ros_memory.py NET STAGES [--layout one|per_cluster] [--topology T] [--at S]``
 
 Predicts ``STAGES`` of zoo network ``NET`` for the layout as the planner node does (the profile's memory model,
-``CostTable.for_processes`` with the container base of ``pipeit_ros.ros.footprint``), then runs it with
+``CostTable.for_processes`` with the idle and hosting containers of ``pipeit_ros.ros.footprint``), then runs it with
 ``pipeit bringup --with-camera pattern`` (``stages`` forced, a ROS domain from this process's pid) and sums the
 containers' PSS (``/proc/PID/smaps_rollup``) ``--at`` seconds after the start. Prints one line per container
 and the ratio predicted / summed.
@@ -38,11 +38,12 @@ def main(argv=None):
     topo = resolve(args.topology)
     g = graph_mod.load(zoo.zoo_path(args.net))
     cost = profiler.profile(g, topo, progress=False, log=lambda *_: None).in_containers(args.layout)
-    base = footprint.container_base_bytes()
-    if base is None:
+    figures = footprint.container_memory()
+    if figures is None:
         sys.exit('the container probe failed')
     count = 1 if args.layout == 'one' else len(topo.clusters)
-    predicted = dse.predict_memory(parse_spec(args.stages, topo, len(g.layers)), cost.for_processes(count, base),
+    predicted = dse.predict_memory(parse_spec(args.stages, topo, len(g.layers)),
+                                   cost.for_processes(count, figures.idle_bytes, figures.host_bytes),
                                    topo) / procmem.MIB
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as params:
         params.write(f"pipeit_planner:\n  ros__parameters:\n    stages: '{args.stages}'\n")
@@ -61,7 +62,8 @@ def main(argv=None):
     summed = sum(u.pss for u in use.values()) / procmem.MIB
     for pid, u in use.items():
         print(f'container pid {pid}: PSS {u.pss / procmem.MIB:.1f} MiB, RSS {u.rss / procmem.MIB:.1f} MiB')
-    print(f'{args.net} {args.layout} {args.stages}: container base {base / procmem.MIB:.1f} MiB, containers\' PSS '
+    print(f'{args.net} {args.layout} {args.stages}: container idle {figures.idle_bytes / procmem.MIB:.1f} MiB, '
+          f'hosting {figures.hosting_bytes / procmem.MIB:.1f} MiB, containers\' PSS '
           f'summed {summed:.1f} MiB, predicted {predicted:.1f} MiB, ratio {predicted / max(summed, 1e-9):.2f}; '
           + (out.strip().splitlines() or ['no output'])[-1])
 

@@ -232,7 +232,7 @@ class PlanInputs:
 
     def __init__(self, log=print, layout=None):
         self.log = log
-        self.layout = layout   # layout(topology, measure, containers) -> (processes, base bytes of each) or None
+        self.layout = layout   # layout(topology, measure, containers) -> CostTable.for_processes' arguments or None
         self._lock = threading.RLock()
         self._graphs = {}
         self._topologies = {}

@@ -44,7 +44,9 @@ session's nodes). The profiler measures both per configuration and segment (anon
 segment's session is built, then on its first run); a table without them (the predictor's) has
 ``arena_bytes`` = the largest activation, ``session_bytes`` = 0, ``held_bytes`` = all the weights and
 ``build_bytes`` = 0. The profiler measures ``base_bytes`` and ``build_bytes`` on the whole model run in a
-fresh process (``cost.profiler.process_memory``).
+fresh process (``cost.profiler.process_memory``). A ROS layout (:meth:`CostTable.for_processes`) replaces that
+base by its containers' (``count`` of them, each as it holds hosting no stage) and adds ``host_bytes`` per run of
+stages a container hosts.
 """
 from dataclasses import asdict, dataclass, field, replace
 import functools
@@ -100,6 +102,7 @@ class CostTable:
     build_bytes: float = 0.0         # a process's peak above its running memory: session-build temporaries
     build_bytes_groups: float | None = None   # the same for replicas of one stage (default: build_bytes)
     build_bytes_stages: float | None = None   # the same for several stages (default: build_bytes_groups)
+    host_bytes: float = 0.0          # a ROS layout: what each run of stages adds to its container (for_processes)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -118,6 +121,7 @@ class CostTable:
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
         self.base_bytes = float(self.base_bytes)
         self.build_bytes = float(self.build_bytes)
+        self.host_bytes = float(self.host_bytes)
         self.build_bytes_groups = None if self.build_bytes_groups is None else float(self.build_bytes_groups)
         self.build_bytes_stages = None if self.build_bytes_stages is None else float(self.build_bytes_stages)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
@@ -152,11 +156,23 @@ class CostTable:
             return replicas
         return split if groups == stages else max(replicas, split)
 
-    def for_processes(self, count, process_base):
-        """The table a plan run as ``count`` processes of ``process_base`` bytes each before any session is
-        sized with (a ROS layout: one per container, pipeit_ros.ros.footprint): their bases replace the one
-        engine process's."""
-        return replace(self, base_bytes=count * float(process_base), meta={**self.meta, 'processes': int(count)})
+    def for_processes(self, count, idle_bytes, host_bytes=0.0):
+        """The table a plan run in ``count`` containers (a ROS layout, pipeit_ros.ros.footprint) is sized with:
+        each holds ``idle_bytes`` hosting nothing (they replace the one engine process's base), and every run
+        of consecutive stages a container hosts (``app.handoff.hosted_runs``: its stage nodes, image or tensor
+        subscription, frames in flight, engine threads) adds ``host_bytes``. :meth:`plan_runs` counts the runs."""
+        return replace(self, base_bytes=count * float(idle_bytes), host_bytes=float(host_bytes),
+                       meta={**self.meta, 'processes': int(count)})
+
+    def plan_runs(self, host_clusters):
+        """How many runs of stages hosted by one container a plan whose stages are hosted by ``host_clusters``
+        (in stage order) makes: one with one container, else one more at each change of host."""
+        hosts = list(host_clusters)
+        if not hosts:
+            return 0
+        if self.containers == 'one':
+            return 1
+        return 1 + sum(a != b for a, b in zip(hosts, hosts[1:]))
 
     @property
     def n_segments(self):

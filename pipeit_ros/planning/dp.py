@@ -6,7 +6,9 @@ same for every replica because :class:`~pipeit_ros.plan.Stage` has one thread co
 over its replicas of 1 / replica time (replicas share one queue), its latency the slowest replica's time, its
 memory its weights once (one mapped file, shared by the replicas) + each replica's session memory
 (:meth:`~pipeit_ros.cost.CostTable.private_bytes`), and the stage that starts at segment 0 also carries the
-process's base memory, so every plan counts it once; times include the hand-over of the stage's input.
+process's base memory, so every plan counts it once; in a ROS layout it and every stage that receives from
+another container carry a run's ``host_bytes`` (``CostTable.plan_runs``); times include the hand-over of the
+stage's input.
 
 Every table is indexed ``[u, i]``: ``u`` a *state* and ``i`` the first segment still to place. A state is a
 core *budget* (a vector of cores per cluster, flattened; a plan may leave cores idle, so tables are monotone in
@@ -111,6 +113,7 @@ class Space:
         self.session = cost.session_bytes[self.rows]
         self.arena = cost.arena_bytes[self.rows]
         self.base = cost.process_bytes
+        self.host_bytes = cost.host_bytes                     # per run of stages a container hosts
         self._arrays = [None] * self.n
 
     def option(self, o):
@@ -133,8 +136,12 @@ class Space:
                 rates.append(self.A @ (1.0 / t))
                 lats.append(np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1))
             private = np.cumsum(self.session[:, i:], axis=1) + np.maximum.accumulate(self.arena[:, i:], axis=1)
-            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private + (self.base if i == 0 else 0.0)
-            self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.tile(mem, (self.n_var, 1)))
+            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private
+            if i == 0:
+                mem = mem + self.base + self.host_bytes
+            # a stage that receives from another container starts a run of stages there (CostTable.plan_runs)
+            mems = [mem + (self.host_bytes if v >= 2 else 0.0) for v in range(self.n_var)]
+            self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.concatenate(mems))
         return self._arrays[i]
 
     def candidate_rates(self, lo, hi):

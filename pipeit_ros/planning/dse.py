@@ -360,11 +360,13 @@ def hops(plan, n):
 
 def predict_memory(plan, cost, topology=None):
     """Bytes ``plan`` uses run in one process, the same model as the search (cost module docstring): the
-    base, the build temporaries of a plan of its shape (``CostTable.plan_build_bytes``; the search bounds them
-    by the larger shape's), the weights of its segments once, each replica's session memory on its
+    base (a ROS layout's: its containers', and ``host_bytes`` per run of stages one hosts), the build
+    temporaries of a plan of its shape (``CostTable.plan_build_bytes``; the search bounds them by the larger
+    shape's), the weights of its segments once, each replica's session memory on its
     configuration. None for a stage without a configuration in the table (an unpinned stage over several
     clusters)."""
-    total = cost.base_bytes + cost.plan_build_bytes(len(plan.stages), sum(s.replicas for s in plan.stages))
+    total = (cost.base_bytes + cost.plan_build_bytes(len(plan.stages), sum(s.replicas for s in plan.stages))
+             + cost.host_bytes * cost.plan_runs(s.host_cluster for s in plan.stages))
     for n, s in enumerate(plan.stages):
         where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
         if not s.pinned and '+' in s.cluster:

@@ -68,7 +68,7 @@ class PlannerNode(Node):
         self.config = planner_core.PlannerConfig.from_params(
             {p.name: self.get_parameter(p.name).value for p in planner_core.PARAMS})
         self.inputs = planner_core.PlanInputs(log=self.get_logger().info, layout=self._layout)
-        self._container_base = None    # bytes of an idle container (pipeit_ros.ros.footprint: one that has run a small model, hosting no stage), once measured
+        self._container_memory = None  # footprint.ContainerMemory (idle, hosting) of this machine, once measured
         self.current = None            # PlanResult being published
         self.generation = 0
         self.exit_code = 0             # non-zero when the first plan could not be made (node_main's codes)
@@ -193,17 +193,18 @@ class PlannerNode(Node):
         return SetParametersResult(successful=True)
 
     def _layout(self, topology, measure, containers):
-        """(containers, bytes of one before its first stage) the plan's memory is summed over: the containers heard, else the
-        layout's (one per cluster, or one with ``containers`` 'one'). That memory is measured once per machine, when a
-        budget needs it; None while it is not known."""
-        if self._container_base is None:
-            self._container_base = (footprint.container_base_bytes(self.get_logger().info) if measure
-                                    else footprint.cached_base_bytes())
-        if self._container_base is None:
+        """(containers, bytes of one hosting no stage, bytes a run of stages adds to its container) the plan's
+        memory is summed over (``CostTable.for_processes``): the containers heard, else the layout's (one per
+        cluster, or one with ``containers`` 'one'). Those figures are measured once per machine
+        (pipeit_ros.ros.footprint), when a budget needs them; None while they are not known."""
+        if self._container_memory is None:
+            self._container_memory = (footprint.container_memory(self.get_logger().info) if measure
+                                      else footprint.cached_memory())
+        if self._container_memory is None:
             return None
         names = {p.container for p in self.running_containers()}
         fallback = 1 if containers == 'one' else len(topology.clusters)
-        return (len(names) or fallback), self._container_base
+        return (len(names) or fallback), self._container_memory.idle_bytes, self._container_memory.host_bytes
 
     def running_containers(self):
         """Containers heard on pipeit/status within handoff's staleness bound (a dead one does not count)."""
