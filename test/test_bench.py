@@ -147,3 +147,28 @@ def test_same_plans_in_a_run_are_compared(result):
         fps = [result.candidates[n].fps for n in item['candidates']]
         assert specs == {item['spec']} and max(fps) / min(fps) - 1 > bench.NOISE_SPREAD
     assert table.count('warning:') == len(result.noise) and 'noise' in result.to_dict()
+
+
+@pytest.mark.parametrize('a, b, want', [
+    ([10.0, 20.0, 40.0], [5.0, 10.0, 20.0], (2.0, 2.0, 2.0)),          # drift between rounds cancels
+    ([10.0, 30.0, 12.0], [10.0, 10.0, 40.0], (1.0, 0.3, 3.0)),         # paired: not the ratio of medians (12/10)
+    ([10.0, 0.0, 12.0], [5.0, 10.0, 6.0], (2.0, 2.0, 2.0)),            # a round that measured nothing is left out
+], ids=['drift', 'paired', 'unmeasured-round'])
+def test_ratios_are_paired_by_round(a, b, want):
+    got = bench.paired_ratio(a, b)
+    assert (got['median'], got['min'], got['max']) == pytest.approx(want)
+    assert bench.round_ratio(a, b) == pytest.approx(want[0])
+    assert bench.paired_ratio([0.0], [1.0]) is None and bench.round_ratio([], []) is None
+
+
+@needs_cpus_0_1
+def test_plan_ratios_and_measured_speeds_per_round(result):
+    """Every plan has a paired ratio to every baseline, one per round; every window says what speed the
+    emulated clusters ran at (none here: test-2x1 emulates nothing)."""
+    assert set(result.paired) == {'plan'} and set(result.paired['plan']) == set(NAMES)
+    for name, got in result.paired['plan'].items():
+        assert len(got['rounds']) == 2 and got['min'] <= got['median'] <= got['max'], name
+    best = result.best_baseline
+    assert result.candidates['plan'].ratio_best == pytest.approx(result.paired['plan'][best]['median'])
+    assert all(c.speeds == [{}, {}] for n, c in result.candidates.items()), result.candidates
+    assert result.emulation == [] and 'median of per-round ratios' in bench.format_table(result)

@@ -62,6 +62,8 @@ from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
+from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
+from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
 from pipeit_ros.plan import parse_spec
 
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
@@ -137,8 +139,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                 if step > 0:
                     bar.update(step)
                     done[0] += step
-            results, feeds, schedule = _measure_configs(configs, blobs, pairs, whole, rng, timing, tick,
-                                                        graph.weights, log)
+            results, feeds, schedule, shares = _measure_configs(configs, blobs, pairs, whole, rng, timing, tick,
+                                                                graph.weights, log)
             bar.update(max(total - done[0], 0))
             for cfg, res in zip(configs, results):
                 bar.set_description_str(f'profile {cfg} under load')
@@ -148,6 +150,10 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                                  if others else None)
     table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
                       dict(timing, budget_s=None if reps else budget_s, reps=reps, schedule=schedule))
+    speeds = measured_speeds(topology, held_shares(shares))
+    table.meta['emulated_speed'] = speeds    # what each emulated cluster gave while timed (hw.emulation)
+    for line in speed_warnings(topology, [speeds], where='profile: '):
+        log(line)
     table = process_memory(table, graph, topology, configs, log)
     table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
@@ -187,9 +193,9 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
     configuration's sessions took; otherwise the wave is timed and its sessions freed first, and the next
     wave starts. Returns (per configuration {'times', 'session_bytes', 'arena_bytes', 'held_bytes',
     'footprint'}, every segment's input, the schedule: per wave and repetition the configuration indices in
-    the order run).
+    the order run, and {cpu: (run ns, run-queue wait ns)} of the pinned threads while timed, hw.threads).
     """
-    results, feeds, schedule, footprint = [None] * len(configs), None, [], 0
+    results, feeds, schedule, footprint, shares = [None] * len(configs), None, [], 0, {}
     pending = list(range(len(configs)))
     while pending:
         wave, workers = [], []     # (configuration index, its worker, what _build_config returned)
@@ -207,8 +213,11 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
                 log(f'profile: {len(wave)} of {len(configs)} configurations\' sessions fit in memory '
                     f'({footprint / procmem.MIB:.0f} MiB each); the rest are timed in further waves')
             order, first = [], len(schedule)
+            before = pinned_run_wait()
             times = measure.time_interleaved([(worker, built['calls']) for _, worker, built in wave], tick=tick,
                                              burst=BURST, schedule=order, **timing)
+            for cpu, (run, wait) in run_wait_delta(before, pinned_run_wait()).items():
+                shares[cpu] = (shares.get(cpu, (0, 0))[0] + run, shares.get(cpu, (0, 0))[1] + wait)
             for (i, _, built), t in zip(wave, times):
                 results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint')},
                                   times=t)
@@ -220,7 +229,7 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
             for worker in workers:
                 worker.close()
             wave, built = [], None     # the sessions go with the last references to them
-    return results, feeds, schedule
+    return results, feeds, schedule, shares
 
 
 def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
