@@ -48,6 +48,7 @@ from pipeit_ros.planning.baselines import NAMES as BASELINE_NAMES
 
 TIMELINE_FRAMES = 400   # frames per replica recorded in the last round for the Gantt chart
 NOISE_SPREAD = 0.05     # candidates of one spec measured further apart than this (max / min - 1): a noisy run
+MIN_RUN_SHARE = 0.05    # a CPU counts in a window's measured speed where our pinned threads ran this much of it
 
 
 @dataclass
@@ -362,7 +363,8 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
                     before = pinned_run_wait()
                     done, lat, delta, tl = runners[name].round(seconds / rounds, last)
                     res = results[name]
-                    res.speeds.append(measured_speeds(topology, held_shares(run_wait_delta(before, pinned_run_wait()))))
+                    shares = held_shares(run_wait_delta(before, pinned_run_wait()), min_run_ns=MIN_RUN_SHARE * seconds / rounds * 1e9)
+                    res.speeds.append(measured_speeds(topology, shares))
                     res.fps_rounds.append(_round_fps(done))
                     res.frames += len(done)
                     lats[name].extend(lat)

@@ -17,6 +17,12 @@ other, YOLOv8n on emulated-biglittle-1+1 once came out with the big core at 352 
 configurations' sessions live at once where memory allows, else in waves (``WAVE_MEMORY_MARGIN``);
 ``meta['schedule']`` records the order run.
 
+What an emulated cluster gave is measured too: the run-queue shares our pinned threads got on each CPU while
+timed (:func:`pipeit_ros.hw.emulation.measured_speeds`, ``meta['emulated_speed']``). Other sessions' load moves
+it (once the little core of emulated-biglittle-1+1 ran at the big one's speed for a whole profile), so an
+emulated configuration's times are scaled to the share the topology sets (:func:`emulation_correction`,
+``meta['emulation_correction']``), with a warning when it strayed by more than 10 %.
+
 A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
 adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
 against its two segments run apart, scaled so that the whole model as one stage costs what it measured. ``seg_ms`` then holds each segment's time inside a stage.
@@ -72,7 +78,7 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v10-interleaved'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v11-emulation-corrected'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
@@ -148,12 +154,16 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                 res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S,
                                                          weights=graph.weights)
                                  if others else None)
-    table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
-                      dict(timing, budget_s=None if reps else budget_s, reps=reps, schedule=schedule))
     speeds = measured_speeds(topology, held_shares(shares))
-    table.meta['emulated_speed'] = speeds    # what each emulated cluster gave while timed (hw.emulation)
     for line in speed_warnings(topology, [speeds], where='profile: '):
         log(line)
+    factors = emulation_correction(configs, speeds)
+    for res, f in zip(results, factors):
+        res['times'] = res['times'] * f
+    table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
+                      dict(timing, budget_s=None if reps else budget_s, reps=reps, schedule=schedule))
+    table.meta['emulated_speed'] = speeds    # what each emulated cluster gave while timed (hw.emulation)
+    table.meta['emulation_correction'] = factors
     table = process_memory(table, graph, topology, configs, log)
     table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
@@ -272,6 +282,22 @@ def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
         call()       # the identity's, the whole model's and the pairs' arenas count in the footprint too
     return {'calls': calls, 'feeds': feeds, 'session_bytes': built, 'arena_bytes': ran, 'held_bytes': held,
             'footprint': max(procmem.anonymous_now() - start, 0)}
+
+
+def emulation_correction(configs, speeds, limits=LOAD_LIMITS):
+    """Per configuration, the factor its measured times are scaled by so that an emulated cluster is as much
+    slower than the others as the topology says: the speed it measured (``speeds``,
+    hw.emulation.measured_speeds) / its ``emulate_share`` (within ``limits``, a broken measurement beyond
+    them; a little core that ran at the big one's speed, 1.0 against 0.5, is timed twice as slow); 1 for the
+    others and where nothing was measured. The co-runners' share of a CPU moves with other sessions' load
+    (hw.emulation): a profile in which the little core ran at the big one's speed would otherwise plan for a
+    machine without a little core."""
+    out = []
+    for cfg in configs:
+        got = speeds.get(cfg.cluster)
+        out.append(1.0 if cfg.emulate_share is None or not got
+                   else float(np.clip(got / cfg.emulate_share, 1 / limits[1], limits[1])))
+    return out
 
 
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
