@@ -141,6 +141,17 @@ def test_emulation_correction_scales_an_emulated_cluster_to_its_share():
     assert profiler.emulation_correction([big, little], {}) == [1.0, 1.0]
 
 
+@pytest.mark.parametrize('alone, pairs, whole, want_scale', [
+    ([2.0, 1.0, 3.0], [2.6, 3.9], 5.5, 1.0),     # the whole is faster than its segments: cuts make up for it
+    ([2.0, 1.0, 3.0], [2.6, 3.9], 12.0, 2.0),    # slower (its long runs were preempted): segments scale up
+], ids=['cuts', 'preempted'])
+def test_fit_segments_makes_one_stage_cost_the_whole_model(alone, pairs, whole, want_scale):
+    seg, cut, scale = profiler.fit_segments(alone, pairs, whole)
+    assert scale == pytest.approx(want_scale)
+    assert seg.sum() == pytest.approx(whole)      # the model as one stage costs what it measured
+    assert np.all(cut >= 0) and cut[0] == 0.0
+
+
 def test_split_cuts_is_what_a_pair_saves_within_bounds():
     alone = np.array([2.0, 1.0, 3.0, 0.5])
     pairs = np.array([2.6, 3.9, 4.0])   # saves 0.4, 0.1 and -0.5 (noise)
