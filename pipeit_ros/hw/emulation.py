@@ -138,7 +138,7 @@ def speed_warnings(topology, speeds, where='', tolerance=SPEED_TOLERANCE):
         if max(abs(low / c.emulate_share - 1), abs(high / c.emulate_share - 1)) > tolerance:
             lines.append(f'warning: {where}emulated cluster {c.name} ran at {low:.2f}-{high:.2f} of the others\' '
                          f'speed (set: {c.emulate_share:g}; run-queue shares of our pinned threads, '
-                         f'{len(got)} windows): other sessions\' load moved it, so ratios between plans that use '
+                         f'{len(got)} window{"s" if len(got) > 1 else ""}): other sessions\' load moved it, so ratios between plans that use '
                          f'it and plans that do not carry that error')
     return lines
 
