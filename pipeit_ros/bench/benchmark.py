@@ -16,7 +16,9 @@ How it measures (also printed by ``pipeit bench`` and stored in :attr:`BenchResu
   others (:func:`pipeit_ros.hw.emulation.measured_speeds`); a window that left the share set by more than 10 %
   is a warning next to the table (other sessions' load moves it, see the emulation module);
 - latency = first stage start -> in-order output, per frame (the wait in the input queue is left out: it
-  depends on the producer); p50/p99 over all frames of all rounds;
+  depends on the producer); p50/p99 over all frames of all rounds. Saturated, a frame also waits in the queue
+  before a slower stage (YOLOv8n's latency plan: p50 592 ms against 305 predicted); ``rate`` paces the producer
+  as a camera would, and latencies at one rate compare plans as a robot would see them;
 - memory: each candidate runs first in a fresh process of its own (:mod:`pipeit_ros.engine.footprint`), one after
   another, before any is built here: its PSS after a few frames (and peak RSS) does not depend on the order;
   shown next to the plan's predicted memory;
@@ -215,8 +217,9 @@ class LoopWorker:
 
 
 class _EngineCandidate:
-    def __init__(self, graph, plan, x, warmup, queue_size):
+    def __init__(self, graph, plan, x, warmup, queue_size, rate=None):
         self.plan = plan
+        self.period = 1.0 / rate if rate else 0.0
         self.replicas = [s.replicas for s in plan.stages]
         self.done = []
         self.lat = []
@@ -243,8 +246,15 @@ class _EngineCandidate:
         clock = time.perf_counter
         t0 = clock()
         end = t0 + seconds
-        while clock() < end:
-            pipe.submit(x)
+        if self.period:       # paced: one frame per period, as a camera would send them
+            due = t0
+            while due < end:
+                time.sleep(max(0.0, due - clock()))
+                pipe.submit(x)
+                due = max(due + self.period, clock())   # behind (a full queue): no burst to catch up
+        else:
+            while clock() < end:
+                pipe.submit(x)
         pipe.drain()
         wall = clock() - t0
         after = pipe.stats()
@@ -322,9 +332,11 @@ def stage_alone(graph, plan, seconds=1.0, warmup=5, x=None):
 
 
 def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20, bare=False, progress=True,
-                  stage_alone_for=(), queue_size=2, log=None):
+                  stage_alone_for=(), queue_size=2, log=None, rate=None):
     """Measure every plan of ``candidates`` ({name: Plan}) and, with ``bare``, the plain loop; see the module
-    docstring for how. ``stage_alone_for``: candidate names whose stages are also measured alone."""
+    docstring for how. ``stage_alone_for``: candidate names whose stages are also measured alone. ``rate``:
+    frames/s the producer sends at (a camera's rate), instead of as fast as the first stage takes them; the
+    latency then leaves out the waits in the queues between stages that saturation puts there."""
     if not candidates:
         raise PipeitError('nothing to benchmark: no candidate plan')
     rounds = max(1, int(rounds))
@@ -343,7 +355,7 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
         res.peak_rss_mb, res.memory_error = mem.get('peak_rss_mb'), mem.get('error')
     try:
         for name, plan in candidates.items():
-            runners[name] = _EngineCandidate(graph, plan, x, warmup, queue_size)
+            runners[name] = _EngineCandidate(graph, plan, x, warmup, queue_size, rate)
         if bare:
             s = candidates[reference].stages[0]
             cpus = s.replica_cpus()[0]
@@ -402,6 +414,7 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
               'memory': 'PSS of a fresh process running only the candidate, after a few frames, its weight '
                         'pages counted whole (MiB); predicted: the plan\'s memory model',
               'utilisation': 'stage busy time / (round wall time x replicas)', 'queue_size': queue_size,
+              'rate': rate,
               'bare_reference': reference if bare else None}
     return BenchResult(candidates=results, seconds=seconds, rounds=rounds, warmup=warmup, method=method,
                        machine=machine_info(), topology=topology.to_dict(),
