@@ -131,14 +131,16 @@ def test_profile_times_configurations_in_memory_waves(tiny_graph, monkeypatch):
 
 
 def test_emulation_correction_scales_an_emulated_cluster_to_its_share():
-    """A little core that ran at the big one's speed (1.0 against 0.5) is timed twice as slow; one slowed to a
-    quarter, half as slow; a broken measurement is bounded; clusters without emulation stay as measured."""
+    """A little core whose whole model ran as fast as the big one's (1.0 against 0.5) is timed twice as slow; one
+    four times slower, half as slow; a broken measurement is bounded; clusters without emulation stay as
+    measured, and a configuration is compared with the reference of as many cores."""
     big, little = measure.CoreConfig('big', 1, (0,), 1.0), measure.CoreConfig('little', 1, (1,), 0.5, 0.5)
-    assert profiler.emulation_correction([big, little], {'little': 1.0}) == pytest.approx([1.0, 2.0])
-    assert profiler.emulation_correction([big, little], {'little': 0.25}) == pytest.approx([1.0, 0.5])
-    assert profiler.emulation_correction([big, little], {'little': 0.5}) == pytest.approx([1.0, 1.0])
-    assert profiler.emulation_correction([big, little], {'little': 100.0}) == pytest.approx([1.0, 4.0])
-    assert profiler.emulation_correction([big, little], {}) == [1.0, 1.0]
+    assert profiler.emulation_correction([big, little], [100.0, 100.0]) == pytest.approx([1.0, 2.0])
+    assert profiler.emulation_correction([big, little], [100.0, 400.0]) == pytest.approx([1.0, 0.5])
+    assert profiler.emulation_correction([big, little], [100.0, 200.0]) == pytest.approx([1.0, 1.0])
+    assert profiler.emulation_correction([big, little], [100.0, 1.0]) == pytest.approx([1.0, 4.0])
+    little2 = measure.CoreConfig('little', 2, (1, 2), 0.5, 0.5)
+    assert profiler.emulation_correction([big, little, little2], [100.0, 100.0, 60.0]) == [1.0, 2.0, 1.0]
 
 
 @pytest.mark.parametrize('alone, pairs, whole, want_scale', [

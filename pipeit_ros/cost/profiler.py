@@ -18,10 +18,11 @@ configurations' sessions live at once where memory allows, else in waves (``WAVE
 ``meta['schedule']`` records the order run.
 
 What an emulated cluster gave is measured too: the run-queue shares our pinned threads got on each CPU while
-timed (:func:`pipeit_ros.hw.emulation.measured_speeds`, ``meta['emulated_speed']``). Other sessions' load moves
-it (once the little core of emulated-biglittle-1+1 ran at the big one's speed for a whole profile), so an
-emulated configuration's times are scaled to the share the topology sets (:func:`emulation_correction`,
-``meta['emulation_correction']``), with a warning when it strayed by more than 10 %.
+timed (:func:`pipeit_ros.hw.emulation.measured_speeds`, ``meta['emulated_speed']``, a warning when it strayed
+by more than 10 %). Other sessions' load moves it (once the little core of emulated-biglittle-1+1 ran at the big
+one's speed for a whole profile), so an emulated configuration's times are scaled so that its whole-model time
+is the reference configuration's / the share the topology sets (:func:`emulation_correction`,
+``meta['emulation_correction']``).
 
 A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
 adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
@@ -78,7 +79,7 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v11-emulation-whole-fit'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v12-emulation-by-whole'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
@@ -157,7 +158,10 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     speeds = measured_speeds(topology, held_shares(shares))
     for line in speed_warnings(topology, [speeds], where='profile: '):
         log(line)
-    factors = emulation_correction(configs, speeds)
+    n = len(segments)
+    factors = emulation_correction(configs, [float(measure.summarise(r['times'], stat='mean' if c.emulate_share
+                                                                      else 'median')[0][n + 1])
+                                             for c, r in zip(configs, results)])
     for res, f in zip(results, factors):
         res['times'] = res['times'] * f
     table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
@@ -284,19 +288,26 @@ def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
             'footprint': max(procmem.anonymous_now() - start, 0)}
 
 
-def emulation_correction(configs, speeds, limits=LOAD_LIMITS):
+def emulation_correction(configs, whole_ms, limits=LOAD_LIMITS):
     """Per configuration, the factor its measured times are scaled by so that an emulated cluster is as much
-    slower than the others as the topology says: the speed it measured (``speeds``,
-    hw.emulation.measured_speeds) / its ``emulate_share`` (within ``limits``, a broken measurement beyond
-    them; a little core that ran at the big one's speed, 1.0 against 0.5, is timed twice as slow); 1 for the
-    others and where nothing was measured. The co-runners' share of a CPU moves with other sessions' load
+    slower than the others as the topology says: ``whole_ms`` (the whole model's time on each configuration,
+    measured in the same interleaved rounds) of the reference configuration with as many cores on a cluster
+    without emulation, / ``emulate_share``, / its own (within ``limits``, a broken measurement beyond them: a
+    little core that ran at the big one's speed, 1.0 against 0.5, is timed twice as slow); 1 for the others and
+    where there is no reference. The co-runners' share of a CPU moves with other sessions' load
     (hw.emulation): a profile in which the little core ran at the big one's speed would otherwise plan for a
-    machine without a little core."""
+    machine without a little core. The run-queue shares (``meta['emulated_speed']``) say the same where the
+    threads run back to back, but a worker woken for a short burst waits up to a time slice first: one profile
+    put the little core at 0.17 of the big one by its shares where the whole model's times said 0.42."""
+    reference = {}
+    for cfg, ms in zip(configs, whole_ms):
+        if cfg.emulate_share is None and ms > 0:
+            reference.setdefault(cfg.cores, ms)
     out = []
-    for cfg in configs:
-        got = speeds.get(cfg.cluster)
-        out.append(1.0 if cfg.emulate_share is None or not got
-                   else float(np.clip(got / cfg.emulate_share, 1 / limits[1], limits[1])))
+    for cfg, ms in zip(configs, whole_ms):
+        ref = reference.get(cfg.cores)
+        out.append(1.0 if cfg.emulate_share is None or not ref or not ms > 0
+                   else float(np.clip(ref / (cfg.emulate_share * ms), 1 / limits[1], limits[1])))
     return out
 
 
