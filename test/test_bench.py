@@ -98,7 +98,8 @@ def test_cli_bench_tiny_json_has_every_candidate(run_cli, tmp_path):
     (['tiny', '--stages', '0-2@c0,3-8@c1', '--max-cut-tensors', '1'], 'not a legal cut point'),
     (['tiny', '--max-cut-tensors', '0'], '--max-cut-tensors must be >= 1'),
     (['tiny', '--seconds', '0'], '--seconds must be > 0'),
-], ids=['model', 'only', 'stage-alone', 'illegal-cut', 'cut-limit', 'seconds'])
+    (['tiny', '--rate', '0'], '--rate must be > 0'),
+], ids=['model', 'only', 'stage-alone', 'illegal-cut', 'cut-limit', 'seconds', 'rate'])
 def test_cli_bad_input_exits_2(run_cli, argv, words):
     code, out, err = run_cli('bench', *argv, '--topology', 'emulated-2x1', '--no-progress')
     assert code == 2 and words in err and out == ''
@@ -147,3 +148,39 @@ def test_same_plans_in_a_run_are_compared(result):
         fps = [result.candidates[n].fps for n in item['candidates']]
         assert specs == {item['spec']} and max(fps) / min(fps) - 1 > bench.NOISE_SPREAD
     assert table.count('warning:') == len(result.noise) and 'noise' in result.to_dict()
+
+
+@pytest.mark.parametrize('a, b, want', [
+    ([10.0, 20.0, 40.0], [5.0, 10.0, 20.0], (2.0, 2.0, 2.0)),          # drift between rounds cancels
+    ([10.0, 30.0, 12.0], [10.0, 10.0, 40.0], (1.0, 0.3, 3.0)),         # paired: not the ratio of medians (12/10)
+    ([10.0, 0.0, 12.0], [5.0, 10.0, 6.0], (2.0, 2.0, 2.0)),            # a round that measured nothing is left out
+], ids=['drift', 'paired', 'unmeasured-round'])
+def test_ratios_are_paired_by_round(a, b, want):
+    got = bench.paired_ratio(a, b)
+    assert (got['median'], got['min'], got['max']) == pytest.approx(want)
+    assert bench.round_ratio(a, b) == pytest.approx(want[0])
+    assert bench.paired_ratio([0.0], [1.0]) is None and bench.round_ratio([], []) is None
+
+
+@needs_cpus_0_1
+def test_plan_ratios_and_measured_speeds_per_round(result):
+    """Every plan has a paired ratio to every baseline, one per round; every window says what speed the
+    emulated clusters ran at (none here: test-2x1 emulates nothing)."""
+    assert set(result.paired) == {'plan'} and set(result.paired['plan']) == set(NAMES)
+    for name, got in result.paired['plan'].items():
+        assert len(got['rounds']) == 2 and got['min'] <= got['median'] <= got['max'], name
+    best = result.best_baseline
+    assert result.candidates['plan'].ratio_best == pytest.approx(result.paired['plan'][best]['median'])
+    assert all(c.speeds == [{}, {}] for n, c in result.candidates.items()), result.candidates
+    assert result.emulation == [] and 'median of per-round ratios' in bench.format_table(result)
+
+
+@needs_cpus_0_1
+def test_paced_producer_sends_at_most_one_frame_per_period(tiny):
+    """With ``rate`` the producer sends one frame per period (a camera), never a burst: a round of 0.2 s at
+    20 frames/s gets at most 5 frames whatever the machine, where the saturated tiny net takes hundreds."""
+    plan = parse_spec('0-3@c0,4-8@c1', TOPO, n_layers=len(tiny.layers))
+    result = bench.run_benchmark(tiny, TOPO, {'plan': plan}, seconds=0.4, rounds=2, warmup=1, progress=False,
+                                 rate=20.0)
+    c = result.candidates['plan']
+    assert 0 < c.frames <= 2 * 5 and result.method['rate'] == 20.0

@@ -348,3 +348,39 @@ def test_another_live_emulation_on_our_cpus_is_reported():
         sleeper.kill()
         sleeper.wait()
         os.remove(path)
+
+
+# ---------------------------------------------------------------- the speed the emulation gave
+
+def test_measured_speeds_compare_the_emulated_cpus_with_the_others():
+    topo = Topology(clusters=(Cluster('big', (0, 1), 'host', 1.0), Cluster('little', (2, 3), 'host', 0.5,
+                                                                            emulate_share=0.5)), name='t', source='test')
+    assert emulation.measured_speeds(topo, {0: 0.9, 1: 0.7, 2: 0.4, 3: 0.4}) == pytest.approx({'little': 0.5})
+    assert emulation.measured_speeds(topo, {0: 0.8, 2: 0.8}) == pytest.approx({'little': 1.0})
+    assert emulation.measured_speeds(topo, {2: 0.5}) == {} and emulation.measured_speeds(topo, {0: 1.0}) == {}
+    assert emulation.speed_warnings(topo, [{'little': 0.47}, {'little': 0.54}]) == []
+    [line] = emulation.speed_warnings(topo, [{'little': 0.5}, {'little': 0.9}], where='x: ')
+    assert line.startswith('warning: x: emulated cluster little ran at 0.50-0.90') and '2 windows' in line
+
+
+@needs_two_cpus
+def test_held_shares_of_pinned_threads():
+    """A thread pinned to one CPU shows up under that CPU, with a share in (0, 1]; unpinned ones do not."""
+    from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    before, after = {}, {}
+
+    def spin():
+        os.sched_setaffinity(threading.get_native_id(), {cpu})
+        before.update(pinned_run_wait())
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        after.update(pinned_run_wait())
+    t = threading.Thread(target=spin)
+    t.start()
+    t.join()
+    delta = run_wait_delta(before, after)
+    assert delta[cpu][0] >= 0.04e9 and set(delta) <= set(os.sched_getaffinity(0))
+    assert 0 < held_shares(delta)[cpu] <= 1
+    assert held_shares({cpu: (10, 0)}) == {}    # ran less than the minimum: not a measurement

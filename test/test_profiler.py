@@ -130,6 +130,30 @@ def test_profile_times_configurations_in_memory_waves(tiny_graph, monkeypatch):
     assert table.session_bytes.shape == table.seg_ms.shape
 
 
+def test_emulation_correction_scales_an_emulated_cluster_to_its_share():
+    """A little core whose whole model ran as fast as the big one's (1.0 against 0.5) is timed twice as slow; one
+    four times slower, half as slow; a broken measurement is bounded; clusters without emulation stay as
+    measured, and a configuration is compared with the reference of as many cores."""
+    big, little = measure.CoreConfig('big', 1, (0,), 1.0), measure.CoreConfig('little', 1, (1,), 0.5, 0.5)
+    assert profiler.emulation_correction([big, little], [100.0, 100.0]) == pytest.approx([1.0, 2.0])
+    assert profiler.emulation_correction([big, little], [100.0, 400.0]) == pytest.approx([1.0, 0.5])
+    assert profiler.emulation_correction([big, little], [100.0, 200.0]) == pytest.approx([1.0, 1.0])
+    assert profiler.emulation_correction([big, little], [100.0, 1.0]) == pytest.approx([1.0, 4.0])
+    little2 = measure.CoreConfig('little', 2, (1, 2), 0.5, 0.5)
+    assert profiler.emulation_correction([big, little, little2], [100.0, 100.0, 60.0]) == [1.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize('alone, pairs, whole, want_scale', [
+    ([2.0, 1.0, 3.0], [2.6, 3.9], 5.5, 1.0),     # the whole is faster than its segments: cuts make up for it
+    ([2.0, 1.0, 3.0], [2.6, 3.9], 12.0, 2.0),    # slower (its long runs were preempted): segments scale up
+], ids=['cuts', 'preempted'])
+def test_fit_segments_makes_one_stage_cost_the_whole_model(alone, pairs, whole, want_scale):
+    seg, cut, scale = profiler.fit_segments(alone, pairs, whole)
+    assert scale == pytest.approx(want_scale)
+    assert seg.sum() == pytest.approx(whole)      # the model as one stage costs what it measured
+    assert np.all(cut >= 0) and cut[0] == 0.0
+
+
 def test_split_cuts_is_what_a_pair_saves_within_bounds():
     alone = np.array([2.0, 1.0, 3.0, 0.5])
     pairs = np.array([2.6, 3.9, 4.0])   # saves 0.4, 0.1 and -0.5 (noise)
@@ -220,6 +244,7 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert table.meta['schedule'] == [[(r + j) % n_cfg for j in range(n_cfg)] for r in range(3)]   # interleaved
     assert not any('further waves' in line for line in logs)
     assert len(table.meta['sessions_footprint_bytes']) == n_cfg
+    assert table.meta['emulated_speed'] == {} and table.meta['emulation_correction'] == [1.0] * n_cfg
     logs.clear()
     again = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)
     assert any('reusing cached profile' in line for line in logs)

@@ -8,8 +8,17 @@ How it measures (also printed by ``pipeit bench`` and stored in :attr:`BenchResu
 - frames/s of a round = (n - 1) / (t_done of last - t_done of first) over the n frames that came out inside the
   round's window (steady state: the pipeline's fill time is left out); a candidate's figure is the median over
   rounds (min and max kept too);
+- ratios between candidates are paired by round: the median over rounds of (a's frames/s / b's) in the same
+  round, so that drift between rounds cancels (:func:`round_ratio`); a plan's ratio to every baseline is kept
+  with its range over rounds (:attr:`BenchResult.paired`);
+- the speed each emulated cluster gave: in every candidate's window, the run-queue share our pinned threads got
+  on each CPU (:func:`pipeit_ros.hw.threads.held_shares`), as the emulated cluster's speed relative to the
+  others (:func:`pipeit_ros.hw.emulation.measured_speeds`); a window that left the share set by more than 10 %
+  is a warning next to the table (other sessions' load moves it, see the emulation module);
 - latency = first stage start -> in-order output, per frame (the wait in the input queue is left out: it
-  depends on the producer); p50/p99 over all frames of all rounds;
+  depends on the producer); p50/p99 over all frames of all rounds. Saturated, a frame also waits in the queue
+  before a slower stage (YOLOv8n's latency plan: p50 592 ms against 305 predicted); ``rate`` paces the producer
+  as a camera would, and latencies at one rate compare plans as a robot would see them;
 - memory: each candidate runs first in a fresh process of its own (:mod:`pipeit_ros.engine.footprint`), one after
   another, before any is built here: its PSS after a few frames (and peak RSS) does not depend on the order;
   shown next to the plan's predicted memory;
@@ -35,10 +44,13 @@ from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw.cpus import allowed_cpus, pin_current_thread
+from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
+from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
 from pipeit_ros.planning.baselines import NAMES as BASELINE_NAMES
 
 TIMELINE_FRAMES = 400   # frames per replica recorded in the last round for the Gantt chart
 NOISE_SPREAD = 0.05     # candidates of one spec measured further apart than this (max / min - 1): a noisy run
+MIN_RUN_SHARE = 0.05    # a CPU counts in a window's measured speed where our pinned threads ran this much of it
 
 
 @dataclass
@@ -56,8 +68,9 @@ class CandidateResult:
     predicted_mb: float | None = None  # the plan's notes['memory_mib']
     memory_error: str | None = None
     stages: list = field(default_factory=list)     # StageStats dicts (summed over rounds) + 'utilisation'
-    ratio_ort: float | None = None
+    ratio_ort: float | None = None     # median over rounds of the per-round ratio (round_ratio)
     ratio_best: float | None = None
+    speeds: list = field(default_factory=list)     # per round {emulated cluster: measured speed} (its window)
     plan: dict | None = None
     timeline: list = field(default_factory=list)   # (stage, replica, seq, t_start_s, t_end_s) of the last round
 
@@ -81,11 +94,14 @@ class BenchResult:
     best_baseline: str | None = None
     stage_alone: dict = field(default_factory=dict)   # candidate -> [{stage, ms, replicas, fps_bound}]
     noise: list = field(default_factory=list)         # same_spec_spread() of the candidates
+    paired: dict = field(default_factory=dict)        # plan -> baseline -> paired_ratio()
+    emulation: list = field(default_factory=list)     # speed_warnings() of the candidates' windows
 
     def to_dict(self, timeline=False):
         return {'model': self.model, 'machine': self.machine, 'topology': self.topology, 'method': self.method,
                 'seconds': self.seconds, 'rounds': self.rounds, 'warmup': self.warmup,
                 'best_baseline': self.best_baseline, 'stage_alone': self.stage_alone, 'noise': self.noise,
+                'paired': self.paired, 'emulation': self.emulation,
                 'candidates': {k: c.to_dict(timeline) for k, c in self.candidates.items()}}
 
 
@@ -103,6 +119,21 @@ def same_spec_spread(fps, specs, limit=NOISE_SPREAD):
         if len(names) > 1 and max(values) / min(values) - 1 > limit:
             out.append({'spec': spec, 'candidates': names, 'fps': values, 'spread': max(values) / min(values) - 1})
     return out
+
+
+def paired_ratio(rounds_a, rounds_b):
+    """a's frames/s over b's, round by round (both measured in the same round, close in time):
+    {'median', 'min', 'max', 'rounds'}; None when no round measured both."""
+    got = [a / b for a, b in zip(rounds_a, rounds_b) if a and b]
+    if not got:
+        return None
+    return {'median': float(np.median(got)), 'min': min(got), 'max': max(got), 'rounds': got}
+
+
+def round_ratio(rounds_a, rounds_b):
+    """The median of :func:`paired_ratio` (None when no round measured both)."""
+    got = paired_ratio(rounds_a, rounds_b)
+    return None if got is None else got['median']
 
 
 def noise_warnings(noise, where=''):
@@ -186,8 +217,9 @@ class LoopWorker:
 
 
 class _EngineCandidate:
-    def __init__(self, graph, plan, x, warmup, queue_size):
+    def __init__(self, graph, plan, x, warmup, queue_size, rate=None):
         self.plan = plan
+        self.period = 1.0 / rate if rate else 0.0
         self.replicas = [s.replicas for s in plan.stages]
         self.done = []
         self.lat = []
@@ -214,8 +246,15 @@ class _EngineCandidate:
         clock = time.perf_counter
         t0 = clock()
         end = t0 + seconds
-        while clock() < end:
-            pipe.submit(x)
+        if self.period:       # paced: one frame per period, as a camera would send them
+            due = t0
+            while due < end:
+                time.sleep(max(0.0, due - clock()))
+                pipe.submit(x)
+                due = max(due + self.period, clock())   # behind (a full queue): no burst to catch up
+        else:
+            while clock() < end:
+                pipe.submit(x)
         pipe.drain()
         wall = clock() - t0
         after = pipe.stats()
@@ -293,9 +332,11 @@ def stage_alone(graph, plan, seconds=1.0, warmup=5, x=None):
 
 
 def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20, bare=False, progress=True,
-                  stage_alone_for=(), queue_size=2, log=None):
+                  stage_alone_for=(), queue_size=2, log=None, rate=None):
     """Measure every plan of ``candidates`` ({name: Plan}) and, with ``bare``, the plain loop; see the module
-    docstring for how. ``stage_alone_for``: candidate names whose stages are also measured alone."""
+    docstring for how. ``stage_alone_for``: candidate names whose stages are also measured alone. ``rate``:
+    frames/s the producer sends at (a camera's rate), instead of as fast as the first stage takes them; the
+    latency then leaves out the waits in the queues between stages that saturation puts there."""
     if not candidates:
         raise PipeitError('nothing to benchmark: no candidate plan')
     rounds = max(1, int(rounds))
@@ -314,7 +355,7 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
         res.peak_rss_mb, res.memory_error = mem.get('peak_rss_mb'), mem.get('error')
     try:
         for name, plan in candidates.items():
-            runners[name] = _EngineCandidate(graph, plan, x, warmup, queue_size)
+            runners[name] = _EngineCandidate(graph, plan, x, warmup, queue_size, rate)
         if bare:
             s = candidates[reference].stages[0]
             cpus = s.replica_cpus()[0]
@@ -331,8 +372,11 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
                 for j in range(len(names)):
                     name = names[(j + r) % len(names)]
                     bar.set_postfix_str(name)
+                    before = pinned_run_wait()
                     done, lat, delta, tl = runners[name].round(seconds / rounds, last)
                     res = results[name]
+                    shares = held_shares(run_wait_delta(before, pinned_run_wait()), min_run_ns=MIN_RUN_SHARE * seconds / rounds * 1e9)
+                    res.speeds.append(measured_speeds(topology, shares))
                     res.fps_rounds.append(_round_fps(done))
                     res.frames += len(done)
                     lats[name].extend(lat)
@@ -358,9 +402,11 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
     best = max(base, key=base.get) if base else None
     for res in results.values():
         if base.get('ort_all_cores'):
-            res.ratio_ort = res.fps / base['ort_all_cores']
+            res.ratio_ort = round_ratio(res.fps_rounds, results['ort_all_cores'].fps_rounds)
         if best and base[best]:
-            res.ratio_best = res.fps / base[best]
+            res.ratio_best = round_ratio(res.fps_rounds, results[best].fps_rounds)
+    paired = {p: {b: paired_ratio(results[p].fps_rounds, results[b].fps_rounds) for b in base}
+              for p in results if p not in BASELINE_NAMES and p != 'bare'}
     method = {'rounds': rounds, 'seconds_per_round': seconds / rounds, 'warmup_frames': warmup,
               'order': 'all candidates alive; each round runs every candidate once, order rotated per round',
               'fps': 'median over rounds of steady-state (n-1)/(last-first output) inside the round window',
@@ -368,13 +414,15 @@ def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20
               'memory': 'PSS of a fresh process running only the candidate, after a few frames, its weight '
                         'pages counted whole (MiB); predicted: the plan\'s memory model',
               'utilisation': 'stage busy time / (round wall time x replicas)', 'queue_size': queue_size,
+              'rate': rate,
               'bare_reference': reference if bare else None}
     return BenchResult(candidates=results, seconds=seconds, rounds=rounds, warmup=warmup, method=method,
                        machine=machine_info(), topology=topology.to_dict(),
                        model={'path': graph.path, 'hash': graph.model_hash, 'layers': len(graph.layers)},
                        best_baseline=best, stage_alone=alone,
                        noise=same_spec_spread({n: r.fps for n, r in results.items()},
-                                              {n: r.spec for n, r in results.items()}))
+                                              {n: r.spec for n, r in results.items()}),
+                       paired=paired, emulation=speed_warnings(topology, [s for r in results.values() for s in r.speeds]))
 
 
 def format_table(result):
@@ -412,7 +460,20 @@ def format_table(result):
         elif eng and bare:
             lines.append(f'engine overhead: {ref} {eng:.1f} vs bare {bare:.1f} frames/s '
                          f'(throughput {(eng / bare - 1) * 100:+.1f}%, {1e3 / eng - 1e3 / bare:+.3f} ms per frame)')
+    for name, ratios in result.paired.items():
+        got = [f'{b} {r["median"]:.2f} ({r["min"]:.2f}-{r["max"]:.2f})' for b, r in ratios.items() if r]
+        if got:
+            lines.append(f'{name} / baseline, median of per-round ratios (range): ' + ', '.join(got))
+    speeds = {}
+    for c in result.candidates.values():
+        for s in c.speeds:
+            for cluster, v in s.items():
+                speeds.setdefault(cluster, []).append(v)
+    for cluster, got in speeds.items():
+        lines.append(f'emulated {cluster}: measured speed {np.median(got):.2f} of the others\' (median of '
+                     f'{len(got)} windows, {min(got):.2f}-{max(got):.2f})')
     lines += noise_warnings(result.noise)
+    lines += result.emulation
     return '\n'.join(lines)
 
 

@@ -126,16 +126,23 @@ def _candidates(graph, topology, log, progress=True):
 def make_row(net, fps, predicted, specs, *, notes=(), fps_rounds=None, layers=0, model_hash=''):
     """A NetResult from measured frames/s per column: the best baselines and every ratio."""
     fps = {col: fps.get(col) for col in COLUMNS}
+    fps_rounds = fps_rounds or {}
     best = max(BASELINES, key=lambda col: fps[col] or 0.0)
     kernel = max(KERNEL_LEVEL, key=lambda col: fps[col] or 0.0)
+
+    def ratio(a, b):
+        """Paired by round where both have rounds (bench.round_ratio), else the ratio of the figures."""
+        if not (fps[a] and fps[b]):
+            return None
+        paired = bench.round_ratio(fps_rounds.get(a) or [], fps_rounds.get(b) or [])
+        return fps[a] / fps[b] if paired is None else paired
     return NetResult(
-        net=net, layers=layers, model_hash=model_hash, fps=fps, fps_rounds=fps_rounds or {},
+        net=net, layers=layers, model_hash=model_hash, fps=fps, fps_rounds=fps_rounds,
         predicted={col: predicted.get(col) for col in COLUMNS}, specs={col: specs.get(col) for col in COLUMNS},
-        best_baseline=best,
-        ratio={col: fps[col] / fps[best] if fps[col] and fps[best] else None for col in COLUMNS},
-        ratio_kernel={col: fps[col] / fps[kernel] if fps[col] and fps[kernel] else None for col in COLUMNS},
-        ours_vs_paper=fps['pipeit_exact'] / fps['pipeit_paper'] if fps['pipeit_exact'] and fps['pipeit_paper']
-        else None, notes=list(notes), noise=bench.same_spec_spread(fps, specs))
+        best_baseline=best, ratio={col: ratio(col, best) for col in COLUMNS},
+        ratio_kernel={col: ratio(col, kernel) for col in COLUMNS},
+        ours_vs_paper=ratio('pipeit_exact', 'pipeit_paper'), notes=list(notes),
+        noise=bench.same_spec_spread(fps, specs))
 
 
 def assemble(rows, topology, emulation, machine, method, wall_s=0.0):

@@ -48,6 +48,9 @@ def add_arguments(parser):
     parser.add_argument('--rounds', type=int, default=5, metavar='N', help='rounds over all candidates (default 5)')
     parser.add_argument('--warmup', type=int, default=20, metavar='N', help='warm-up frames per candidate')
     parser.add_argument('--queue-size', type=int, default=2, metavar='N', help='frames per inter-stage queue')
+    parser.add_argument('--rate', type=float, default=None, metavar='FPS',
+                        help='send frames at this rate, as a camera would (default: as fast as the first stage '
+                             'takes them); latencies then leave out the queueing that saturation adds')
     parser.add_argument('--only', metavar='NAMES', help='comma-separated baselines to run (default: all)')
     parser.add_argument('--bare', action='store_true',
                         help='also a plain onnxruntime loop on the same cores (the engine\'s own overhead)')
@@ -88,6 +91,7 @@ def run(args):
     check_number('--rounds', args.rounds, 1, 1000)
     check_number('--warmup', args.warmup, 0, 100_000)
     check_number('--queue-size', args.queue_size, 1, 1024)
+    check_number('--rate', args.rate, 0, 100_000, low_open=True)
     if args.plot:
         args.plot = plot_path(args.plot)
     cache.cache_dir()                  # an unusable cache is said before anything is measured
@@ -126,7 +130,8 @@ def run(args):
     with _emulated(topology):
         result = bench.run_benchmark(graph, topology, candidates, seconds=args.seconds, rounds=args.rounds,
                                      warmup=args.warmup, bare=args.bare, progress=not args.no_progress,
-                                     stage_alone_for=alone, queue_size=args.queue_size, log=note)
+                                     stage_alone_for=alone, queue_size=args.queue_size, log=note,
+                                     rate=args.rate)
     if args.plot:
         try:
             plot(result, args.plot)

@@ -17,6 +17,13 @@ other, YOLOv8n on emulated-biglittle-1+1 once came out with the big core at 352 
 configurations' sessions live at once where memory allows, else in waves (``WAVE_MEMORY_MARGIN``);
 ``meta['schedule']`` records the order run.
 
+What an emulated cluster gave is measured too: the run-queue shares our pinned threads got on each CPU while
+timed (:func:`pipeit_ros.hw.emulation.measured_speeds`, ``meta['emulated_speed']``, a warning when it strayed
+by more than 10 %). Other sessions' load moves it (once the little core of emulated-biglittle-1+1 ran at the big
+one's speed for a whole profile), so an emulated configuration's times are scaled so that its whole-model time
+is the reference configuration's / the share the topology sets (:func:`emulation_correction`,
+``meta['emulation_correction']``).
+
 A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
 adjacent segments is also timed as one model, and ``cut_ms`` at the cut between them is what the pair saves
 against its two segments run apart, scaled so that the whole model as one stage costs what it measured. ``seg_ms`` then holds each segment's time inside a stage.
@@ -62,6 +69,8 @@ from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
+from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
+from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
 from pipeit_ros.plan import parse_spec
 
 DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurations stays well under a minute
@@ -70,7 +79,7 @@ BURST = 2                  # timed runs per call per round, after one untimed ru
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v10-interleaved'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v12-emulation-by-whole'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
@@ -137,8 +146,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                 if step > 0:
                     bar.update(step)
                     done[0] += step
-            results, feeds, schedule = _measure_configs(configs, blobs, pairs, whole, rng, timing, tick,
-                                                        graph.weights, log)
+            results, feeds, schedule, shares = _measure_configs(configs, blobs, pairs, whole, rng, timing, tick,
+                                                                graph.weights, log)
             bar.update(max(total - done[0], 0))
             for cfg, res in zip(configs, results):
                 bar.set_description_str(f'profile {cfg} under load')
@@ -146,8 +155,19 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                 res['loaded'] = (measure.time_under_load(whole, cfg, feeds[0], others, budget_s=LOAD_BUDGET_S,
                                                          weights=graph.weights)
                                  if others else None)
+    speeds = measured_speeds(topology, held_shares(shares))
+    for line in speed_warnings(topology, [speeds], where='profile: '):
+        log(line)
+    n = len(segments)
+    factors = emulation_correction(configs, [float(measure.summarise(r['times'], stat='mean' if c.emulate_share
+                                                                      else 'median')[0][n + 1])
+                                             for c, r in zip(configs, results)])
+    for res, f in zip(results, factors):
+        res['times'] = res['times'] * f
     table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
                       dict(timing, budget_s=None if reps else budget_s, reps=reps, schedule=schedule))
+    table.meta['emulated_speed'] = speeds    # what each emulated cluster gave while timed (hw.emulation)
+    table.meta['emulation_correction'] = factors
     table = process_memory(table, graph, topology, configs, log)
     table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
@@ -187,9 +207,9 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
     configuration's sessions took; otherwise the wave is timed and its sessions freed first, and the next
     wave starts. Returns (per configuration {'times', 'session_bytes', 'arena_bytes', 'held_bytes',
     'footprint'}, every segment's input, the schedule: per wave and repetition the configuration indices in
-    the order run).
+    the order run, and {cpu: (run ns, run-queue wait ns)} of the pinned threads while timed, hw.threads).
     """
-    results, feeds, schedule, footprint = [None] * len(configs), None, [], 0
+    results, feeds, schedule, footprint, shares = [None] * len(configs), None, [], 0, {}
     pending = list(range(len(configs)))
     while pending:
         wave, workers = [], []     # (configuration index, its worker, what _build_config returned)
@@ -207,8 +227,11 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
                 log(f'profile: {len(wave)} of {len(configs)} configurations\' sessions fit in memory '
                     f'({footprint / procmem.MIB:.0f} MiB each); the rest are timed in further waves')
             order, first = [], len(schedule)
+            before = pinned_run_wait()
             times = measure.time_interleaved([(worker, built['calls']) for _, worker, built in wave], tick=tick,
                                              burst=BURST, schedule=order, **timing)
+            for cpu, (run, wait) in run_wait_delta(before, pinned_run_wait()).items():
+                shares[cpu] = (shares.get(cpu, (0, 0))[0] + run, shares.get(cpu, (0, 0))[1] + wait)
             for (i, _, built), t in zip(wave, times):
                 results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint')},
                                   times=t)
@@ -220,7 +243,7 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
             for worker in workers:
                 worker.close()
             wave, built = [], None     # the sessions go with the last references to them
-    return results, feeds, schedule
+    return results, feeds, schedule, shares
 
 
 def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
@@ -265,19 +288,42 @@ def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
             'footprint': max(procmem.anonymous_now() - start, 0)}
 
 
+def emulation_correction(configs, whole_ms, limits=LOAD_LIMITS):
+    """Per configuration, the factor its measured times are scaled by so that an emulated cluster is as much
+    slower than the others as the topology says: ``whole_ms`` (the whole model's time on each configuration,
+    measured in the same interleaved rounds) of the reference configuration with as many cores on a cluster
+    without emulation, / ``emulate_share``, / its own (within ``limits``, a broken measurement beyond them: a
+    little core that ran at the big one's speed, 1.0 against 0.5, is timed twice as slow); 1 for the others and
+    where there is no reference. The co-runners' share of a CPU moves with other sessions' load
+    (hw.emulation): a profile in which the little core ran at the big one's speed would otherwise plan for a
+    machine without a little core. The run-queue shares (``meta['emulated_speed']``) say the same where the
+    threads run back to back, but a worker woken for a short burst waits up to a time slice first: one profile
+    put the little core at 0.17 of the big one by its shares where the whole model's times said 0.42."""
+    reference = {}
+    for cfg, ms in zip(configs, whole_ms):
+        if cfg.emulate_share is None and ms > 0:
+            reference.setdefault(cfg.cores, ms)
+    out = []
+    for cfg, ms in zip(configs, whole_ms):
+        ref = reference.get(cfg.cores)
+        out.append(1.0 if cfg.emulate_share is None or not ref or not ms > 0
+                   else float(np.clip(ref / (cfg.emulate_share * ms), 1 / limits[1], limits[1])))
+    return out
+
+
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
     n = len(segments)
     overhead, seg_ms, cut_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], [], []
-    loaded_ms, load_factor = [], []
+    loaded_ms, load_factor, segment_scale = [], [], []
     for cfg, res in zip(configs, results):
         stat = 'mean' if cfg.emulate_share else 'median'
         med, rel = measure.summarise(res['times'], stat=stat)
         overhead.append(med[0])
-        alone = np.maximum(med[1:n + 1] - med[0], FLOOR_MS)
-        cut = fit_cuts(split_cuts(alone, med[n + 2:] - med[0]), alone, med[n + 1] - med[0])
-        after = np.append(cut[1:], 0.0)
-        seg_ms.append(np.maximum(alone - (cut + after) / 2, FLOOR_MS))
+        seg, cut, scale = fit_segments(np.maximum(med[1:n + 1] - med[0], FLOOR_MS), med[n + 2:] - med[0],
+                                       med[n + 1] - med[0])
+        seg_ms.append(seg)
         cut_ms.append(cut)
+        segment_scale.append(scale)
         spread.append(rel[1:n + 1])
         whole_ms.append(med[n + 1])
         raw_sum.append(float(med[1:n + 1].sum()))
@@ -303,6 +349,7 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
                 model_path=str(getattr(graph, 'path', '')))
     meta['whole_from_table_ms'] = [float(s.sum() + o) for s, o in zip(seg_ms, overhead)]
     meta['whole_under_load_ms'] = loaded_ms
+    meta['segment_scale'] = segment_scale     # fit_segments: > 1 where the whole model ran slower than its segments
     meta['sessions_footprint_bytes'] = [int(r['footprint']) for r in results]   # all of a configuration's, run once
     return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
                      cut_ms=np.array(cut_ms), load_factor=np.array(load_factor), overhead_ms=np.array(overhead),
@@ -313,6 +360,24 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
                      session_bytes=np.array([r['session_bytes'] for r in results], dtype=float),
                      arena_bytes=np.array([r['arena_bytes'] for r in results], dtype=float), base_bytes=base_bytes,
                      held_bytes=[int(b) for b in np.max([r['held_bytes'] for r in results], axis=0)])
+
+
+def fit_segments(alone, pairs, whole):
+    """(seg_ms, cut_ms, scale) of one configuration from its segments alone, adjacent pairs alone and the whole
+    model (overhead excluded): the cuts of :func:`split_cuts` fitted by :func:`fit_cuts`, each segment less half
+    of the cut at either end. Where the whole model ran slower than its segments added up, cuts cannot make up
+    the difference, so the segments (and pairs) are scaled up by ``scale`` = whole / their sum first: a run of a
+    few ms is preempted by other processes where a 0.1 ms one mostly finishes within its slice (hw.emulation),
+    and a stage runs long like the whole model. Under another session's load LR-ASPP's segments added up to
+    120 ms on the big core against 230 for the whole model, while the little core's (timed by their mean, see
+    ``summarise``) matched it; the table without this put the big core 3.4x ahead where the whole model said 1.6x."""
+    alone, pairs = np.asarray(alone, float), np.asarray(pairs, float)
+    total = float(alone.sum())
+    scale = whole / total if 0 < total < whole else 1.0
+    alone, pairs = alone * scale, pairs * scale
+    cut = fit_cuts(split_cuts(alone, pairs), alone, whole)
+    after = np.append(cut[1:], 0.0)
+    return np.maximum(alone - (cut + after) / 2, FLOOR_MS), cut, scale
 
 
 def split_cuts(alone, pairs):
@@ -391,6 +456,11 @@ def describe(table):
                  f'{table.handover_ms_per_mb:.3f} ms/MB in one process; between two containers the sender pays '
                  f'{table.hop_send_fixed_ms:.3f} ms + {table.hop_send_ms_per_mb:.3f} ms/MB and the receiver '
                  f'{table.hop_recv_fixed_ms:.3f} ms + {table.hop_recv_ms_per_mb:.3f} ms/MB')
+    factors = dict(zip([f'{c}:{k}' for c, k in table.configs], table.meta.get('emulation_correction') or []))
+    for cluster, speed in (table.meta.get('emulated_speed') or {}).items():
+        scaled = ', '.join(f'{k} x{f:.2f}' for k, f in factors.items() if k.startswith(f'{cluster}:'))
+        lines.append(f'emulated cluster {cluster} ran at {speed:.2f} of the others\' speed while profiled; its '
+                     f'times are scaled to the share the topology sets ({scaled})')
     return lines
 
 

@@ -19,6 +19,17 @@ the parent-death signal (SIGKILL when the thread that started it ends, also on S
 pinning and nice, then execs it. Co-runners stay in our session and process group: with autogroup
 scheduling nice levels weigh only inside one session, and Ctrl-C reaches them too.
 
+What the emulation cannot hold: with ``sched_autogroup_enabled=1`` (this VM) the fair scheduler first divides
+a CPU between sessions (autogroups), and only inside ours by nice level. Our session's weight is split over the
+CPUs by its runnable load there, so with the co-runner it weighs about twice as much on the emulated CPU as on
+the big one: another session's busy thread on the big CPU slows the big core more than the little one, on the
+little CPU it slows the little one more. Measured (3 s, pinned shell loops, the co-runner in our session, one
+outside busy loop in a new session; load average 5): little/big share 0.21-0.34 with no outside loop, 0.66-0.84
+with it on the big CPU, 0.12-0.62 on the little one, against the 0.5 set. Nothing we can set without privileges
+stops that, so measurements say what the CPUs gave: :func:`measured_speeds` turns the run-queue shares our
+pinned threads got (:func:`pipeit_ros.hw.threads.held_shares`) into each emulated cluster's speed relative to
+the others, and :func:`speed_warnings` says where it strayed from the share set.
+
 They stop on leaving :func:`emulated` (also by exception), on SIGTERM/SIGINT/SIGHUP (killed, then the
 previous handler runs), at interpreter exit, and when this process dies. A pid file under the cache's
 ``run/`` lists them; :func:`reap_leftovers` kills only processes that a pid file of a dead owner names, whose
@@ -93,6 +104,43 @@ def corunner_spec(share, max_per_cpu=MAX_PER_CPU, tolerance=0.01):
     count, nice = min(close, key=lambda p: (p[0], abs(weight_share(*p) - share))) if close else \
         min(pairs, key=lambda p: abs(weight_share(*p) - share))
     return CoRunnerSpec(target=share, count=count, nice=nice, share=weight_share(count, nice))
+
+
+SPEED_TOLERANCE = 0.10   # a measured emulated speed further than this (relative) from the share set: a warning
+
+
+def measured_speeds(topology, shares):
+    """{emulated cluster: the share of its CPUs our pinned threads got / that of the topology's other clusters'
+    CPUs} from ``shares`` ({cpu: share while runnable}, :func:`pipeit_ros.hw.threads.held_shares`): the speed
+    the emulation gave that cluster, to compare with its ``emulate_share``. A cluster is left out where its CPUs
+    or the reference CPUs were not measured (no pinned thread ran there)."""
+    def mean(cpus):
+        got = [shares[c] for c in cpus if c in shares]
+        return sum(got) / len(got) if got else None
+    reference = mean([cpu for c in topology.clusters if c.emulate_share is None for cpu in c.cpus])
+    out = {}
+    for c in topology.clusters:
+        own = mean(c.cpus) if c.emulate_share is not None else None
+        if own is not None and reference:
+            out[c.name] = own / reference
+    return out
+
+
+def speed_warnings(topology, speeds, where='', tolerance=SPEED_TOLERANCE):
+    """One line per emulated cluster whose :func:`measured_speeds` (a list of them, e.g. one per measuring
+    window) left ``emulate_share`` by more than ``tolerance`` of it."""
+    lines = []
+    for c in topology.clusters:
+        got = [s[c.name] for s in speeds if c.name in s]
+        if c.emulate_share is None or not got:
+            continue
+        low, high = min(got), max(got)
+        if max(abs(low / c.emulate_share - 1), abs(high / c.emulate_share - 1)) > tolerance:
+            lines.append(f'warning: {where}emulated cluster {c.name} ran at {low:.2f}-{high:.2f} of the others\' '
+                         f'speed (set: {c.emulate_share:g}; run-queue shares of our pinned threads, '
+                         f'{len(got)} window{"s" if len(got) > 1 else ""}): other sessions\' load moved it, so ratios between plans that use '
+                         f'it and plans that do not carry that error')
+    return lines
 
 
 # ---------------------------------------------------------------- /proc helpers

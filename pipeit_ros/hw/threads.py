@@ -6,6 +6,10 @@ limit) for each live Python thread of this process: ``stage_3.0`` and ``output``
 and of a run, ``spin.<node>`` and ``pump.<node>`` of the executors and pumps. Fast DDS names its own threads
 (``dds.*``). :func:`thread_cpu` reads each thread's CPU time in nanoseconds (``schedstat``), which counts only
 the time the thread ran, so a per-frame figure holds while other processes share the machine.
+
+:func:`pinned_run_wait` reads the other half of ``schedstat``: how long each thread waited on a run queue while
+it was runnable. For the threads pinned to one CPU, run / (run + wait) is the share of that CPU they got while
+they wanted it (:func:`held_shares`): the speed that CPU gave us, whatever else ran there.
 """
 import os
 import re
@@ -74,3 +78,42 @@ def per_frame_ms(before, after, frames):
         groups[key] = groups.get(key, 0.0) + used / 1e6 / max(1, frames)
     return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
+
+
+def pinned_run_wait(pid='self'):
+    """{cpu: (run ns, run-queue wait ns)} summed over the threads of ``pid`` pinned to exactly that one CPU
+    (``/proc/<pid>/task/<tid>/schedstat`` fields 1 and 2; threads free to move are left out)."""
+    out = {}
+    try:
+        tids = os.listdir(f'/proc/{pid}/task')
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            cpus = os.sched_getaffinity(int(tid))
+            if len(cpus) != 1:
+                continue
+            with open(f'/proc/{pid}/task/{tid}/schedstat') as f:
+                run, wait = (int(v) for v in f.read().split()[:2])
+        except (OSError, ValueError):
+            continue
+        cpu = next(iter(cpus))
+        r, w = out.get(cpu, (0, 0))
+        out[cpu] = (r + run, w + wait)
+    return out
+
+
+def run_wait_delta(before, after):
+    """{cpu: (run ns, wait ns)} between two :func:`pinned_run_wait` readings (a thread that ended in between
+    takes its time with it, so a CPU never goes negative)."""
+    out = {}
+    for cpu, (run, wait) in after.items():
+        r0, w0 = before.get(cpu, (0, 0))
+        out[cpu] = (max(run - r0, 0), max(wait - w0, 0))
+    return out
+
+
+def held_shares(run_wait, min_run_ns=1_000_000):
+    """{cpu: run / (run + wait)} of :func:`pinned_run_wait` figures (or their :func:`run_wait_delta`): the share
+    of each CPU our pinned threads got while runnable; CPUs where they ran less than ``min_run_ns`` are left out."""
+    return {cpu: run / (run + wait) for cpu, (run, wait) in run_wait.items() if run >= min_run_ns}
