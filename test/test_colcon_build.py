@@ -46,9 +46,9 @@ def test_installed_package_finds_its_share(install):
     shipped topologies resolve to share/pipeit_ros, and `pipeit --help` runs."""
     site = glob.glob(str(install / 'lib' / 'python3*' / 'site-packages'))[0]
     env = {**os.environ, 'AMENT_PREFIX_PATH': str(install), 'PYTHONPATH': site}
-    code = ('import pipeit_ros, pipeit_ros.app.layout as l, pipeit_ros.hw.topology as t; '
-            'print(pipeit_ros.__file__); print(l.default_params_file()); print(t.shipped_topologies()["rk3588"]); '
-            'print(l.DDS_PROFILES)')
+    code = ('import pipeit_ros, pipeit_ros.app.layout as l, pipeit_ros.app.dds_profile as d, '
+            'pipeit_ros.hw.topology as t; print(pipeit_ros.__file__); print(l.default_params_file()); '
+            'print(t.shipped_topologies()["rk3588"]); print(d.DDS_PROFILES)')
     out = subprocess.run([sys.executable, '-c', code], env=env, cwd=str(install), capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
@@ -56,7 +56,7 @@ def test_installed_package_finds_its_share(install):
     assert module.startswith(site)
     assert params == str(install / 'share' / 'pipeit_ros' / 'config' / 'pipeline.yaml')
     assert topo.startswith(str(install / 'share' / 'pipeit_ros' / 'config' / 'topologies'))
-    assert profile.startswith(site) and os.path.isfile(profile)     # the Fast DDS profile every node gets
+    assert profile.startswith(site) and os.path.isfile(profile)     # the shipped Fast DDS profile (the camera's)
     helped = subprocess.run([str(install / 'lib' / 'pipeit_ros' / 'pipeit'), 'bringup', '--help'], env=env,
                             capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and '--with-camera' in helped.stdout, helped.stderr
