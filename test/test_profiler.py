@@ -143,6 +143,18 @@ def test_emulation_correction_scales_an_emulated_cluster_to_its_share():
     assert profiler.emulation_correction([big, little, little2], [100.0, 100.0, 60.0]) == [1.0, 2.0, 1.0]
 
 
+def test_a_correction_far_from_1_while_the_emulation_held_is_a_warning():
+    """The emulated core ran at its share (0.50 of 0.5), yet its whole model needs x1.49: a slow spell elsewhere,
+    said once; a correction near 1, or one that only makes up for an emulation that strayed (which
+    hw.emulation.speed_warnings reports), is not."""
+    big, little = measure.CoreConfig('big', 1, (0,), 1.0), measure.CoreConfig('little', 1, (1,), 0.5, 0.5)
+    lines = profiler.correction_warnings([big, little], [1.0, 1.49], {'little': 0.50})
+    assert len(lines) == 1 and 'little:1' in lines[0] and 'x1.49' in lines[0] and '--no-cache' in lines[0]
+    assert profiler.correction_warnings([big, little], [1.0, 0.97], {'little': 0.50}) == []
+    assert profiler.correction_warnings([big, little], [1.0, 2.0], {'little': 1.0}) == []
+    assert profiler.correction_warnings([big, little], [1.0, 1.49], {}) == []
+
+
 @pytest.mark.parametrize('alone, pairs, whole, want_scale', [
     ([2.0, 1.0, 3.0], [2.6, 3.9], 5.5, 1.0),     # the whole is faster than its segments: cuts make up for it
     ([2.0, 1.0, 3.0], [2.6, 3.9], 12.0, 2.0),    # slower (its long runs were preempted): segments scale up

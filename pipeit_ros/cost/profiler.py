@@ -69,7 +69,7 @@ from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
-from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
+from pipeit_ros.hw.emulation import SPEED_TOLERANCE, measured_speeds, speed_warnings
 from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
 from pipeit_ros.plan import parse_spec
 
@@ -78,6 +78,7 @@ DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
+CORRECTION_TOLERANCE = 0.2  # an emulation correction further from 1 while the emulation held: a warning
 MIN_REPS, MAX_REPS = 7, 200
 PROFILE_FORMAT = 'v12-emulation-by-whole'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
@@ -162,6 +163,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     factors = emulation_correction(configs, [float(measure.summarise(r['times'], stat='mean' if c.emulate_share
                                                                       else 'median')[0][n + 1])
                                              for c, r in zip(configs, results)])
+    for line in correction_warnings(configs, factors, speeds):
+        log(line)
     for res, f in zip(results, factors):
         res['times'] = res['times'] * f
     table = _assemble(graph, topology, segments, configs, results, feeds, handover, DEFAULT_BASE_BYTES,
@@ -309,6 +312,24 @@ def emulation_correction(configs, whole_ms, limits=LOAD_LIMITS):
         out.append(1.0 if cfg.emulate_share is None or not ref or not ms > 0
                    else float(np.clip(ref / (cfg.emulate_share * ms), 1 / limits[1], limits[1])))
     return out
+
+
+def correction_warnings(configs, factors, speeds, tolerance=CORRECTION_TOLERANCE):
+    """One line per emulated configuration whose :func:`emulation_correction` left 1 by more than ``tolerance``
+    while its cluster's measured speed (``speeds``, :func:`pipeit_ros.hw.emulation.measured_speeds`) held the
+    share set: the emulation held, so the whole model's times disagree for another reason, a slow spell on one of
+    the CPUs while it was timed (one YOLOv8n profile here: the big core's whole model at 175 ms where the bench
+    measured 117, a x1.49 correction; profiled again, 115.6 ms and x0.97). The profile is then worth taking again."""
+    lines = []
+    for cfg, f in zip(configs, factors):
+        speed = speeds.get(cfg.cluster)
+        if (cfg.emulate_share is None or speed is None or abs(f - 1) <= tolerance
+                or abs(speed / cfg.emulate_share - 1) > SPEED_TOLERANCE):
+            continue
+        lines.append(f'warning: profile: {cfg.cluster}:{cfg.cores} ran at {speed:.2f} of the others\' speed as set, '
+                     f'yet its whole-model time needs x{f:.2f} to match: another CPU had a slow spell while '
+                     'timed; profile again (--no-cache) before trusting plans that use it')
+    return lines
 
 
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
