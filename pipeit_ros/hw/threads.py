@@ -40,15 +40,19 @@ def name_threads():
     return named
 
 
+def _tids(pid):
+    """The thread ids of process ``pid`` ([] when it is gone)."""
+    try:
+        return os.listdir(f'/proc/{pid}/task')
+    except OSError:
+        return []
+
+
 def thread_cpu(pid='self', names=None):
     """{tid: (name, cpu ns)} of every thread of process ``pid`` ({} when it is gone); ``names`` ({tid: name})
     overrides the OS names (e.g. this process' Python thread names)."""
     out = {}
-    try:
-        tids = os.listdir(f'/proc/{pid}/task')
-    except OSError:
-        return out
-    for tid in tids:
+    for tid in _tids(pid):
         try:
             with open(f'/proc/{pid}/task/{tid}/schedstat') as f:
                 ns = int(f.read().split()[0])
@@ -79,16 +83,11 @@ def per_frame_ms(before, after, frames):
     return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
 
-
 def pinned_run_wait(pid='self'):
     """{cpu: (run ns, run-queue wait ns)} summed over the threads of ``pid`` pinned to exactly that one CPU
     (``/proc/<pid>/task/<tid>/schedstat`` fields 1 and 2; threads free to move are left out)."""
     out = {}
-    try:
-        tids = os.listdir(f'/proc/{pid}/task')
-    except OSError:
-        return out
-    for tid in tids:
+    for tid in _tids(pid):
         try:
             cpus = os.sched_getaffinity(int(tid))
             if len(cpus) != 1:
