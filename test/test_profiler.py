@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from pipeit_ros.cost import profiler
+from pipeit_ros.cost import fitting, profiler
 from pipeit_ros.cost import timing as measure
 from pipeit_ros.hw.topology import Cluster, Topology
 
@@ -135,12 +135,12 @@ def test_emulation_correction_scales_an_emulated_cluster_to_its_share():
     four times slower, half as slow; a broken measurement is bounded; clusters without emulation stay as
     measured, and a configuration is compared with the reference of as many cores."""
     big, little = measure.CoreConfig('big', 1, (0,), 1.0), measure.CoreConfig('little', 1, (1,), 0.5, 0.5)
-    assert profiler.emulation_correction([big, little], [100.0, 100.0]) == pytest.approx([1.0, 2.0])
-    assert profiler.emulation_correction([big, little], [100.0, 400.0]) == pytest.approx([1.0, 0.5])
-    assert profiler.emulation_correction([big, little], [100.0, 200.0]) == pytest.approx([1.0, 1.0])
-    assert profiler.emulation_correction([big, little], [100.0, 1.0]) == pytest.approx([1.0, 4.0])
+    assert fitting.emulation_correction([big, little], [100.0, 100.0]) == pytest.approx([1.0, 2.0])
+    assert fitting.emulation_correction([big, little], [100.0, 400.0]) == pytest.approx([1.0, 0.5])
+    assert fitting.emulation_correction([big, little], [100.0, 200.0]) == pytest.approx([1.0, 1.0])
+    assert fitting.emulation_correction([big, little], [100.0, 1.0]) == pytest.approx([1.0, 4.0])
     little2 = measure.CoreConfig('little', 2, (1, 2), 0.5, 0.5)
-    assert profiler.emulation_correction([big, little, little2], [100.0, 100.0, 60.0]) == [1.0, 2.0, 1.0]
+    assert fitting.emulation_correction([big, little, little2], [100.0, 100.0, 60.0]) == [1.0, 2.0, 1.0]
 
 
 def test_a_correction_far_from_1_while_the_emulation_held_is_a_warning():
@@ -148,11 +148,11 @@ def test_a_correction_far_from_1_while_the_emulation_held_is_a_warning():
     said once; a correction near 1, or one that only makes up for an emulation that strayed (which
     hw.emulation.speed_warnings reports), is not."""
     big, little = measure.CoreConfig('big', 1, (0,), 1.0), measure.CoreConfig('little', 1, (1,), 0.5, 0.5)
-    lines = profiler.correction_warnings([big, little], [1.0, 1.49], {'little': 0.50})
+    lines = fitting.correction_warnings([big, little], [1.0, 1.49], {'little': 0.50})
     assert len(lines) == 1 and 'little:1' in lines[0] and 'x1.49' in lines[0] and '--no-cache' in lines[0]
-    assert profiler.correction_warnings([big, little], [1.0, 0.97], {'little': 0.50}) == []
-    assert profiler.correction_warnings([big, little], [1.0, 2.0], {'little': 1.0}) == []
-    assert profiler.correction_warnings([big, little], [1.0, 1.49], {}) == []
+    assert fitting.correction_warnings([big, little], [1.0, 0.97], {'little': 0.50}) == []
+    assert fitting.correction_warnings([big, little], [1.0, 2.0], {'little': 1.0}) == []
+    assert fitting.correction_warnings([big, little], [1.0, 1.49], {}) == []
 
 
 @pytest.mark.parametrize('alone, pairs, whole, want_scale', [
@@ -160,7 +160,7 @@ def test_a_correction_far_from_1_while_the_emulation_held_is_a_warning():
     ([2.0, 1.0, 3.0], [2.6, 3.9], 12.0, 2.0),    # slower (its long runs were preempted): segments scale up
 ], ids=['cuts', 'preempted'])
 def test_fit_segments_makes_one_stage_cost_the_whole_model(alone, pairs, whole, want_scale):
-    seg, cut, scale = profiler.fit_segments(alone, pairs, whole)
+    seg, cut, scale = fitting.fit_segments(alone, pairs, whole)
     assert scale == pytest.approx(want_scale)
     assert seg.sum() == pytest.approx(whole)      # the model as one stage costs what it measured
     assert np.all(cut >= 0) and cut[0] == 0.0
@@ -169,19 +169,19 @@ def test_fit_segments_makes_one_stage_cost_the_whole_model(alone, pairs, whole, 
 def test_split_cuts_is_what_a_pair_saves_within_bounds():
     alone = np.array([2.0, 1.0, 3.0, 0.5])
     pairs = np.array([2.6, 3.9, 4.0])   # saves 0.4, 0.1 and -0.5 (noise)
-    cut = profiler.split_cuts(alone, pairs)
+    cut = fitting.split_cuts(alone, pairs)
     np.testing.assert_allclose(cut, [0.0, 0.4, 0.1, 0.0])
-    assert np.all(profiler.split_cuts([1.0, 1.0], [0.1]) <= 1.0)   # never more than the smaller segment
+    assert np.all(fitting.split_cuts([1.0, 1.0], [0.1]) <= 1.0)   # never more than the smaller segment
 
 
 def test_fit_cuts_makes_one_stage_cost_the_whole_model():
     alone = np.array([2.0, 1.0, 3.0, 0.5])
     cut = np.array([0.0, 0.4, 0.2, 0.1])
-    fitted = profiler.fit_cuts(cut, alone, whole=5.5)              # the pairs saw 0.7 of the 1.0 saved
+    fitted = fitting.fit_cuts(cut, alone, whole=5.5)              # the pairs saw 0.7 of the 1.0 saved
     assert alone.sum() - fitted.sum() == pytest.approx(5.5)
     np.testing.assert_allclose(fitted / fitted.sum(), cut / cut.sum())
-    assert np.all(profiler.fit_cuts(cut, alone, whole=1.0) <= [0.0, 1.0, 1.0, 0.5])   # within bounds
-    np.testing.assert_allclose(profiler.fit_cuts(cut, alone, whole=7.0), 0.0)         # never negative
+    assert np.all(fitting.fit_cuts(cut, alone, whole=1.0) <= [0.0, 1.0, 1.0, 0.5])   # within bounds
+    np.testing.assert_allclose(fitting.fit_cuts(cut, alone, whole=7.0), 0.0)         # never negative
 
 
 def test_stage_time_pays_half_a_cut_at_each_end():

@@ -21,7 +21,7 @@ What an emulated cluster gave is measured too: the run-queue shares our pinned t
 timed (:func:`pipeit_ros.hw.emulation.measured_speeds`, ``meta['emulated_speed']``, a warning when it strayed
 by more than 10 %). Other sessions' load moves it (once the little core of emulated-biglittle-1+1 ran at the big
 one's speed for a whole profile), so an emulated configuration's times are scaled so that its whole-model time
-is the reference configuration's / the share the topology sets (:func:`emulation_correction`,
+is the reference configuration's / the share the topology sets (:func:`pipeit_ros.cost.fitting.emulation_correction`,
 ``meta['emulation_correction']``).
 
 A cut has a cost of its own (layout conversions at a model's ends, see :mod:`pipeit_ros.cost.table`): every pair of
@@ -64,12 +64,13 @@ from tqdm import tqdm
 
 from pipeit_ros import cache
 from pipeit_ros.cost import timing as measure
+from pipeit_ros.cost.fitting import FLOOR_MS, LOAD_LIMITS, correction_warnings, emulation_correction, fit_segments
 from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
 from pipeit_ros.engine import footprint
 from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
-from pipeit_ros.hw.emulation import SPEED_TOLERANCE, measured_speeds, speed_warnings
+from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
 from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
 from pipeit_ros.plan import parse_spec
 
@@ -77,14 +78,11 @@ DEFAULT_BUDGET_S = 6.0     # per core configuration; MobileNetV2 on 2 configurat
 DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
-LOAD_LIMITS = (1.0, 4.0)   # a load factor below 1 is noise; above 4 a broken measurement
-CORRECTION_TOLERANCE = 0.2  # an emulation correction further from 1 while the emulation held: a warning
 MIN_REPS, MAX_REPS = 7, 200
 PROFILE_FORMAT = 'v12-emulation-by-whole'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
-FLOOR_MS = 1e-3            # a segment never costs less than this once the overhead is taken off
 
 
 def cache_path(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAULT_BUDGET_S):
@@ -291,47 +289,6 @@ def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
             'footprint': max(procmem.anonymous_now() - start, 0)}
 
 
-def emulation_correction(configs, whole_ms, limits=LOAD_LIMITS):
-    """Per configuration, the factor its measured times are scaled by so that an emulated cluster is as much
-    slower than the others as the topology says: ``whole_ms`` (the whole model's time on each configuration,
-    measured in the same interleaved rounds) of the reference configuration with as many cores on a cluster
-    without emulation, / ``emulate_share``, / its own (within ``limits``, a broken measurement beyond them: a
-    little core that ran at the big one's speed, 1.0 against 0.5, is timed twice as slow); 1 for the others and
-    where there is no reference. The co-runners' share of a CPU moves with other sessions' load
-    (hw.emulation): a profile in which the little core ran at the big one's speed would otherwise plan for a
-    machine without a little core. The run-queue shares (``meta['emulated_speed']``) say the same where the
-    threads run back to back, but a worker woken for a short burst waits up to a time slice first: one profile
-    put the little core at 0.17 of the big one by its shares where the whole model's times said 0.42."""
-    reference = {}
-    for cfg, ms in zip(configs, whole_ms):
-        if cfg.emulate_share is None and ms > 0:
-            reference.setdefault(cfg.cores, ms)
-    out = []
-    for cfg, ms in zip(configs, whole_ms):
-        ref = reference.get(cfg.cores)
-        out.append(1.0 if cfg.emulate_share is None or not ref or not ms > 0
-                   else float(np.clip(ref / (cfg.emulate_share * ms), 1 / limits[1], limits[1])))
-    return out
-
-
-def correction_warnings(configs, factors, speeds, tolerance=CORRECTION_TOLERANCE):
-    """One line per emulated configuration whose :func:`emulation_correction` left 1 by more than ``tolerance``
-    while its cluster's measured speed (``speeds``, :func:`pipeit_ros.hw.emulation.measured_speeds`) held the
-    share set: the emulation held, so the whole model's times disagree for another reason, a slow spell on one of
-    the CPUs while it was timed (one YOLOv8n profile here: the big core's whole model at 175 ms where the bench
-    measured 117, a x1.49 correction; profiled again, 115.6 ms and x0.97). The profile is then worth taking again."""
-    lines = []
-    for cfg, f in zip(configs, factors):
-        speed = speeds.get(cfg.cluster)
-        if (cfg.emulate_share is None or speed is None or abs(f - 1) <= tolerance
-                or abs(speed / cfg.emulate_share - 1) > SPEED_TOLERANCE):
-            continue
-        lines.append(f'warning: profile: {cfg.cluster}:{cfg.cores} ran at {speed:.2f} of the others\' speed as set, '
-                     f'yet its whole-model time needs x{f:.2f} to match: another CPU had a slow spell while '
-                     'timed; profile again (--no-cache) before trusting plans that use it')
-    return lines
-
-
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
     n = len(segments)
     overhead, seg_ms, cut_ms, spread, whole_ms, raw_sum, regression, reps = [], [], [], [], [], [], [], []
@@ -381,45 +338,6 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
                      session_bytes=np.array([r['session_bytes'] for r in results], dtype=float),
                      arena_bytes=np.array([r['arena_bytes'] for r in results], dtype=float), base_bytes=base_bytes,
                      held_bytes=[int(b) for b in np.max([r['held_bytes'] for r in results], axis=0)])
-
-
-def fit_segments(alone, pairs, whole):
-    """(seg_ms, cut_ms, scale) of one configuration from its segments alone, adjacent pairs alone and the whole
-    model (overhead excluded): the cuts of :func:`split_cuts` fitted by :func:`fit_cuts`, each segment less half
-    of the cut at either end. Where the whole model ran slower than its segments added up, cuts cannot make up
-    the difference, so the segments (and pairs) are scaled up by ``scale`` = whole / their sum first: a run of a
-    few ms is preempted by other processes where a 0.1 ms one mostly finishes within its slice (hw.emulation),
-    and a stage runs long like the whole model. Under another session's load LR-ASPP's segments added up to
-    120 ms on the big core against 230 for the whole model, while the little core's (timed by their mean, see
-    ``summarise``) matched it; the table without this put the big core 3.4x ahead where the whole model said 1.6x."""
-    alone, pairs = np.asarray(alone, float), np.asarray(pairs, float)
-    total = float(alone.sum())
-    scale = whole / total if 0 < total < whole else 1.0
-    alone, pairs = alone * scale, pairs * scale
-    cut = fit_cuts(split_cuts(alone, pairs), alone, whole)
-    after = np.append(cut[1:], 0.0)
-    return np.maximum(alone - (cut + after) / 2, FLOOR_MS), cut, scale
-
-
-def split_cuts(alone, pairs):
-    """Cost of each cut from segment times alone and adjacent pairs alone (overhead excluded): what the pair
-    saves, kept within [0, the smaller of its two segments] so that noise never makes a segment negative."""
-    alone, pairs = np.asarray(alone, float), np.asarray(pairs, float)
-    saved = alone[:-1] + alone[1:] - pairs
-    return np.concatenate([[0.0], np.clip(saved, 0.0, np.minimum(alone[:-1], alone[1:]))])
-
-
-def fit_cuts(cut, alone, whole):
-    """The pair estimates of the cut costs scaled so that the model as one stage costs what it measured
-    (``whole``, overhead excluded): one stage = sum of segments alone - sum of cuts. Pairs see only what two
-    neighbours save; on MobileNet v1 the table without this came out 8 % above the whole model. Each cut stays
-    within [0, the smaller of its two segments]."""
-    cut = np.asarray(cut, float)
-    want, have = float(np.sum(alone) - whole), float(cut.sum())
-    if have <= 0 or len(cut) < 2:
-        return cut
-    bound = np.concatenate([[0.0], np.minimum(alone[:-1], alone[1:])])
-    return np.clip(cut * max(want, 0.0) / have, 0.0, bound)
 
 
 def measure_handover(topology, *, log=print, use_cache=True):
