@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from pipeit_ros.cost import fitting, profiler
+from pipeit_ros.cost import fitting, profiler, synth
 from pipeit_ros.cost import timing as measure
 from pipeit_ros.hw.topology import Cluster, Topology
 
@@ -141,6 +141,24 @@ def test_emulation_correction_scales_an_emulated_cluster_to_its_share():
     assert fitting.emulation_correction([big, little], [100.0, 1.0]) == pytest.approx([1.0, 4.0])
     little2 = measure.CoreConfig('little', 2, (1, 2), 0.5, 0.5)
     assert fitting.emulation_correction([big, little, little2], [100.0, 100.0, 60.0]) == [1.0, 2.0, 1.0]
+
+
+def test_emulated_samples_scale_an_emulated_configuration_by_the_median_group_correction():
+    """The sweep's probes on an emulated little core ran near the big one's speed (their short kernels escape the
+    co-runners): each probe's correction is taken, and the median scales every time of that configuration;
+    the big core and a machine without emulation stay as measured."""
+    big, little = measure.CoreConfig('big', 1, (0,), 1.0), measure.CoreConfig('little', 1, (1,), 0.5, 0.5)
+    layer_ms = np.array([[1.0, 1.0, 2.0, 4.0], [1.0, 1.0, 2.5, 4.0]])   # groups p0 (2 layers), p1, p2
+    samples = synth.Samples([big, little], [None] * 4, ['p0', 'p0', 'p1', 'p2'], layer_ms,
+                            unit_wall_ms=np.array([[3.0, 3.0, 5.0], [3.0, 3.0, 5.0]]), overhead_ms=np.array([0.1, 0.1]))
+    out = fitting.emulated_samples(samples)
+    want = np.median([2.0, 2 * 2.0 / 2.5, 2.0])       # p0: 2/(0.5*2), p1: 2/(0.5*2.5), p2: 4/(0.5*4)
+    assert out.layer_ms[0] == pytest.approx(layer_ms[0]) and out.layer_ms[1] == pytest.approx(layer_ms[1] * want)
+    assert out.unit_wall_ms[1] == pytest.approx(np.array([3.0, 3.0, 5.0]) * want) and out.overhead_ms == pytest.approx([0.1, 0.1 * want])
+    assert out.meta['emulation_correction'] == pytest.approx([1.0, want])
+    assert samples.layer_ms[1] == pytest.approx([1.0, 1.0, 2.5, 4.0])     # the measured times are left alone
+    plain = synth.Samples([big, measure.CoreConfig('c1', 1, (1,), 1.0)], [None] * 4, ['p0', 'p0', 'p1', 'p2'], layer_ms)
+    assert fitting.emulated_samples(plain) is plain
 
 
 def test_a_correction_far_from_1_while_the_emulation_held_is_a_warning():

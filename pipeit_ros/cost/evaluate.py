@@ -21,6 +21,7 @@ from sklearn.model_selection import GroupKFold
 from pipeit_ros import cache
 from pipeit_ros.cost import profiler, synth
 from pipeit_ros.cost import timing as measure
+from pipeit_ros.cost.fitting import emulated_samples
 from pipeit_ros.cost.predictor import KINDS, LayerTimePredictor, design_matrix, fit_samples, mape
 from pipeit_ros.cost.synth import Samples
 from pipeit_ros.model import graph as graph_mod
@@ -32,13 +33,14 @@ MAPE_FLOOR_MS = 0.05    # MAPE only over items measured >= this (a 1 us segment 
 
 
 def net_samples(graph, name, topology, *, runs=10, log=print, use_cache=True):
-    """Per-layer ORT-profiler times of a whole network on every configuration of ``topology`` (cached)."""
+    """Per-layer ORT-profiler times of a whole network on every configuration of ``topology`` (cached as
+    measured; emulated configurations scaled as the sweep's, :func:`pipeit_ros.cost.fitting.emulated_samples`)."""
     path = cache.entry_path('layer_times', graph.model_hash, topology.fingerprint(), runs, 'min', 'no-layout', suffix='.joblib')
     if use_cache and os.path.exists(path):
         try:
             times = joblib.load(path)
             log(f'report: reusing cached layer times of {name} {path}')
-            return times
+            return emulated_samples(times)
         except Exception as exc:  # noqa: BLE001 - pickle, EOF, zlib errors of a damaged file
             cache.move_aside(path, f'{type(exc).__name__}: {exc}', log=log)
     configs = measure.core_configs(topology)
@@ -52,7 +54,7 @@ def net_samples(graph, name, topology, *, runs=10, log=print, use_cache=True):
     samples = Samples(configs, list(graph.layers), [name] * n, np.array(times), [name], [list(range(n))],
                       [0], np.zeros((len(configs), 1)), None, {'net': name})
     joblib.dump(samples, path)
-    return samples
+    return emulated_samples(samples)
 
 
 def _mape(predicted, measured):

@@ -43,6 +43,12 @@ configuration, and it extrapolates beyond the sweep (trees flatten out). On cpu:
 themselves were unusable while the team's tests ran on the second CPU (ResNet-50 whole model 770 ms on 2
 threads vs 110 ms on 1), so they are not used for the choice.
 
+On ``emulated-biglittle-1+1`` (``pipeit train --topology emulated-biglittle-1+1 --report --nets`` all eight zoo
+nets, 2026-12-01, sweep and layer times cached from a quiet run), linear, whole network, big / little:
+YOLOv8n -3.5 / -0.2 %, LR-ASPP -16.2 / -16.7 %, the others -23 .. +4 % (AlexNet lowest); layer MAPE YOLOv8n
+24.6 / 34.9 %, LR-ASPP 23.8 / 30.2 %. The emulated core's times are scaled as the profiler scales a whole model
+(:func:`pipeit_ros.cost.fitting.emulated_samples`); unscaled, every net's little-core time came out 41-57 % fast.
+
 A run of layers as one model costs the sum of its layers' predictions + a per-configuration term a + b *
 layers + c * MB of input+output (layout reorders at its ends, per-node executor cost), fitted on the sweep's
 probes (wall - per-run overhead - sum of ORT kernel times); the per-run overhead (Identity model) goes to

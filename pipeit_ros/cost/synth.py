@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from pipeit_ros import cache
 from pipeit_ros.cost import timing as measure
+from pipeit_ros.cost.fitting import emulated_samples
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.model import graph as graph_mod
 
@@ -336,13 +337,14 @@ def sweep_path(topology, size):
 
 
 def sweep(topology, size='full', *, progress=True, log=print, use_cache=True, seed=0):
-    """Samples of the synthetic sweep on every core configuration of ``topology`` (cached)."""
+    """Samples of the synthetic sweep on every core configuration of ``topology`` (cached as measured; returned
+    with emulated configurations scaled by :func:`pipeit_ros.cost.fitting.emulated_samples`)."""
     path = sweep_path(topology, size)
     if use_cache and os.path.exists(path):
         try:
             samples = joblib.load(path)
             log(f'train: reusing cached {size} sweep {path}')
-            return samples
+            return emulated_samples(samples)
         except Exception as exc:  # noqa: BLE001 - pickle, EOF, zlib errors of a damaged file
             cache.move_aside(path, f'{type(exc).__name__}: {exc}', log=log)
     specs = sweep_specs(size, seed)
@@ -361,4 +363,4 @@ def sweep(topology, size='full', *, progress=True, log=print, use_cache=True, se
                         seconds=round(time.perf_counter() - started, 1), topology=topology.fingerprint())
     joblib.dump(samples, path)
     log(f'train: sweep measured in {samples.meta["seconds"]} s; cached as {path}')
-    return samples
+    return emulated_samples(samples)
