@@ -79,7 +79,7 @@ FEATURES = tuple(f'op_{o}' for o in OP_TYPES) + (
     'cores', 'capacity', 'share')
 KINDS = ('linear', 'gbr', 'hybrid')
 DEFAULT_KIND = 'linear'
-FORMAT_VERSION = 2   # 2: deconv, matmul and resize layer types
+FORMAT_VERSION = 3   # 2: deconv, matmul and resize layer types; 3: emulated configurations scaled (fitting.emulated_samples)
 _POOLS = {'MaxPool', 'AveragePool', 'LpPool'}
 _GPOOLS = {'GlobalAveragePool', 'GlobalMaxPool', 'GlobalLpPool'}
 
