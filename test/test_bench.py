@@ -4,6 +4,7 @@ import json
 import pytest
 
 from pipeit_ros.bench import benchmark as bench
+from pipeit_ros.bench import report
 from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.hw.topology import Cluster, Topology
 from pipeit_ros.plan import parse_spec
@@ -65,11 +66,11 @@ def test_report_json_and_plot(result, tmp_path):
     assert set(data['candidates']) == set(result.candidates)
     assert 'timeline' not in data['candidates']['plan']
     assert data['machine']['onnxruntime'] and data['topology']['name'] == 'test-2x1'
-    table = bench.format_table(result)
+    table = report.format_table(result)
     for name in result.candidates:
         assert name in table
     assert 'pipeline efficiency' in table and 'bare ran on the cores of plan' in table
-    assert 'rounds' in bench.format_method(result)
+    assert 'rounds' in report.format_method(result)
     from pipeit_ros.bench.plot import plot
     path = plot(result, str(tmp_path / 'bench.png'))
     with open(path, 'rb') as f:
@@ -123,7 +124,7 @@ def test_bare_against_a_one_stage_plan_gives_the_engine_overhead(tiny):
                                  progress=False)
     assert list(result.candidates) == ['solo', 'bare'] and result.best_baseline is None
     assert 'cpus [0]' in result.candidates['bare'].spec
-    assert 'engine overhead: solo' in bench.format_table(result)
+    assert 'engine overhead: solo' in report.format_table(result)
 
 
 @pytest.mark.parametrize('fps,specs,want', [
@@ -134,19 +135,19 @@ def test_bare_against_a_one_stage_plan_gives_the_engine_overhead(tiny):
     ({'a': 100.0, 'b': None}, {'a': 'S', 'b': 'S'}, []),
 ], ids=['pair', 'within-5pc', 'other-specs', 'three', 'unmeasured'])
 def test_same_spec_spread_flags_one_plan_measured_apart(fps, specs, want):
-    got = bench.same_spec_spread(fps, specs)
+    got = report.same_spec_spread(fps, specs)
     assert [(g['candidates'], pytest.approx(g['spread'])) for g in got] == want
-    assert len(bench.noise_warnings(got)) == len(want)
+    assert len(report.noise_warnings(got)) == len(want)
 
 
 @needs_cpus_0_1
 def test_same_plans_in_a_run_are_compared(result):
     """The real run: every flagged group is one spec measured > 5 % apart, and the table says so."""
-    table = bench.format_table(result)
+    table = report.format_table(result)
     for item in result.noise:
         specs = {result.candidates[n].spec for n in item['candidates']}
         fps = [result.candidates[n].fps for n in item['candidates']]
-        assert specs == {item['spec']} and max(fps) / min(fps) - 1 > bench.NOISE_SPREAD
+        assert specs == {item['spec']} and max(fps) / min(fps) - 1 > report.NOISE_SPREAD
     assert table.count('warning:') == len(result.noise) and 'noise' in result.to_dict()
 
 
@@ -156,10 +157,10 @@ def test_same_plans_in_a_run_are_compared(result):
     ([10.0, 0.0, 12.0], [5.0, 10.0, 6.0], (2.0, 2.0, 2.0)),            # a round that measured nothing is left out
 ], ids=['drift', 'paired', 'unmeasured-round'])
 def test_ratios_are_paired_by_round(a, b, want):
-    got = bench.paired_ratio(a, b)
+    got = report.paired_ratio(a, b)
     assert (got['median'], got['min'], got['max']) == pytest.approx(want)
-    assert bench.round_ratio(a, b) == pytest.approx(want[0])
-    assert bench.paired_ratio([0.0], [1.0]) is None and bench.round_ratio([], []) is None
+    assert report.round_ratio(a, b) == pytest.approx(want[0])
+    assert report.paired_ratio([0.0], [1.0]) is None and report.round_ratio([], []) is None
 
 
 @needs_cpus_0_1
@@ -172,7 +173,7 @@ def test_plan_ratios_and_measured_speeds_per_round(result):
     best = result.best_baseline
     assert result.candidates['plan'].ratio_best == pytest.approx(result.paired['plan'][best]['median'])
     assert all(c.speeds == [{}, {}] for n, c in result.candidates.items()), result.candidates
-    assert result.emulation == [] and 'median of per-round ratios' in bench.format_table(result)
+    assert result.emulation == [] and 'median of per-round ratios' in report.format_table(result)
 
 
 @needs_cpus_0_1

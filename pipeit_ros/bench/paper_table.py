@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from pipeit_ros.bench import benchmark as bench
+from pipeit_ros.bench import report
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
@@ -54,7 +55,7 @@ class NetResult:
     ratio_kernel: dict         # column -> fps / fps of the best kernel-level baseline
     ours_vs_paper: float | None = None
     notes: list = field(default_factory=list)
-    noise: list = field(default_factory=list)   # bench.same_spec_spread() of the columns
+    noise: list = field(default_factory=list)   # report.same_spec_spread() of the columns
 
 
 @dataclass
@@ -131,10 +132,10 @@ def make_row(net, fps, predicted, specs, *, notes=(), fps_rounds=None, layers=0,
     kernel = max(KERNEL_LEVEL, key=lambda col: fps[col] or 0.0)
 
     def ratio(a, b):
-        """Paired by round where both have rounds (bench.round_ratio), else the ratio of the figures."""
+        """Paired by round where both have rounds (report.round_ratio), else the ratio of the figures."""
         if not (fps[a] and fps[b]):
             return None
-        paired = bench.round_ratio(fps_rounds.get(a) or [], fps_rounds.get(b) or [])
+        paired = report.round_ratio(fps_rounds.get(a) or [], fps_rounds.get(b) or [])
         return fps[a] / fps[b] if paired is None else paired
     return NetResult(
         net=net, layers=layers, model_hash=model_hash, fps=fps, fps_rounds=fps_rounds,
@@ -142,7 +143,7 @@ def make_row(net, fps, predicted, specs, *, notes=(), fps_rounds=None, layers=0,
         best_baseline=best, ratio={col: ratio(col, best) for col in COLUMNS},
         ratio_kernel={col: ratio(col, kernel) for col in COLUMNS},
         ours_vs_paper=ratio('pipeit_exact', 'pipeit_paper'), notes=list(notes),
-        noise=bench.same_spec_spread(fps, specs))
+        noise=report.same_spec_spread(fps, specs))
 
 
 def assemble(rows, topology, emulation, machine, method, wall_s=0.0):
@@ -232,7 +233,7 @@ def format_markdown(table):
     lines.append('| **geomean × best** | ' + ' | '.join(_x(g[c]) for c in COLUMNS)
                  + f' | | **{_x(g["pipeit_paper"])}** | **{_x(g["pipeit_exact"])}** | '
                  f'**{_x(table.geomean_ours_vs_paper)}** | | |')
-    warnings = [w for r in table.rows for w in bench.noise_warnings(r.noise, f'{r.net}: ')]
+    warnings = [w for r in table.rows for w in report.noise_warnings(r.noise, f'{r.net}: ')]
     if warnings:
         lines += [''] + [f'> {w}' for w in warnings]
     k = table.geomean_kernel

@@ -7,6 +7,7 @@ to ort_all_cores and to the best baseline, and how it measured. MODEL is an ONNX
 """
 from pipeit_ros import cache
 from pipeit_ros.bench import benchmark as bench
+from pipeit_ros.bench import report
 from pipeit_ros.bench.plot import plot
 from pipeit_ros.cli import paper_cmd
 from pipeit_ros.cli.common import (
@@ -141,6 +142,6 @@ def run(args):
     if args.json:
         print_json(result.to_dict())
     else:
-        print(bench.format_method(result))
-        print(bench.format_table(result))
+        print(report.format_method(result))
+        print(report.format_table(result))
     return 0
