@@ -5,8 +5,10 @@
 Modes: ``bytes`` (InferenceSession from the model's bytes), ``path`` (from its file), ``ort-direct`` (an ORT-format
 copy with ``session.use_ort_model_bytes_directly``), ``external`` (an external-data copy, opened by path: onnxruntime
 maps the file per session), ``add-initializer`` (OrtValues over numpy arrays in memory, shared by the sessions),
-``add-initializer-mmap`` (OrtValues over one ``np.memmap`` of the external-data file: what pipeit_ros does); each
-with ``-noprepack`` appended sets ``session.disable_prepacking``. The copies are made next to the model on first use.
+``add-initializer-mmap`` (OrtValues over one ``np.memmap`` of the external-data file: what pipeit_ros does),
+``optimized`` (onnxruntime's own optimized model, ``ORT_ENABLE_ALL``, saved once with its initializers in an
+external-data file, then opened by path with optimizations off: the weights it transforms, e.g. to NCHWc, are file
+pages mapped per session instead of copies in each); each with ``-noprepack`` appended sets ``session.disable_prepacking``. The copies are made next to the model on first use.
 Prints one JSON line: memory (MiB, ``pipeit_ros.hw.memory``) after the imports and after every replica's session
 ran once; with ``--hold`` it waits that long before the second reading (start two to see pages shared).
 """
@@ -23,12 +25,13 @@ import onnxruntime as ort
 from pipeit_ros.hw import memory
 from pipeit_ros.model.load import session_feeds
 
-MODES = ('bytes', 'path', 'ort-direct', 'external', 'add-initializer', 'add-initializer-mmap')
+MODES = ('bytes', 'path', 'ort-direct', 'external', 'add-initializer', 'add-initializer-mmap', 'optimized')
 
 
-def options(noprepack, extra=()):
+def options(noprepack, extra=(), level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
+    so.graph_optimization_level = level
     so.log_severity_level = 3
     for key, value in [*extra, *([('session.disable_prepacking', '1')] if noprepack else [])]:
         so.add_session_config_entry(key, value)
@@ -36,11 +39,17 @@ def options(noprepack, extra=()):
 
 
 def variant(path, kind):
-    """The external-data ('ext') or ORT-format ('ort') copy of ``path``, made on first use."""
+    """The external-data ('ext'), ORT-format ('ort') or optimized ('opt') copy of ``path``, made on first use."""
     stem = os.path.splitext(path)[0]
-    out = f'{stem}_ext.onnx' if kind == 'ext' else f'{stem}.ort'
+    out = {'ext': f'{stem}_ext.onnx', 'ort': f'{stem}.ort', 'opt': f'{stem}_opt.onnx'}[kind]
     if not os.path.exists(out):
-        if kind == 'ext':
+        if kind == 'opt':
+            so = options(True, [('session.optimized_model_external_initializers_file_name',
+                                 os.path.basename(stem) + '_opt.data'),
+                                ('session.optimized_model_external_initializers_min_size_in_bytes', '1024')])
+            so.optimized_model_filepath = out
+            ort.InferenceSession(path, so)
+        elif kind == 'ext':
             onnx.save(onnx.load(path), out, save_as_external_data=True, all_tensors_to_one_file=True,
                       location=os.path.basename(stem) + '_ext.data', size_threshold=1024)
         else:
@@ -60,6 +69,10 @@ def sessions(path, mode, n):
     if base in ('path', 'external'):
         src = path if base == 'path' else variant(path, 'ext')
         return [ort.InferenceSession(src, options(noprepack)) for _ in range(n)], None
+    if base == 'optimized':
+        src = variant(path, 'opt')
+        return [ort.InferenceSession(src, options(noprepack, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+                for _ in range(n)], None
     if base == 'ort-direct':
         with open(variant(path, 'ort'), 'rb') as f:
             data = f.read()

@@ -1,12 +1,13 @@
 """The planner's memory figure for a ROS layout against what the layout's containers hold (docs/memory.md).
 
-``python tools/ros_memory.py NET STAGES [--layout one|per_cluster] [--topology T] [--at S]``
+``python tools/ros_memory.py NET STAGES [--layout one|per_cluster] [--topology T] [--at S] [--breakdown]``
 
 Predicts ``STAGES`` of zoo network ``NET`` for the layout as the planner node does (the profile's memory model,
 ``CostTable.for_processes`` with the idle and hosting containers of ``pipeit_ros.ros.footprint``), then runs it with
 ``pipeit bringup --with-camera pattern`` (``stages`` forced, a ROS domain from this process's pid) and sums the
 containers' PSS (``/proc/PID/smaps_rollup``) ``--at`` seconds after the start. Prints one line per container
-and the ratio predicted / summed.
+and the ratio predicted / summed; with ``--breakdown`` also where each container's PSS goes, read at the same
+moment (``tools/smaps_breakdown.py``).
 """
 import argparse
 import os
@@ -16,6 +17,7 @@ import tempfile
 import time
 
 import psutil
+import smaps_breakdown  # tools/
 
 from pipeit_ros.cost import profiler
 from pipeit_ros.hw import memory as procmem
@@ -34,6 +36,7 @@ def main(argv=None):
     ap.add_argument('--layout', choices=('one', 'per_cluster'), default='per_cluster')
     ap.add_argument('--topology', default='emulated-biglittle-1+1')
     ap.add_argument('--at', type=float, default=32.0, help='seconds after the start to read the containers')
+    ap.add_argument('--breakdown', action='store_true', help="also print each container's PSS by kind of mapping")
     args = ap.parse_args(argv)
     topo = resolve(args.topology)
     g = graph_mod.load(zoo.zoo_path(args.net))
@@ -56,12 +59,15 @@ def main(argv=None):
         time.sleep(args.at)
         use = {c.pid: procmem.usage(c.pid) for c in psutil.Process(proc.pid).children(recursive=True)
                if 'container' in ' '.join(c.cmdline())}
+        kinds = [line for pid in use for line in smaps_breakdown.report(pid)] if args.breakdown else []
         out = proc.communicate(timeout=120)[0]
     finally:
         os.unlink(params.name)
     summed = sum(u.pss for u in use.values()) / procmem.MIB
     for pid, u in use.items():
         print(f'container pid {pid}: PSS {u.pss / procmem.MIB:.1f} MiB, RSS {u.rss / procmem.MIB:.1f} MiB')
+    if kinds:
+        print('\n'.join(kinds))
     print(f'{args.net} {args.layout} {args.stages}: container idle {figures.idle_bytes / procmem.MIB:.1f} MiB, '
           f'hosting {figures.hosting_bytes / procmem.MIB:.1f} MiB, containers\' PSS '
           f'summed {summed:.1f} MiB, predicted {predicted:.1f} MiB, ratio {predicted / max(summed, 1e-9):.2f}; '

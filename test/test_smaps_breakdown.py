@@ -1,0 +1,31 @@
+"""tools/smaps_breakdown.py on this process: the kinds add up to the kernel's PSS, and memory this test maps
+lands in its kind."""
+import numpy as np
+import smaps_breakdown  # tools/
+
+from pipeit_ros.hw import memory as procmem
+
+MIB = 2**20
+
+
+def _pss(kinds, kind):
+    return kinds.get(kind, {}).get('pss', 0)
+
+
+def test_kinds_add_up_and_place_what_is_mapped(tmp_path):
+    before, _ = smaps_breakdown.breakdown()
+    buffer = np.ones(24 * MIB, dtype=np.uint8)                  # a large malloc: an anonymous mapping of its own
+    path = tmp_path / 'weights.data'                             # the model's external-data file is named so
+    path.write_bytes(b'\1' * (4 * MIB))
+    weights = np.memmap(path, dtype=np.uint8, mode='r')
+    assert int(weights.sum()) == 4 * MIB                         # every page touched
+    kinds, libs = smaps_breakdown.breakdown()
+    total = sum(row['pss'] for row in kinds.values())
+    assert abs(total - procmem.usage().pss) < 0.02 * total
+    assert _pss(kinds, 'other anonymous') - _pss(before, 'other anonymous') >= 23 * MIB
+    assert _pss(kinds, 'weights') >= 4 * MIB - 4096
+    assert any(name.startswith('_multiarray_umath') for name in libs) and _pss(kinds, 'libraries') > 0
+    assert 'heap' in kinds and all(row['rss'] >= row['private'] for row in kinds.values())
+    lines = smaps_breakdown.report('self')
+    assert lines[0].startswith('pid self: PSS') and any('weights' in line for line in lines)
+    del buffer, weights
