@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipeit_ros.cost.table import CostTable
+from pipeit_ros.cost.table import QUEUED_OUTPUTS, CostTable
 from pipeit_ros.hw.topology import Cluster, Topology
 
 TIE = 1e-9
@@ -100,6 +100,8 @@ def every_plan(cost, topo, replicas=True):
             rates.append(sum(1.0 / t for t in times))
             lat += max(times)
             mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared
+            # outputs in flight: a queue's worth before another stage; after the last, rate x slowest - 1
+            mem += cost.out_bytes[j] * (QUEUED_OUTPUTS if j + 1 < n else rates[-1] * max(times) - 1.0)
             if n_stage == 0 or (hop['cross_in'] and cost.containers == 'per_cluster'):
                 mem += cost.host_bytes          # a run of stages starts in a container
             cores += k * sum(r)

@@ -274,6 +274,10 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert table.meta['schedule'] == [[(r + j) % n_cfg for j in range(n_cfg)] for r in range(3)]   # interleaved
     assert not any('further waves' in line for line in logs)
     assert len(table.meta['sessions_footprint_bytes']) == n_cfg
+    # each adjacent pair's session measured on its first run (CostTable.private_bytes); what leaves each segment
+    assert table.pair_arena_bytes.shape == table.seg_ms.shape and np.all(table.pair_arena_bytes[:, 0] == 0)
+    assert np.all(table.pair_arena_bytes >= 0) and table.out_bytes[:-1] == table.in_bytes[1:]
+    assert table.out_bytes[-1] == tiny_graph.layers[-1].output_bytes > 0
     assert table.meta['emulated_speed'] == {} and table.meta['emulation_correction'] == [1.0] * n_cfg
     logs.clear()
     again = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)

@@ -79,7 +79,7 @@ DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v12-emulation-by-whole'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v13-outputs-in-flight'  # bump when the measure changes, so old cached profiles are not reused
 MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
@@ -234,7 +234,8 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
             for cpu, (run, wait) in run_wait_delta(before, pinned_run_wait()).items():
                 shares[cpu] = (shares.get(cpu, (0, 0))[0] + run, shares.get(cpu, (0, 0))[1] + wait)
             for (i, _, built), t in zip(wave, times):
-                results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint')},
+                results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint',
+                                                         'pair_arena_bytes')},
                                   times=t)
             for g, rep in order:
                 if rep > len(schedule) - first:
@@ -280,13 +281,18 @@ def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
     calls = [lambda: identity.run(None, one)]
     calls += [lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
     calls.append(lambda: whole_session.run(None, feeds[0]))
+    pair_ran = [0]     # a pair's session, first run (with its outputs held): per segment s, of segments s-1..s
     for s, session in enumerate(pair_sessions):
         pair_feeds = {i.name: feeds[s][i.name] for i in session.get_inputs()}
         calls.append(lambda session=session, f=pair_feeds: session.run(None, f))
-    for call in calls[:1] + calls[len(sessions) + 1:]:
-        call()       # the identity's, the whole model's and the pairs' arenas count in the footprint too
+        before = procmem.anonymous_now()
+        results = calls[-1]()
+        pair_ran.append(max(procmem.anonymous_now() - before, 0))
+        results = None
+    for call in (calls[0], calls[len(sessions) + 1]):
+        call()       # the identity's and the whole model's arenas count in the footprint too
     return {'calls': calls, 'feeds': feeds, 'session_bytes': built, 'arena_bytes': ran, 'held_bytes': held,
-            'footprint': max(procmem.anonymous_now() - start, 0)}
+            'pair_arena_bytes': pair_ran, 'footprint': max(procmem.anonymous_now() - start, 0)}
 
 
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
@@ -319,6 +325,7 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
     weight_bytes = [int(sum(layers[i].weight_bytes for i in range(a, b + 1))) for a, b in segments]
     act_bytes = [int(max([in_bytes[s]] + [layers[i].output_bytes for i in range(a, b + 1)]))
                  for s, (a, b) in enumerate(segments)]
+    out_bytes = in_bytes[1:] + [int(layers[segments[-1][1]].output_bytes)]
     in_proc = handover['in_process']
     meta = dict(options, memory_source='profile', reps_done=reps, whole_ms=whole_ms, sum_segments_raw_ms=raw_sum,
                 overhead_regression_ms=regression, handover=handover,
@@ -331,12 +338,13 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
     meta['sessions_footprint_bytes'] = [int(r['footprint']) for r in results]   # all of a configuration's, run once
     return CostTable(segments=segments, configs=[c.key for c in configs], seg_ms=np.array(seg_ms),
                      cut_ms=np.array(cut_ms), load_factor=np.array(load_factor), overhead_ms=np.array(overhead),
-                     in_bytes=in_bytes, weight_bytes=weight_bytes,
+                     in_bytes=in_bytes, weight_bytes=weight_bytes, out_bytes=out_bytes,
                      act_bytes=act_bytes, handover_fixed_ms=in_proc['fixed_ms'],
                      handover_ms_per_mb=in_proc['ms_per_mb'], source='profile', model_hash=graph.model_hash,
                      topology_fingerprint=topology.fingerprint(), spread=np.array(spread), meta=meta,
                      session_bytes=np.array([r['session_bytes'] for r in results], dtype=float),
                      arena_bytes=np.array([r['arena_bytes'] for r in results], dtype=float), base_bytes=base_bytes,
+                     pair_arena_bytes=np.array([r['pair_arena_bytes'] for r in results], dtype=float),
                      held_bytes=[int(b) for b in np.max([r['held_bytes'] for r in results], axis=0)])
 
 
@@ -431,7 +439,10 @@ def process_memory(table, graph, topology, configs, log=print):
             log(f'profile: {got["error"]}; the memory model takes a base of {DEFAULT_BASE_BYTES / procmem.MIB:.0f} MiB')
             return table
         private = sum(table.private_bytes(a, b)[table.config_index(*key)] for a, b, _, keys in stages for key in keys)
-        rows.append((got['running_mb'] * procmem.MIB - sum(table.held_bytes), private))
+        timed = table.for_groups(sum(len(keys) for *_, keys in stages))
+        flight = sum(table.flight_bytes(b, table.frames_in_flight([timed.stage_ms(a, b, *key) for key in keys]))
+                     for a, b, _, keys in stages)
+        rows.append((got['running_mb'] * procmem.MIB - sum(table.held_bytes) - flight, private))
         builds.append(max(got['memory_mb'] - got['running_mb'], 0.0) * procmem.MIB)
         table.meta.setdefault('memory_probes', {})[spec] = got
         log(f'profile: a fresh engine process running {spec} holds {got["running_mb"]:.1f} MiB, '
@@ -441,6 +452,7 @@ def process_memory(table, graph, topology, configs, log=print):
     if len(rows) > 1 and np.ptp(private) > 0:   # what a session more adds, against the sum of its segments'
         scale = float(np.clip(np.polyfit(private, beyond, 1)[0], *PRIVATE_SCALE_LIMITS))
     table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
+    table.pair_arena_bytes = table.pair_arena_bytes * scale
     table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
     table.build_bytes = builds[0]
     table.build_bytes_groups = builds[1] if len(builds) > 1 else None

@@ -55,9 +55,11 @@ import os
 
 import numpy as np
 
+from pipeit_ros.engine.parts import QUEUE_SIZE
 from pipeit_ros.errors import PipeitError, check_regular_file
 from pipeit_ros.paths import DATA_DIR
 
+QUEUED_OUTPUTS = QUEUE_SIZE + 1   # a stage's outputs alive beyond its first run's before a busy next stage
 DEFAULT_BASE_BYTES = 36 * 2**20   # PSS of a fresh engine process here (docs/memory.md); the profiler measures it
 CONTAINERS = ('one', 'per_cluster')   # every stage in one process / one container per cluster (the ROS graph)
 HOP_FIELDS = ('hop_send_fixed_ms', 'hop_send_ms_per_mb', 'hop_recv_fixed_ms', 'hop_recv_ms_per_mb')
@@ -103,6 +105,10 @@ class CostTable:
     build_bytes_groups: float | None = None   # the same for replicas of one stage (default: build_bytes)
     build_bytes_stages: float | None = None   # the same for several stages (default: build_bytes_groups)
     host_bytes: float = 0.0          # a ROS layout: what each run of stages adds to its container (for_processes)
+    pair_arena_bytes: np.ndarray | None = None  # (n_configs, n_segments): segments s-1..s as one session, first
+                                                # run (column 0: 0); default 0
+    out_bytes: list | None = None    # bytes of the tensors leaving each segment (default: the next one's input;
+                                     # the last: its largest activation)
 
     def __post_init__(self):
         self.segments = [tuple(map(int, s)) for s in self.segments]
@@ -119,12 +125,16 @@ class CostTable:
                               else np.asarray(self.session_bytes, dtype=float).reshape(shape))
         self.arena_bytes = (np.tile(np.asarray(self.act_bytes, dtype=float), (shape[0], 1))
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
+        self.pair_arena_bytes = (np.zeros(shape) if self.pair_arena_bytes is None
+                                 else np.asarray(self.pair_arena_bytes, dtype=float).reshape(shape))
         self.base_bytes = float(self.base_bytes)
         self.build_bytes = float(self.build_bytes)
         self.host_bytes = float(self.host_bytes)
         self.build_bytes_groups = None if self.build_bytes_groups is None else float(self.build_bytes_groups)
         self.build_bytes_stages = None if self.build_bytes_stages is None else float(self.build_bytes_stages)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
+        self.out_bytes = [int(b) for b in (list(self.in_bytes[1:]) + [self.act_bytes[-1]] if self.out_bytes is None
+                                           else self.out_bytes)]
         calibration = None
         for name in HOP_FIELDS:
             if getattr(self, name) is None:
@@ -251,7 +261,26 @@ class CostTable:
     def private_bytes(self, first_seg, last_seg):
         """Per configuration: memory of one session of segments first_seg..last_seg beyond the shared weights."""
         span = slice(first_seg, last_seg + 1)
-        return self.session_bytes[:, span].sum(1) + self.arena_bytes[:, span].max(1)
+        return self.session_bytes[:, span].sum(1) + np.maximum(self.arena_bytes[:, span].max(1),
+                                                               self.pair_arena_bytes[:, span][:, 1:].max(1, initial=0.0))
+
+    def flight_bytes(self, last_seg, frames=1.0):
+        """What a stage ending at segment ``last_seg`` holds for its outputs in flight beyond the one of its
+        first run (counted in ``arena_bytes``). onnxruntime returns a run's outputs in the session's arena, which
+        keeps what it grew to, so every output alive at once stays resident: before another stage,
+        :data:`QUEUED_OUTPUTS` more (the next stage's queue full, the frame it runs, this stage's next output
+        waiting for room: a bound, reached where the next stage is the slower); the model's last stage,
+        ``frames`` - 1, ``frames`` being the slowest replica's time x the stage's rate (1 with one replica: the
+        output thread lets each output go as it comes; a faster replica's outputs wait to be put back in order)."""
+        if last_seg + 1 < self.n_segments:
+            return float(self.out_bytes[last_seg] * QUEUED_OUTPUTS)
+        return float(self.out_bytes[last_seg] * max(frames - 1.0, 0.0))
+
+    @staticmethod
+    def frames_in_flight(replica_ms):
+        """The frames of a stage whose replicas take ``replica_ms`` each that are alive at once (Little's law:
+        its rate x the slowest replica's time), the ``frames`` of :meth:`flight_bytes`."""
+        return max(replica_ms) * sum(1.0 / max(t, 1e-9) for t in replica_ms)
 
     def handover_ms(self, nbytes):
         return self.handover_fixed_ms + self.handover_ms_per_mb * nbytes / 1e6
@@ -265,7 +294,8 @@ class CostTable:
     # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self):
         d = asdict(self)
-        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms', 'load_factor', 'session_bytes', 'arena_bytes'):
+        for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms', 'load_factor', 'session_bytes', 'arena_bytes',
+                  'pair_arena_bytes'):
             d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
         d.pop('_index', None)
         d.pop('_prefix', None)

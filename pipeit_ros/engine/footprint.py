@@ -26,6 +26,11 @@ from pipeit_ros.plan import Plan
 
 FRAMES = 10
 TIMEOUT_S = 300.0
+FRAME_TIMEOUT_S = 60.0
+
+
+def _drop(frame):
+    """The probe's consumer: it lets each result go as it comes out, as ``pipeit bench`` and a container do."""
 
 
 def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
@@ -53,11 +58,11 @@ def main():
     x = graph.sample_input(0)
     procmem.trim()
     procmem.reset_peak()
-    with Pipeline(graph, plan) as pipe:
+    with Pipeline(graph, plan, on_output=_drop) as pipe:
         for _ in range(request['frames']):
-            pipe.submit(x)
-        for _ in range(request['frames']):
-            pipe.get(timeout=60)
+            pipe.submit(x, timeout=FRAME_TIMEOUT_S)
+        if not pipe.drain(timeout=FRAME_TIMEOUT_S):
+            raise SystemExit(f'the plan did not deliver {request["frames"]} frames within {FRAME_TIMEOUT_S:g} s')
         now = procmem.usage()
         weights = graph.weights.path if graph.weights is not None else None
         whole = (procmem.mapped_bytes(weights) - procmem.mapped_bytes(weights, field='Pss')) if weights else 0

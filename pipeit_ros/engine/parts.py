@@ -9,6 +9,7 @@ from pipeit_ros.errors import PlanError
 from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.plan import check_against, validate
 
+QUEUE_SIZE = 2                # frames waiting before each stage, by default (engine, bench, containers)
 SWITCH_INTERVAL_S = 0.001
 
 

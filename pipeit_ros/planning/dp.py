@@ -5,7 +5,8 @@ A plan is built stage by stage from the first segment. A stage is segments ``i..
 same for every replica because :class:`~pipeit_ros.plan.Stage` has one thread count. A stage's rate is the sum
 over its replicas of 1 / replica time (replicas share one queue), its latency the slowest replica's time, its
 memory its weights once (one mapped file, shared by the replicas) + each replica's session memory
-(:meth:`~pipeit_ros.cost.CostTable.private_bytes`), and the stage that starts at segment 0 also carries the
+(:meth:`~pipeit_ros.cost.CostTable.private_bytes`) + its outputs in flight (``CostTable.flight_bytes``: a
+fixed number before another stage, the stage's rate x latency - 1 for the last one), and the stage that starts at segment 0 also carries the
 process's base memory, so every plan counts it once; in a ROS layout it and every stage that receives from
 another container carry a run's ``host_bytes`` (``CostTable.plan_runs``); times include the hand-over of the
 stage's input.
@@ -112,7 +113,11 @@ class Space:
         self.wsum = np.concatenate([[0.0], np.cumsum(np.asarray(cost.held_bytes, dtype=float))])
         self.session = cost.session_bytes[self.rows]
         self.arena = cost.arena_bytes[self.rows]
+        self.pair = cost.pair_arena_bytes[self.rows]
         self.base = cost.process_bytes
+        # outputs in flight (CostTable.flight_bytes): a stage before another holds a fixed number more
+        self.queued = np.array([cost.flight_bytes(j) for j in range(self.n - 1)] + [0.0])
+        self.last_out = float(cost.out_bytes[-1])
         self.host_bytes = cost.host_bytes                     # per run of stages a container hosts
         self._arrays = [None] * self.n
 
@@ -135,12 +140,22 @@ class Space:
                 t = np.maximum(t, 1e-9)
                 rates.append(self.A @ (1.0 / t))
                 lats.append(np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1))
-            private = np.cumsum(self.session[:, i:], axis=1) + np.maximum.accumulate(self.arena[:, i:], axis=1)
-            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private
+            pair = np.maximum.accumulate(np.concatenate([np.zeros((len(self.rows), 1)), self.pair[:, i + 1:]], axis=1),
+                                         axis=1)        # CostTable.private_bytes: pairs inside the stage
+            private = np.cumsum(self.session[:, i:], axis=1) + np.maximum(np.maximum.accumulate(self.arena[:, i:], axis=1),
+                                                                          pair)
+            mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private + self.queued[i:]
             if i == 0:
                 mem = mem + self.base + self.host_bytes
-            # a stage that receives from another container starts a run of stages there (CostTable.plan_runs)
-            mems = [mem + (self.host_bytes if v >= 2 else 0.0) for v in range(self.n_var)]
+            # a stage that receives from another container starts a run of stages there (CostTable.plan_runs);
+            # the last stage's outputs in flight: its rate x its slowest replica's time (CostTable.flight_bytes)
+            mems = []
+            for v in range(self.n_var):
+                m = mem + (self.host_bytes if v >= 2 else 0.0)
+                r, lat = rates[v][:, -1], lats[v][:, -1]      # a last stage that sends: rate 0, latency inf
+                with np.errstate(invalid='ignore'):
+                    m[:, -1] += self.last_out * np.where(np.isfinite(lat), np.maximum(r * lat - 1.0, 0.0), 0.0)
+                mems.append(m)
             self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.concatenate(mems))
         return self._arrays[i]
 

@@ -365,8 +365,10 @@ def predict_memory(plan, cost, topology=None):
     shape's), the weights of its segments once, each replica's session memory on its
     configuration. None for a stage without a configuration in the table (an unpinned stage over several
     clusters)."""
-    total = (cost.base_bytes + cost.plan_build_bytes(len(plan.stages), sum(s.replicas for s in plan.stages))
+    groups = sum(s.replicas for s in plan.stages)
+    total = (cost.base_bytes + cost.plan_build_bytes(len(plan.stages), groups)
              + cost.host_bytes * cost.plan_runs(s.host_cluster for s in plan.stages))
+    timed = cost.for_groups(groups)     # the times the search weighs a plan of this many groups with
     for n, s in enumerate(plan.stages):
         where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
         if not s.pinned and '+' in s.cluster:
@@ -374,10 +376,13 @@ def predict_memory(plan, cost, topology=None):
         fs, ls = stage_segments(cost, s, where)
         private = cost.private_bytes(fs, ls)
         total += sum(cost.held_bytes[fs:ls + 1])
-        for c in replica_clusters(s, topology, where):
+        clusters = replica_clusters(s, topology, where)
+        for c in clusters:
             if (c, s.threads) not in cost.configs:
                 return None
             total += private[cost.config_index(c, s.threads)]
+        ms = [timed.stage_ms(fs, ls, c, s.threads, **hops(plan, n)) for c in clusters]
+        total += cost.flight_bytes(ls, cost.frames_in_flight(ms))
     return float(total)
 
 
