@@ -129,6 +129,7 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
     blobs = [graph.extract_bytes(a, b) for a, b in segments]
     pairs = [graph.extract_bytes(segments[s - 1][0], segments[s][1]) for s in range(1, len(segments))]
     whole = graph.model.SerializeToString()
+    tail = graph.extract_bytes(segments[len(segments) // 2][0], segments[-1][1]) if len(segments) > 1 else None
     timing = dict(warmup=warmup, budget_s=float('inf') if reps else budget_s,
                   min_reps=reps or MIN_REPS, max_reps=reps or MAX_REPS)
     rng = np.random.default_rng(seed)
@@ -145,7 +146,7 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                 if step > 0:
                     bar.update(step)
                     done[0] += step
-            results, feeds, schedule, shares = _measure_configs(configs, blobs, pairs, whole, rng, timing, tick,
+            results, feeds, schedule, shares = _measure_configs(configs, blobs, pairs, whole, tail, rng, timing, tick,
                                                                 graph.weights, log)
             bar.update(max(total - done[0], 0))
             for cfg, res in zip(configs, results):
@@ -199,7 +200,7 @@ def next_feeds(s, session, results, following):
     return {n: outputs[n] for n in wanted}
 
 
-def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, log):
+def _measure_configs(configs, blobs, pairs, whole, tail, rng, timing, tick, weights, log):
     """Build every configuration's sessions, each in its own pinned thread, then time them all interleaved
     (:func:`pipeit_ros.cost.timing.time_interleaved`).
 
@@ -220,7 +221,7 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
                 if wave and available is not None and available < WAVE_MEMORY_MARGIN * footprint:
                     break
                 workers.append(measure.PinnedWorker(configs[i].cpus))
-                wave.append((i, workers[-1], workers[-1].call(_build_config, blobs, pairs, whole, configs[i],
+                wave.append((i, workers[-1], workers[-1].call(_build_config, blobs, pairs, whole, tail, configs[i],
                                                                feeds, rng, weights)))
                 feeds, footprint = wave[-1][2]['feeds'], max(footprint, wave[-1][2]['footprint'])
                 pending.remove(i)
@@ -235,7 +236,7 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
                 shares[cpu] = (shares.get(cpu, (0, 0))[0] + run, shares.get(cpu, (0, 0))[1] + wait)
             for (i, _, built), t in zip(wave, times):
                 results[i] = dict({k: built[k] for k in ('session_bytes', 'arena_bytes', 'held_bytes', 'footprint',
-                                                         'pair_arena_bytes')},
+                                                         'pair_arena_bytes', 'tail_arena_bytes')},
                                   times=t)
             for g, rep in order:
                 if rep > len(schedule) - first:
@@ -248,7 +249,7 @@ def _measure_configs(configs, blobs, pairs, whole, rng, timing, tick, weights, l
     return results, feeds, schedule, shares
 
 
-def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
+def _build_config(blobs, pairs, whole, tail, cfg, feeds, rng, weights):
     """In ``cfg``'s pinned thread: build its sessions, measuring memory (module doc), and return the calls to
     time (identity, segments, whole model, pairs) with the memory measured and ``footprint``, the anonymous
     memory all its sessions hold."""
@@ -289,10 +290,17 @@ def _build_config(blobs, pairs, whole, cfg, feeds, rng, weights):
         results = calls[-1]()
         pair_ran.append(max(procmem.anonymous_now() - before, 0))
         results = None
+    tail_ran = 0      # the second half of the model as one session, first run (CostTable.tail_arena_bytes)
+    if tail is not None:
+        session = make_session(tail, cfg.cpus, weights=weights)
+        before = procmem.anonymous_now()
+        results = session.run(None, {i.name: feeds[len(sessions) // 2][i.name] for i in session.get_inputs()})
+        tail_ran = max(procmem.anonymous_now() - before, 0)
+        session = results = None
     for call in (calls[0], calls[len(sessions) + 1]):
         call()       # the identity's and the whole model's arenas count in the footprint too
     return {'calls': calls, 'feeds': feeds, 'session_bytes': built, 'arena_bytes': ran, 'held_bytes': held,
-            'pair_arena_bytes': pair_ran, 'footprint': max(procmem.anonymous_now() - start, 0)}
+            'pair_arena_bytes': pair_ran, 'tail_arena_bytes': tail_ran, 'footprint': max(procmem.anonymous_now() - start, 0)}
 
 
 def _assemble(graph, topology, segments, configs, results, feeds, handover, base_bytes, options):
@@ -345,7 +353,15 @@ def _assemble(graph, topology, segments, configs, results, feeds, handover, base
                      session_bytes=np.array([r['session_bytes'] for r in results], dtype=float),
                      arena_bytes=np.array([r['arena_bytes'] for r in results], dtype=float), base_bytes=base_bytes,
                      pair_arena_bytes=np.array([r['pair_arena_bytes'] for r in results], dtype=float),
+                     tail_arena_bytes=tail_extra([r['tail_arena_bytes'] for r in results], results, n),
                      held_bytes=[int(b) for b in np.max([r['held_bytes'] for r in results], axis=0)])
+
+
+def tail_extra(tail, results, n):
+    """Per configuration, what the second half of the model run as one session (``tail``: its first run) held
+    beyond the most any of its segments or pairs held alone, at least 0 (CostTable.tail_arena_bytes)."""
+    parts = [max(max(r['arena_bytes'][n // 2:]), max(r['pair_arena_bytes'][n // 2 + 1:], default=0)) for r in results]
+    return np.maximum(np.asarray(tail, float) - np.asarray(parts, float), 0.0)
 
 
 def measure_handover(topology, *, log=print, use_cache=True):
@@ -452,7 +468,7 @@ def process_memory(table, graph, topology, configs, log=print):
     if len(rows) > 1 and np.ptp(private) > 0:   # what a session more adds, against the sum of its segments'
         scale = float(np.clip(np.polyfit(private, beyond, 1)[0], *PRIVATE_SCALE_LIMITS))
     table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
-    table.pair_arena_bytes = table.pair_arena_bytes * scale
+    table.pair_arena_bytes, table.tail_arena_bytes = table.pair_arena_bytes * scale, table.tail_arena_bytes * scale
     table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
     table.build_bytes = builds[0]
     table.build_bytes_groups = builds[1] if len(builds) > 1 else None

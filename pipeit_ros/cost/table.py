@@ -107,6 +107,8 @@ class CostTable:
     host_bytes: float = 0.0          # a ROS layout: what each run of stages adds to its container (for_processes)
     pair_arena_bytes: np.ndarray | None = None  # (n_configs, n_segments): segments s-1..s as one session, first
                                                 # run (column 0: 0); default 0
+    tail_arena_bytes: np.ndarray | None = None  # (n_configs,): what a session of several segments that ends with
+                                                # the model's last holds beyond its parts (default 0)
     out_bytes: list | None = None    # bytes of the tensors leaving each segment (default: the next one's input;
                                      # the last: its largest activation)
 
@@ -127,6 +129,8 @@ class CostTable:
                             if self.arena_bytes is None else np.asarray(self.arena_bytes, dtype=float).reshape(shape))
         self.pair_arena_bytes = (np.zeros(shape) if self.pair_arena_bytes is None
                                  else np.asarray(self.pair_arena_bytes, dtype=float).reshape(shape))
+        self.tail_arena_bytes = (np.zeros(shape[0]) if self.tail_arena_bytes is None
+                                 else np.asarray(self.tail_arena_bytes, dtype=float).reshape(shape[0]))
         self.base_bytes = float(self.base_bytes)
         self.build_bytes = float(self.build_bytes)
         self.host_bytes = float(self.host_bytes)
@@ -261,8 +265,10 @@ class CostTable:
     def private_bytes(self, first_seg, last_seg):
         """Per configuration: memory of one session of segments first_seg..last_seg beyond the shared weights."""
         span = slice(first_seg, last_seg + 1)
-        return self.session_bytes[:, span].sum(1) + np.maximum(self.arena_bytes[:, span].max(1),
-                                                               self.pair_arena_bytes[:, span][:, 1:].max(1, initial=0.0))
+        arena = np.maximum(self.arena_bytes[:, span].max(1), self.pair_arena_bytes[:, span][:, 1:].max(1, initial=0.0))
+        if last_seg == self.n_segments - 1 and first_seg < last_seg:
+            arena = np.maximum(arena, self.arena_bytes[:, last_seg] + self.tail_arena_bytes)
+        return self.session_bytes[:, span].sum(1) + arena
 
     def flight_bytes(self, last_seg, frames=1.0):
         """What a stage ending at segment ``last_seg`` holds for its outputs in flight beyond the one of its
@@ -295,7 +301,7 @@ class CostTable:
     def to_dict(self):
         d = asdict(self)
         for k in ('seg_ms', 'overhead_ms', 'spread', 'cut_ms', 'load_factor', 'session_bytes', 'arena_bytes',
-                  'pair_arena_bytes'):
+                  'pair_arena_bytes', 'tail_arena_bytes'):
             d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
         d.pop('_index', None)
         d.pop('_prefix', None)

@@ -114,6 +114,7 @@ class Space:
         self.session = cost.session_bytes[self.rows]
         self.arena = cost.arena_bytes[self.rows]
         self.pair = cost.pair_arena_bytes[self.rows]
+        self.tail = cost.tail_arena_bytes[self.rows]
         self.base = cost.process_bytes
         # outputs in flight (CostTable.flight_bytes): a stage before another holds a fixed number more
         self.queued = np.array([cost.flight_bytes(j) for j in range(self.n - 1)] + [0.0])
@@ -142,8 +143,10 @@ class Space:
                 lats.append(np.where(self.uses[:, :, None], t[None], -np.inf).max(axis=1))
             pair = np.maximum.accumulate(np.concatenate([np.zeros((len(self.rows), 1)), self.pair[:, i + 1:]], axis=1),
                                          axis=1)        # CostTable.private_bytes: pairs inside the stage
-            private = np.cumsum(self.session[:, i:], axis=1) + np.maximum(np.maximum.accumulate(self.arena[:, i:], axis=1),
-                                                                          pair)
+            arena = np.maximum(np.maximum.accumulate(self.arena[:, i:], axis=1), pair)
+            if i < self.n - 1:      # a session of several segments that ends with the model's last
+                arena[:, -1] = np.maximum(arena[:, -1], self.arena[:, -1] + self.tail)
+            private = np.cumsum(self.session[:, i:], axis=1) + arena
             mem = self.wsum[i + 1:] - self.wsum[i] + self.A @ private + self.queued[i:]
             if i == 0:
                 mem = mem + self.base + self.host_bytes
