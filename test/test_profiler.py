@@ -278,6 +278,7 @@ def test_profile_of_tiny_net_is_complete_and_cached(tiny_graph):
     assert table.pair_arena_bytes.shape == table.seg_ms.shape and np.all(table.pair_arena_bytes[:, 0] == 0)
     assert np.all(table.pair_arena_bytes >= 0) and table.out_bytes[:-1] == table.in_bytes[1:]
     assert table.out_bytes[-1] == tiny_graph.layers[-1].output_bytes > 0
+    assert table.tail_arena_bytes.shape == (n_cfg,) and np.all(table.tail_arena_bytes >= 0)   # several segments
     assert table.meta['emulated_speed'] == {} and table.meta['emulation_correction'] == [1.0] * n_cfg
     logs.clear()
     again = profiler.profile(tiny_graph, topology, reps=3, progress=False, log=logs.append)

@@ -17,7 +17,8 @@ from pipeit_ros.plan import parse_spec
 from pipeit_ros.planning import dse
 
 MIB = 2**20
-NETS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1')
+NETS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1', 'yolov8n',
+        'lraspp_mobilenet_v3_large')
 
 
 def main(argv=None):

@@ -39,8 +39,10 @@ build, above the running memory) + ``weight_bytes`` of every segment once (one m
 every session and process; ``held_bytes``: the part of them that stays there, measured, since onnxruntime
 reads weights it transforms into a copy of its own) + per stage replica its onnxruntime session's own memory on that configuration:
 ``session_bytes`` of each of its segments (graph, weights onnxruntime transforms into its own layout, e.g.
-NCHWc convolution weights) + the largest ``arena_bytes`` among them (activation buffers, reused across a
-session's nodes). The profiler measures both per configuration and segment (anonymous memory grown while the
+NCHWc convolution weights) + its arena (:meth:`CostTable.private_bytes`: the largest ``arena_bytes`` among its
+segments and ``pair_arena_bytes`` among its adjacent pairs, activation buffers reused across a session's nodes;
+a stage of several segments ending with the model's last adds ``tail_arena_bytes`` to the last one's) + its
+outputs in flight (:meth:`CostTable.flight_bytes`). The profiler measures both per configuration and segment (anonymous memory grown while the
 segment's session is built, then on its first run); a table without them (the predictor's) has
 ``arena_bytes`` = the largest activation, ``session_bytes`` = 0, ``held_bytes`` = all the weights and
 ``build_bytes`` = 0. The profiler measures ``base_bytes`` and ``build_bytes`` on the whole model run in a

@@ -12,7 +12,9 @@ file. :func:`shared_initializers` maps that file once per process (``np.memmap``
 initializer in an OrtValue over the mapping; every session gets them with ``SessionOptions.add_initializer``,
 so its weights are the file's page-cache pages, shared by every session of the process and every process of
 the machine. Pre-packing is off (``session.disable_prepacking``): it copies Gemm/MatMul weights into each
-session (AlexNet: +244 MB per session) and measured no faster here.
+session (AlexNet: +244 MB per session) and measured no faster here. The memory pattern is off: from the second
+run on it allocates a block beside the arena the first run left (LR-ASPP: 64 -> 109 MiB a session), which the
+profiler, measuring the first run, would miss; off it measured as fast (docs/memory.md).
 """
 import mmap
 import os
@@ -71,6 +73,9 @@ def session_options(cpus, threads=None, pinned=True, spinning=None, weights=None
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     so.add_session_config_entry('session.disable_prepacking', '1')
+    # the memory pattern allocates a block of its own from the second run on, beside the first run's arena
+    # (LR-ASPP: +45 MiB a session) and was no faster (docs/memory.md)
+    so.enable_mem_pattern = False
     if weights is not None:   # the model's external-data references resolve there (a model from bytes has no folder)
         so.add_session_config_entry('session.model_external_initializers_file_folder_path',
                                     os.path.dirname(weights.path))
