@@ -40,6 +40,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from pipeit_ros.engine import footprint
+from pipeit_ros.engine.parts import QUEUE_SIZE
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError
@@ -332,7 +333,7 @@ def stage_alone(graph, plan, seconds=1.0, warmup=5, x=None):
 
 
 def run_benchmark(graph, topology, candidates, seconds=10.0, rounds=5, warmup=20, bare=False, progress=True,
-                  stage_alone_for=(), queue_size=2, log=None, rate=None):
+                  stage_alone_for=(), queue_size=QUEUE_SIZE, log=None, rate=None):
     """Measure every plan of ``candidates`` ({name: Plan}) and, with ``bare``, the plain loop; see the module
     docstring for how. ``stage_alone_for``: candidate names whose stages are also measured alone. ``rate``:
     frames/s the producer sends at (a camera's rate), instead of as fast as the first stage takes them; the

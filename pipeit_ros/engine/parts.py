@@ -10,6 +10,7 @@ from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.plan import check_against, validate
 
 SWITCH_INTERVAL_S = 0.001
+QUEUE_SIZE = 2      # frames a stage's input queue holds by default (the DSE's saturated latency counts them)
 
 
 @dataclass(slots=True)

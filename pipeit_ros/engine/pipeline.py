@@ -15,7 +15,16 @@ import time
 
 import numpy as np
 
-from pipeit_ros.engine.parts import Channel, FrameResult, StageStats, Worker, check_plan, switch_acquire, switch_release
+from pipeit_ros.engine.parts import (
+    QUEUE_SIZE,
+    Channel,
+    FrameResult,
+    StageStats,
+    Worker,
+    check_plan,
+    switch_acquire,
+    switch_release,
+)
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError, PlanError, StageError
 from pipeit_ros.hw import memory as procmem
@@ -38,7 +47,7 @@ class Pipeline:
     (seq, t_start, t_end) are recorded for a Gantt chart (see reset_timeline()).
     """
 
-    def __init__(self, graph, plan, *, stages=None, queue_size=2, policy='block', on_output=None,
+    def __init__(self, graph, plan, *, stages=None, queue_size=QUEUE_SIZE, policy='block', on_output=None,
                  name='pipeline', topology=None, tap=None, timeline=0):
         if policy not in POLICIES:
             raise PipeitError(f'back-pressure policy {policy!r} is not one of {", ".join(POLICIES)}')
