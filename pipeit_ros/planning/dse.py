@@ -6,7 +6,9 @@ may hold several groups of one or several stages, cores may stay idle, replicas 
 different clusters). A replica's time is ``CostTable.stage_ms`` (segments + per-run overhead + the hand-over of
 the stage's input; where the table predicts one container per cluster, a cut between stages hosted by two
 clusters costs the sender and the receiver their sides of a hop between containers instead). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
-predicted latency = sum over stages of the slowest replica's time; memory = sum over stages of replicas x
+predicted latency = sum over stages of the slowest replica's time (a frame that waits nowhere); saturated latency
+(frames come as fast as the pipeline takes them: :mod:`pipeit_ros.planning.saturated`) = that, plus the waits
+of every stage before the first bottleneck stage behind full queues; memory = sum over stages of replicas x
 (weights + largest activation) — each replica holds its own weights. A plan of several core groups is
 predicted with the times under load (``CostTable.for_groups``), a plan of one group with the times alone: the
 search runs on the loaded table and compares its optimum with the best one-group plan, which keeps it exact.
@@ -17,11 +19,13 @@ search runs on the loaded table and compares its optimum with the best one-group
   plan stays within them (a binary search over every stage rate, each step a least-latency / least-memory DP
   with every stage at least that rate). Ties (throughput within a relative 1e-9) go to the plan with fewer
   cores, then to the one with lower latency.
-- ``objective='latency'``: the lowest latency that sustains ``min_fps`` (and the memory bound); ties go to the
-  higher throughput, then fewer cores.
+- ``objective='latency'``: the lowest saturated latency that sustains ``min_fps`` (and the memory bound;
+  ``max_latency_ms`` bounds the saturated latency here); ties go to the higher throughput, then fewer cores,
+  then the lower saturated latency (:func:`pipeit_ros.planning.saturated.least`).
 
 :func:`pipeit_paper` is the paper's own heuristic (:mod:`pipeit_ros.planning.paper_heuristic`), for comparison;
-:func:`predict` gives (fps, latency) of any plan, baselines included.
+:func:`predict` gives (fps, latency) of any plan, baselines included, :func:`predict_saturated` its saturated
+latency.
 """
 from dataclasses import replace
 import time
@@ -151,7 +155,10 @@ class _Search:
         top = self.top_rate()
         floor = self.floor * (1 - TIE)
         plain = self._min_cost('lat', floor)[0]
-        stages = saturated.least(self.space, floor, top, plain, self._banded_choice)
+        if np.isfinite(self.mem_bound) and self._min_cost('mem', floor)[0][self.space.full, 0] > self.mem_bound:
+            self.lat_bound = np.inf             # nothing fits: say so (the plain latency is not the one bounded)
+            self.explain_infeasible()
+        stages = saturated.least(self.space, floor, top, plain, self._banded_choice, self.lat_bound)
         if stages is None:
             self.lat_bound = np.inf
             fastest = saturated.least(self.space, floor, top, plain, self._banded_choice)

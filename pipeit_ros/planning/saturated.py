@@ -91,12 +91,13 @@ def stage_latency(space, stages, queue_size=QUEUE_SIZE):
                    [int(space.reps[o % space.n_opt]) for _, _, o in stages], queue_size)
 
 
-def least(space, floor, top, plain, choose, queue_size=QUEUE_SIZE):
+def least(space, floor, top, plain, choose, bound=np.inf, queue_size=QUEUE_SIZE):
     """The stage list of ``space`` with the least saturated latency at rates >= ``floor`` (per ms; ``top`` the
     highest rate of any plan), ties to the higher rate, then fewer cores, then less latency; None when no plan
-    meets the bounds that ``choose`` applies. ``plain``: the least plain latency at ``floor`` per state
-    (``Space.min_cost('lat', floor)[0]``). ``choose(banded, bound, latency_first)``: the best stage list of a
-    :class:`Banded` space within saturated latency ``bound`` (fewest cores first unless ``latency_first``)."""
+    meets the bounds that ``choose`` applies (``bound``: the one on the saturated latency; it ends the scan).
+    ``plain``: the least plain latency at ``floor`` per state (``Space.min_cost('lat', floor)[0]``).
+    ``choose(banded, bound, latency_first)``: the best stage list of a :class:`Banded` space within saturated
+    latency ``bound`` (fewest cores first unless ``latency_first``)."""
     q = queue_size
     rates = space.candidate_rates(max(floor, np.nextafter(0.0, 1.0)), top)    # rate 0: a last stage that sends
     if not len(rates):
@@ -115,7 +116,7 @@ def least(space, floor, top, plain, choose, queue_size=QUEUE_SIZE):
             lb[lo:hi] = np.minimum(lb[lo:hi], head[p, j])
     best, found = np.inf, {}
     for c in np.argsort(lb, kind='stable'):
-        if lb[c] > best * (1 + TIE) + 1e-12:
+        if not lb[c] <= min(best, bound) * (1 + TIE) + 1e-12:
             break
         stages = choose(Banded(space, rates[c], q), np.inf, True)
         if stages is not None:
