@@ -106,14 +106,14 @@ def least(space, floor, top, plain, choose, bound=np.inf, queue_size=QUEUE_SIZE)
     first = np.flatnonzero(space.pair_u == space.full)        # b = 0: the first stage from every core
     r0, t0, _ = space.arrays(0)
     o, v = space.pair_o[first], space.pair_v[first]
-    head = t0[o] + plain[v, 1:]                               # (first stages, ends j)
-    rho = r0[o]
-    for x in np.argsort(head, axis=None)[::-1]:               # the least bound last: it stays
-        p, j = np.unravel_index(x, head.shape)
-        if np.isfinite(head[p, j]) and rho[p, j] >= floor:
-            lo = np.searchsorted(rates, rho[p, j] / (1 + TIE), 'left')
-            hi = np.searchsorted(rates, rho[p, j], 'right')
-            lb[lo:hi] = np.minimum(lb[lo:hi], head[p, j])
+    head, rho = (t0[o] + plain[v, 1:]).ravel(), r0[o].ravel()   # first stages x their ends j
+    keep = np.isfinite(head) & (rho >= floor)
+    head, rho = head[keep], rho[keep]
+    lo = np.searchsorted(rates, rho / (1 + TIE), 'left')      # the candidates whose band holds rho
+    hi = np.searchsorted(rates, rho, 'right')
+    for w in range(int((hi - lo).max(initial=0))):
+        at = lo + w < hi
+        np.minimum.at(lb, lo[at] + w, head[at])
     best, found = np.inf, {}
     for c in np.argsort(lb, kind='stable'):
         if not lb[c] <= min(best, bound) * (1 + TIE) + 1e-12:
