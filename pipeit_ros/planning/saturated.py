@@ -49,10 +49,10 @@ class Banded(Space):
         self.n, n_u, self.n_e = space.n, space.n_u, space.n_var * space.n_opt
         self.n_u = 2 * n_u
         self.n_opt, self.cost, self.clusters = space.n_opt, space.cost, space.clusters
-        pu, pe, pv = space.pair_u, space.pair_o, space.pair_v
-        pu = np.concatenate([pu, pu, pu + n_u])
-        pe = np.concatenate([pe, pe + self.n_e, pe + 2 * self.n_e])
-        pv = np.concatenate([space.pair_v, pv + n_u, pv + n_u])
+        u, e, v = space.pair_u, space.pair_o, space.pair_v   # before -> before, before -> after, after -> after
+        pu = np.concatenate([u, u, u + n_u])
+        pe = np.concatenate([e, e + self.n_e, e + 2 * self.n_e])
+        pv = np.concatenate([v, v + n_u, v + n_u])
         order = np.argsort(pu, kind='stable')
         self.pair_u, self.pair_o, self.pair_v = pu[order], pe[order], pv[order]
         self.has_pair = np.bincount(self.pair_u, minlength=self.n_u) > 0
