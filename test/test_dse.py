@@ -424,3 +424,20 @@ def test_the_latency_objective_puts_the_bottleneck_first():
     assert plan.notes['saturated_latency_ms'] == pytest.approx(120.0) == plan.predicted_latency_ms
     want = lexicographic_best(every_plan(cost, topo), 'latency', min_fps=11.0)
     assert want[5] == pytest.approx(120.0) and want[1] == pytest.approx(120.0)
+
+
+@pytest.mark.parametrize('seed,sizes,n', [(334193851, (2, 2), 5), (667799598, (2, 1, 1), 3), (1224938616, (2, 1), 3)],
+                         ids=['2+2', '2+1+1', '2+1'])
+def test_the_least_saturated_latency_may_queue_inside(seed, sizes, n):
+    """Tables (found by drawing) where at 0.9 of the top rate the least saturated latency has a later stage as
+    the bottleneck, so frames queue before it: the banded DP's prefix phase against the brute force."""
+    topo = topology(sizes)
+    cost = random_table(np.random.default_rng(seed), topo, n, integer=True)
+    plans = every_plan(cost, topo)
+    min_fps = max(p[0] for p in plans) * 0.9
+    want = lexicographic_best(plans, 'latency', min_fps=min_fps)
+    assert want[5] > want[1] * 1.01           # the winner waits inside
+    plan = dse.solve(cost, topo, objective='latency', min_fps=min_fps)
+    check_valid(plan, cost, topo)
+    assert (plan.predicted_fps, cores_of(plan)) == (pytest.approx(want[0], rel=1e-8), want[3])
+    assert plan.notes['saturated_latency_ms'] == pytest.approx(want[5], rel=1e-8)
