@@ -147,6 +147,8 @@ class Plan:
                          f' ({s.threads} thread{"s" if s.threads > 1 else ""}{reps}){pin}{pred}')
         if self.predicted_fps is not None:
             lat = f', latency {self.predicted_latency_ms:.2f} ms' if self.predicted_latency_ms is not None else ''
+            if self.notes.get('saturated_latency_ms') is not None:
+                lat += f' ({self.notes["saturated_latency_ms"]:.2f} ms saturated)'
             lines.append(f'predicted: {self.predicted_fps:.1f} frames/s{lat}')
         return '\n'.join(lines)
 

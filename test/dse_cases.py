@@ -8,6 +8,7 @@ from pipeit_ros.cost.table import QUEUED_OUTPUTS, CostTable
 from pipeit_ros.hw.topology import Cluster, Topology
 
 TIE = 1e-9
+QUEUE = 2       # frames before each stage: the engine's default (pipeit_ros.engine.parts.QUEUE_SIZE)
 HOP_INTEGER = {'hop_send_fixed_ms': 1.0, 'hop_send_ms_per_mb': 0.0, 'hop_recv_fixed_ms': 2.0,
                'hop_recv_ms_per_mb': 0.0}
 
@@ -64,8 +65,8 @@ def fake_graph(n_layers):
 
 
 def every_plan(cost, topo, replicas=True):
-    """[(fps, latency_ms, memory_bytes, cores, stages)] of every plan, by plain enumeration from the model's
-    definition (independent of pipeit_ros.planning.dp)."""
+    """[(fps, latency_ms, memory_bytes, cores, stages, saturated_latency_ms)] of every plan, by plain enumeration
+    from the model's definition (independent of pipeit_ros.planning.dp and .saturated)."""
     names, sizes = [c.name for c in topo.clusters], [c.size for c in topo.clusters]
     n = cost.n_segments
     options = []
@@ -90,7 +91,7 @@ def every_plan(cost, topo, replicas=True):
     out = []
     loaded = cost.under_load()       # a plan of several core groups runs under load, one group alone
     for stages in plans:
-        rates, lat, mem, cores = [], 0.0, 0.0, 0
+        rates, lat, mem, cores, slowest = [], 0.0, 0.0, 0, []
         table = loaded if sum(sum(r) for _, _, _, r in stages) > 1 else cost
         hosts = [next(c for c, rc in enumerate(r) if rc) for _, _, _, r in stages]   # the first cluster hosts
         for n_stage, (i, j, k, r) in enumerate(stages):
@@ -99,28 +100,41 @@ def every_plan(cost, topo, replicas=True):
             times = [table.stage_ms(i, j, names[c], k, **hop) for c, rc in enumerate(r) for _ in range(rc)]
             rates.append(sum(1.0 / t for t in times))
             lat += max(times)
+            slowest.append(max(times))
             mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared
             # outputs in flight: a queue's worth before another stage; after the last, rate x slowest - 1
             mem += cost.out_bytes[j] * (QUEUED_OUTPUTS if j + 1 < n else rates[-1] * max(times) - 1.0)
             if n_stage == 0 or (hop['cross_in'] and cost.containers == 'per_cluster'):
                 mem += cost.host_bytes          # a run of stages starts in a container
             cores += k * sum(r)
-        out.append((1000.0 * min(rates), lat, mem, cores, stages))
+        out.append((1000.0 * min(rates), lat, mem, cores, stages, saturated(rates, slowest, stages)))
     return out
 
 
+def saturated(rates, slowest, stages):
+    """Saturated latency: every stage before the first bottleneck (rate within TIE of the lowest) holds its
+    replicas' frames and a full queue, all leaving at the bottleneck's period (Little's law)."""
+    low = min(rates)
+    b = min(k for k, r in enumerate(rates) if r <= low * (1 + TIE))
+    period = 1.0 / low
+    waits = sum(max(t, sum(r) * period) + QUEUE * period for t, (_, _, _, r) in zip(slowest[:b], stages[:b]))
+    return waits + sum(slowest[b:])
+
+
 def lexicographic_best(plans, objective='throughput', max_latency_ms=None, min_fps=None, memory_mb=None):
-    """The brute-force answer with the documented tie-breaks, or None when no plan meets the bounds."""
-    ok = [p for p in plans if (max_latency_ms is None or p[1] <= max_latency_ms)
+    """The brute-force answer with the documented tie-breaks, or None when no plan meets the bounds. The latency
+    objective minimises (and max_latency_ms bounds) the saturated latency, the throughput objective the plain."""
+    at = 5 if objective == 'latency' else 1
+    ok = [p for p in plans if (max_latency_ms is None or p[at] <= max_latency_ms)
           and (min_fps is None or p[0] >= min_fps * (1 - TIE))
           and (memory_mb is None or p[2] <= memory_mb * 2 ** 20)]
     if not ok:
         return None
     if objective == 'latency':
-        best_lat = min(p[1] for p in ok)
-        ok = [p for p in ok if p[1] <= best_lat * (1 + TIE) + 1e-12]
+        best_lat = min(p[at] for p in ok)
+        ok = [p for p in ok if p[at] <= best_lat * (1 + TIE) + 1e-12]
     best_fps = max(p[0] for p in ok)
     ok = [p for p in ok if p[0] >= best_fps * (1 - TIE)]
     fewest = min(p[3] for p in ok)
     ok = [p for p in ok if p[3] == fewest]
-    return min(ok, key=lambda p: p[1])
+    return min(ok, key=lambda p: p[at])

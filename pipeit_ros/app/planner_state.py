@@ -97,8 +97,10 @@ PARAMS = (
               'only) or auto (a given file, else a cached profile, else profile now)', planning.SOURCES),
     ParamSpec('predictor_path', 'trained predictor file (joblib) for source predictor/auto; empty: none'),
     ParamSpec('profile_path', 'saved profile (cost table JSON) for source profile/auto; empty: none'),
-    ParamSpec('objective', 'what the DSE optimises', planning.OBJECTIVES),
-    ParamSpec('max_latency_ms', 'latency bound for the DSE in ms; 0: none', low=0.0, high=1e6),
+    ParamSpec('objective', 'what the DSE optimises (latency: the saturated one, frames as fast as the plan '
+              'takes them)', planning.OBJECTIVES),
+    ParamSpec('max_latency_ms', 'latency bound for the DSE in ms (the saturated latency under objective '
+              'latency); 0: none', low=0.0, high=1e6),
     ParamSpec('min_fps', 'throughput floor for the DSE in frames/s; 0: none', low=0.0, high=1e6),
     ParamSpec('memory_mb', 'memory budget in MiB of the plan\'s containers together, at their peak (docs/memory.md); 0: none', low=0, high=1_000_000),
     ParamSpec('search', "DSE: exact optimum or the paper's heuristic", planning.SEARCHES),

@@ -16,9 +16,10 @@ How it measures (also printed by ``pipeit bench`` and stored in :attr:`BenchResu
   others (:func:`pipeit_ros.hw.emulation.measured_speeds`); a window that left the share set by more than 10 %
   is a warning next to the table (other sessions' load moves it, see the emulation module);
 - latency = first stage start -> in-order output, per frame (the wait in the input queue is left out: it
-  depends on the producer); p50/p99 over all frames of all rounds. Saturated, a frame also waits in the queue
-  before a slower stage (YOLOv8n's latency plan: p50 592 ms against 305 predicted); ``rate`` paces the producer
-  as a camera would, and latencies at one rate compare plans as a robot would see them;
+  depends on the producer); p50/p99 over all frames of all rounds. Saturated, a frame also waits in the queues
+  before the first bottleneck stage (the plan's ``notes['saturated_latency_ms']``, :mod:`pipeit_ros.planning.
+  saturated`: YOLOv8n little 0-18 then big, 380 ms predicted, p50 383); ``rate`` paces the producer as a camera
+  would (then the plain ``predicted_latency_ms``), and latencies at one rate compare plans as a robot sees them;
 - memory: each candidate runs first in a fresh process of its own (:mod:`pipeit_ros.engine.footprint`), one after
   another, before any is built here: its PSS after a few frames (and peak RSS) does not depend on the order;
   shown next to the plan's predicted memory;

@@ -22,6 +22,7 @@ from pipeit_ros.cli.common import (
     print_json,
 )
 from pipeit_ros.cost import profiler
+from pipeit_ros.engine.parts import QUEUE_SIZE
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
@@ -48,7 +49,8 @@ def add_arguments(parser):
                              '--paper-table)')
     parser.add_argument('--rounds', type=int, default=5, metavar='N', help='rounds over all candidates (default 5)')
     parser.add_argument('--warmup', type=int, default=20, metavar='N', help='warm-up frames per candidate')
-    parser.add_argument('--queue-size', type=int, default=2, metavar='N', help='frames per inter-stage queue')
+    parser.add_argument('--queue-size', type=int, default=QUEUE_SIZE, metavar='N',
+                        help=f'frames per inter-stage queue (default {QUEUE_SIZE})')
     parser.add_argument('--rate', type=float, default=None, metavar='FPS',
                         help='send frames at this rate, as a camera would (default: as fast as the first stage '
                              'takes them); latencies then leave out the queueing that saturation adds')

@@ -33,8 +33,9 @@ def add_arguments(parser):
                         help='where stage times come from without a file (default auto: a cached or new '
                              'profile here, the scaled host predictor for another board)')
     parser.add_argument('--objective', choices=planning.OBJECTIVES, default='throughput',
-                        help='maximise frames/s (default) or minimise latency at --min-fps')
-    parser.add_argument('--max-latency-ms', type=float, metavar='X', help='latency bound for the throughput plan')
+                        help='maximise frames/s (default) or minimise the saturated latency (frames '
+                             'fed as fast as the plan takes them, as `pipeit bench` does) at --min-fps')
+    parser.add_argument('--max-latency-ms', type=float, metavar='X', help='latency bound (the saturated latency with --objective latency)')
     parser.add_argument('--min-fps', type=float, metavar='F', help='frames/s the plan must sustain')
     parser.add_argument('--memory-mb', type=float, metavar='M',
                         help='memory bound in MiB of the plan run in one process: base + weights once + each '

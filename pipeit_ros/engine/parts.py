@@ -11,6 +11,7 @@ from pipeit_ros.plan import check_against, validate
 
 QUEUE_SIZE = 2                # frames waiting before each stage, by default (engine, bench, containers)
 SWITCH_INTERVAL_S = 0.001
+QUEUE_SIZE = 2      # frames a stage's input queue holds by default (the DSE's saturated latency counts them)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,9 @@ may hold several groups of one or several stages, cores may stay idle, replicas 
 different clusters). A replica's time is ``CostTable.stage_ms`` (segments + per-run overhead + the hand-over of
 the stage's input; where the table predicts one container per cluster, a cut between stages hosted by two
 clusters costs the sender and the receiver their sides of a hop between containers instead). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
-predicted latency = sum over stages of the slowest replica's time; memory = sum over stages of replicas x
+predicted latency = sum over stages of the slowest replica's time (a frame that waits nowhere); saturated latency
+(frames come as fast as the pipeline takes them: :mod:`pipeit_ros.planning.saturated`) = that, plus the waits
+of every stage before the first bottleneck stage behind full queues; memory = sum over stages of replicas x
 (weights + largest activation) — each replica holds its own weights. A plan of several core groups is
 predicted with the times under load (``CostTable.for_groups``), a plan of one group with the times alone: the
 search runs on the loaded table and compares its optimum with the best one-group plan, which keeps it exact.
@@ -17,11 +19,13 @@ search runs on the loaded table and compares its optimum with the best one-group
   plan stays within them (a binary search over every stage rate, each step a least-latency / least-memory DP
   with every stage at least that rate). Ties (throughput within a relative 1e-9) go to the plan with fewer
   cores, then to the one with lower latency.
-- ``objective='latency'``: the lowest latency that sustains ``min_fps`` (and the memory bound); ties go to the
-  higher throughput, then fewer cores.
+- ``objective='latency'``: the lowest saturated latency that sustains ``min_fps`` (and the memory bound;
+  ``max_latency_ms`` bounds the saturated latency here); ties go to the higher throughput, then fewer cores,
+  then the lower saturated latency (:func:`pipeit_ros.planning.saturated.least`).
 
 :func:`pipeit_paper` is the paper's own heuristic (:mod:`pipeit_ros.planning.paper_heuristic`), for comparison;
-:func:`predict` gives (fps, latency) of any plan, baselines included.
+:func:`predict` gives (fps, latency) of any plan, baselines included, :func:`predict_saturated` its saturated
+latency.
 """
 from dataclasses import replace
 import time
@@ -30,12 +34,12 @@ import numpy as np
 
 from pipeit_ros.errors import PlanError
 from pipeit_ros.plan import Plan, Stage, validate
-from pipeit_ros.planning import paper_heuristic
+from pipeit_ros.planning import paper_heuristic, saturated
 from pipeit_ros.planning.dp import Space
+from pipeit_ros.planning.saturated import TIE
 
 MIB = 2 ** 20
 OBJECTIVES = ('throughput', 'latency')
-TIE = 1e-9      # relative: throughputs this close are equal, and the tie-breaks decide
 
 
 def _cost_check(cost, topology):
@@ -61,7 +65,7 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     search = _Search(space, max_latency_ms, min_fps, memory_mb,
                      [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone])
     try:
-        stages = search.least_latency() if objective == 'latency' else search.best_throughput()
+        stages = search.least_saturated() if objective == 'latency' else search.best_throughput()
         failure = None
     except PlanError as exc:
         stages, failure = None, exc
@@ -72,7 +76,7 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     plan = None if stages is None else with_predictions(build_plan(space, stages, topology, 'exact', notes),
                                                         cost, topology)
     for other in alone:     # a plan of one core group runs alone: it is predicted without the load factors
-        if ((max_latency_ms is None or other.predicted_latency_ms <= max_latency_ms)
+        if ((max_latency_ms is None or _latency(other, objective) <= max_latency_ms)
                 and (min_fps is None or other.predicted_fps >= min_fps * (1 - TIE))
                 and (memory_mb is None or other.notes['memory_mib'] <= memory_mb)
                 and (plan is None or _better(other, plan, objective))):
@@ -82,14 +86,19 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     return plan
 
 
+def _latency(plan, objective):
+    """The latency ``objective`` minimises / bounds: saturated for 'latency', else the plain one."""
+    return plan.notes['saturated_latency_ms'] if objective == 'latency' else plan.predicted_latency_ms
+
+
 def _better(a, b, objective):
     """True when plan ``a`` beats ``b`` under the tie rules of :func:`solve` (relative TIE on the first figure)."""
     def close(x, y):
         return abs(x - y) <= TIE * max(abs(x), abs(y))
     cores_a, cores_b = (sum(len(s.cpus) for s in p.stages) for p in (a, b))
     if objective == 'latency':
-        order = [(a.predicted_latency_ms, b.predicted_latency_ms), (-a.predicted_fps, -b.predicted_fps),
-                 (cores_a, cores_b)]
+        order = [(_latency(a, objective), _latency(b, objective)), (-a.predicted_fps, -b.predicted_fps),
+                 (cores_a, cores_b), (_latency(a, objective), _latency(b, objective))]
     else:
         order = [(-a.predicted_fps, -b.predicted_fps), (cores_a, cores_b),
                  (a.predicted_latency_ms, b.predicted_latency_ms)]
@@ -141,11 +150,36 @@ class _Search:
             top = self.highest_feasible(self.at_floor(), top)
         return self.choose(top)
 
-    def least_latency(self):
+    def least_saturated(self):
+        """The least saturated latency (:mod:`pipeit_ros.planning.saturated`); ``--max-latency-ms`` bounds it."""
         top = self.top_rate()
-        best = self.at_floor(latency_first=True)
-        self.lat_bound = min(self.lat_bound, self.space.totals(best)[1] * (1 + TIE) + 1e-12)
-        return self.choose(self.highest_feasible(best, top))
+        floor = self.floor * (1 - TIE)
+        plain = self._min_cost('lat', floor)[0]
+        if np.isfinite(self.mem_bound) and self._min_cost('mem', floor)[0][self.space.full, 0] > self.mem_bound:
+            self.lat_bound = np.inf             # nothing fits: say so (the plain latency is not the one bounded)
+            self.explain_infeasible()
+        stages = saturated.least(self.space, floor, top, plain, self._banded_choice, self.lat_bound)
+        if stages is None:
+            self.lat_bound = np.inf
+            fastest = saturated.least(self.space, floor, top, plain, self._banded_choice)
+            if fastest is None:
+                self.explain_infeasible()
+            max_lat, min_fps, memory_mb = self.args
+            lat = min([saturated.stage_latency(self.space, fastest)]       # one stage alone: saturated = plain
+                      + [lat for r, lat, mem in self.alone if r >= floor and mem <= self.mem_bound])
+            at = f' at --min-fps {min_fps:g}' if min_fps is not None else ''
+            said = (f'--max-latency-ms {max_lat:g}{at}:' if memory_mb is None else
+                    f'both --max-latency-ms {max_lat:g} and --memory-mb {memory_mb:g}{at}: within the memory')
+            raise PlanError(f'no plan meets {said} the fastest has {lat:.2f} ms saturated')
+        return stages
+
+    def _banded_choice(self, banded, bound, latency_first):
+        """:meth:`choose` on a :class:`~pipeit_ros.planning.saturated.Banded` view, its latency within ``bound``."""
+        search = _Search(banded, None, None, None)
+        search.lat_bound, search.mem_bound = min(self.lat_bound, bound), self.mem_bound
+        stages = search.choose(0.0, latency_first)
+        self.passes += search.passes
+        return stages
 
     def highest_feasible(self, known, top):
         """The highest stage rate <= top at which a plan within the bounds exists; ``known`` is one."""
@@ -161,9 +195,9 @@ class _Search:
                 lo = max(mid, int(np.searchsorted(rates, sp.totals(found)[0], side='right')) - 1)
         return rates[lo]
 
-    def at_floor(self, latency_first=False):
+    def at_floor(self):
         """The best plan at the --min-fps floor, or the PlanError that says why there is none."""
-        best = self.choose(self.floor, latency_first)
+        best = self.choose(self.floor)
         if best is None:
             self.explain_infeasible()
         return best
@@ -333,21 +367,42 @@ def predict(plan, cost, topology=None):
     itself, across clusters) is outside what per-cluster configurations can predict: (None, None). An unpinned
     stage inside one cluster is predicted as if pinned. ``topology`` is needed for stages spanning clusters.
     """
-    periods, latency = [], 0.0
+    times = replica_times(plan, cost, topology)
+    if times is None:
+        return None, None
+    return 1000.0 / max(_period(t) for t in times), sum(max(t) for t in times)
+
+
+def predict_saturated(plan, cost, topology=None):
+    """The saturated latency (ms) of ``plan`` (:mod:`pipeit_ros.planning.saturated`), the figure
+    ``objective='latency'`` minimises; None where :func:`predict` gives None."""
+    times = replica_times(plan, cost, topology)
+    if times is None:
+        return None
+    return saturated.latency([1.0 / _period(t) for t in times], [max(t) for t in times], [len(t) for t in times])
+
+
+def _period(times):
+    return 1.0 / sum(1.0 / max(t, 1e-9) for t in times)
+
+
+def replica_times(plan, cost, topology=None):
+    """Each stage's replica times (ms) under ``cost`` as the search counts them, or None for an unpinned stage
+    over several clusters (see :func:`predict`)."""
+    out = []
     cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     for n, s in enumerate(plan.stages):
         where = f'stage {n} ({s.first}-{s.last}@{s.cluster})'
         if not s.pinned and '+' in s.cluster:
-            return None, None
+            return None
         fs, ls = stage_segments(cost, s, where)
         times = []
         for c in replica_clusters(s, topology, where):
             if (c, s.threads) not in cost.configs:
                 raise PlanError(f'{where}: the cost table has no configuration {c}:{s.threads}')
             times.append(cost.stage_ms(fs, ls, c, s.threads, **hops(plan, n)))
-        periods.append(1.0 / sum(1.0 / max(t, 1e-9) for t in times))
-        latency += max(times)
-    return 1000.0 / max(periods), latency
+        out.append(times)
+    return out
 
 
 def hops(plan, n):
@@ -387,14 +442,17 @@ def predict_memory(plan, cost, topology=None):
 
 
 def with_predictions(plan, cost, topology=None):
-    """``plan`` with predicted fps/latency, per-stage predicted_ms (slowest replica) and
-    ``notes['memory_mib']`` (:func:`predict_memory`) filled in."""
+    """``plan`` with predicted fps/latency, per-stage predicted_ms (slowest replica),
+    ``notes['memory_mib']`` (:func:`predict_memory`) and ``notes['saturated_latency_ms']``
+    (:func:`predict_saturated`) filled in."""
     fps, lat = predict(plan, cost, topology)
     if fps is None:
         return plan
+    notes = {**plan.notes, 'saturated_latency_ms': predict_saturated(plan, cost, topology)}
     mem = predict_memory(plan, cost, topology)
     if mem is not None:
-        plan = replace(plan, notes={**plan.notes, 'memory_mib': round(mem / MIB, 3)})
+        notes['memory_mib'] = round(mem / MIB, 3)
+    plan = replace(plan, notes=notes)
     cost = cost.for_groups(sum(s.replicas for s in plan.stages))
     stages = []
     for n, s in enumerate(plan.stages):
