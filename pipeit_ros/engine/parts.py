@@ -9,9 +9,9 @@ from pipeit_ros.errors import PlanError
 from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.plan import check_against, validate
 
-QUEUE_SIZE = 2                # frames waiting before each stage, by default (engine, bench, containers)
+QUEUE_SIZE = 2                # frames waiting before each stage, by default (engine, bench, containers; the DSE
+                              # counts them: outputs in flight in memory, the saturated latency's queues)
 SWITCH_INTERVAL_S = 0.001
-QUEUE_SIZE = 2      # frames a stage's input queue holds by default (the DSE's saturated latency counts them)
 
 
 @dataclass(slots=True)
