@@ -1,5 +1,7 @@
 """tools/smaps_breakdown.py on this process: the kinds add up to the kernel's PSS, and memory this test maps
 lands in its kind."""
+import mmap
+
 import numpy as np
 import smaps_breakdown  # tools/
 
@@ -14,7 +16,9 @@ def _pss(kinds, kind):
 
 def test_kinds_add_up_and_place_what_is_mapped(tmp_path):
     before, _ = smaps_breakdown.breakdown()
-    buffer = np.ones(24 * MIB, dtype=np.uint8)                  # a large malloc: an anonymous mapping of its own
+    # an anonymous mapping of its own (a 24 MiB malloc came from a grown heap in the full suite)
+    buffer = mmap.mmap(-1, 24 * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buffer.write(b'\1' * (24 * MIB))
     path = tmp_path / 'weights.data'                             # the model's external-data file is named so
     path.write_bytes(b'\1' * (4 * MIB))
     weights = np.memmap(path, dtype=np.uint8, mode='r')
@@ -28,4 +32,5 @@ def test_kinds_add_up_and_place_what_is_mapped(tmp_path):
     assert 'heap' in kinds and all(row['rss'] >= row['private'] for row in kinds.values())
     lines = smaps_breakdown.report('self')
     assert lines[0].startswith('pid self: PSS') and any('weights' in line for line in lines)
-    del buffer, weights
+    buffer.close()
+    del weights
