@@ -148,14 +148,14 @@ def test_factor_is_clamped(topo):
 # ------------------------------------------------------------------------------------------ rebalance
 
 def brute_force_best(cost, plan, topo):
-    from pipeit_ros.planning import dse
+    from pipeit_ros.planning import prediction
     n, k = cost.n_segments, len(plan.stages)
     best = math.inf
     for cuts in itertools.combinations(range(1, n), k - 1):
         bounds = list(zip((0,) + cuts, cuts + (n,)))
         stages = tuple(Stage(a, b - 1, s.cluster, s.cpus, s.threads, s.replicas)
                        for s, (a, b) in zip(plan.stages, bounds))
-        fps, _ = dse.predict(Plan(stages=stages), cost, topo)
+        fps, _ = prediction.predict(Plan(stages=stages), cost, topo)
         best = min(best, 1000.0 / fps)
     return best
 

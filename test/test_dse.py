@@ -15,7 +15,7 @@ from pipeit_ros.errors import PlanError
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.model import graph
 from pipeit_ros.plan import Plan, Stage, validate
-from pipeit_ros.planning import dse
+from pipeit_ros.planning import dse, prediction
 from pipeit_ros.planning.baselines import baselines
 
 SMALL = [(1, 1), (2, 1), (2, 2), (3, 1), (1, 1, 1), (2, 1, 1)]
@@ -27,10 +27,10 @@ def cores_of(plan):
 
 def check_valid(plan, cost, topo):
     validate(plan, topo, n_layers=cost.segments[-1][1] + 1, cut_points=[a for a, _ in cost.segments])
-    fps, lat = dse.predict(plan, cost, topo)
+    fps, lat = prediction.predict(plan, cost, topo)
     assert fps == pytest.approx(plan.predicted_fps, rel=1e-9)
     assert lat == pytest.approx(plan.predicted_latency_ms, rel=1e-9)
-    assert dse.predict_saturated(plan, cost, topo) == pytest.approx(plan.notes['saturated_latency_ms'], rel=1e-9)
+    assert prediction.predict_saturated(plan, cost, topo) == pytest.approx(plan.notes['saturated_latency_ms'], rel=1e-9)
     assert plan.notes['saturated_latency_ms'] >= lat * (1 - 1e-9)
 
 
@@ -198,7 +198,7 @@ def test_search_space_contains_the_baselines(sizes, seed):
     check_valid(plan, cost, topo)
     base = baselines(fake_graph(12), topo)
     for name, b in base.items():
-        fps, _ = dse.predict(b, cost, topo)
+        fps, _ = prediction.predict(b, cost, topo)
         if name == 'ort_all_cores' and len(sizes) > 1:
             assert fps is None          # unpinned across clusters: outside the per-cluster model
             continue
@@ -315,17 +315,17 @@ def test_predict_any_plan_matches_the_model():
     topo = topology((2, 1))
     cost = random_table(np.random.default_rng(2), topo, 4)
     plan = Plan(stages=(Stage(0, 1, 'c0', (0, 1), threads=1, replicas=2), Stage(2, 3, 'c1', (2,))))
-    fps, lat = dse.predict(plan, cost, topo)
+    fps, lat = prediction.predict(plan, cost, topo)
     loaded = cost.under_load()           # three core groups work at once
     assert cost.loaded and loaded.stage_ms(0, 1, 'c0', 1) > cost.stage_ms(0, 1, 'c0', 1)
     t0 = loaded.stage_ms(0, 1, 'c0', 1)
     t1 = loaded.stage_ms(2, 3, 'c1', 1)
     assert fps == pytest.approx(1000.0 / max(t0 / 2, t1))
     assert lat == pytest.approx(t0 + t1)
-    filled = dse.with_predictions(plan, cost, topo)
+    filled = prediction.with_predictions(plan, cost, topo)
     assert filled.predicted_fps == pytest.approx(fps) and filled.stages[1].predicted_ms == pytest.approx(t1)
     alone = Plan(stages=(Stage(0, 3, 'c1', (2,)),))   # one core group: its time alone
-    assert dse.predict(alone, cost, topo)[1] == pytest.approx(cost.stage_ms(0, 3, 'c1', 1))
+    assert prediction.predict(alone, cost, topo)[1] == pytest.approx(cost.stage_ms(0, 3, 'c1', 1))
 
 
 def test_a_plan_alone_wins_when_the_load_makes_every_pipeline_slower():
@@ -344,12 +344,12 @@ def test_predict_refuses_what_the_table_cannot_say():
     cost = random_table(np.random.default_rng(2), topo, 4)
     spanning = Plan(stages=(Stage(0, 3, 'c0+c1', (0, 2), threads=1, replicas=2),))
     with pytest.raises(PlanError, match='needs the topology'):
-        dse.predict(spanning, cost)
-    assert dse.predict(spanning, cost, topo)[0] > 0
+        prediction.predict(spanning, cost)
+    assert prediction.predict(spanning, cost, topo)[0] > 0
     with pytest.raises(PlanError, match='no configuration c1:2'):
-        dse.predict(Plan(stages=(Stage(0, 3, 'c1', (2, 3), threads=2),)), cost, topo)
+        prediction.predict(Plan(stages=(Stage(0, 3, 'c1', (2, 3), threads=2),)), cost, topo)
     unpinned = Plan(stages=(Stage(0, 3, 'c0+c1', (0, 1, 2), threads=3, pinned=False),))
-    assert dse.predict(unpinned, cost, topo) == (None, None)
+    assert prediction.predict(unpinned, cost, topo) == (None, None)
 
 
 def test_predict_needs_segment_boundaries():
@@ -357,7 +357,7 @@ def test_predict_needs_segment_boundaries():
     cost = random_table(np.random.default_rng(2), topo, 2)
     cost = replace(cost, segments=[(0, 1), (2, 3)])
     with pytest.raises(PlanError, match='segment boundaries'):
-        dse.predict(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 3, 'c1', (1,)))), cost, topo)
+        prediction.predict(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 3, 'c1', (1,)))), cost, topo)
 
 
 def _hop_table(seg_ms, in_bytes, containers, topo):
@@ -377,18 +377,18 @@ def test_a_cut_between_containers_costs_more_than_the_same_cut_in_process():
     seg, big = [10.0, 1.0, 10.0], [602_112, 6_422_528, 262_144]
     two = topology((1, 1))
     plan = validate(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 2, 'c1', (1,)))), two, n_layers=3)
-    fps_one, lat_one = dse.predict(plan, _hop_table(seg, big, 'one', two), two)
+    fps_one, lat_one = prediction.predict(plan, _hop_table(seg, big, 'one', two), two)
     per_cluster = _hop_table(seg, big, 'per_cluster', two)
-    fps_cross, lat_cross = dse.predict(plan, per_cluster, two)
+    fps_cross, lat_cross = prediction.predict(plan, per_cluster, two)
     hop = per_cluster.hop_send_ms(big[1]) + per_cluster.hop_recv_ms(big[1])
     assert lat_cross == pytest.approx(lat_one + hop)
     assert fps_cross < fps_one
-    assert dse.predict(plan, _hop_table(seg, big, 'one', two).in_containers('per_cluster'), two) == (
+    assert prediction.predict(plan, _hop_table(seg, big, 'one', two).in_containers('per_cluster'), two) == (
         fps_cross, lat_cross)
     one_cluster = topology((2,))
     same = validate(Plan(stages=(Stage(0, 0, 'c0', (0,)), Stage(1, 2, 'c0', (1,)))), one_cluster, n_layers=3)
-    assert (dse.predict(same, _hop_table(seg, big, 'per_cluster', one_cluster), one_cluster)
-            == dse.predict(same, _hop_table(seg, big, 'one', one_cluster), one_cluster))
+    assert (prediction.predict(same, _hop_table(seg, big, 'per_cluster', one_cluster), one_cluster)
+            == prediction.predict(same, _hop_table(seg, big, 'one', one_cluster), one_cluster))
 
 
 def test_the_dse_avoids_a_big_tensor_hop_when_an_equally_balanced_cut_is_cheaper():
@@ -402,7 +402,7 @@ def test_the_dse_avoids_a_big_tensor_hop_when_an_equally_balanced_cut_is_cheaper
     assert [s.first for s in across.stages] == [0, 2]
     assert across.notes['containers'] == 'per_cluster'
     big_cut = validate(replace(in_process, predicted_fps=None), topo, n_layers=3)
-    assert dse.predict(big_cut, _hop_table(seg, in_bytes, 'per_cluster', topo), topo)[0] < across.predicted_fps
+    assert prediction.predict(big_cut, _hop_table(seg, in_bytes, 'per_cluster', topo), topo)[0] < across.predicted_fps
 
 
 def test_the_latency_objective_puts_the_bottleneck_first():
@@ -416,8 +416,8 @@ def test_the_latency_objective_puts_the_bottleneck_first():
                      in_bytes=[1000] * 4, weight_bytes=[0] * 4, act_bytes=[0] * 4, source='test',
                      topology_fingerprint=topo.fingerprint())
     little_first = validate(Plan(stages=(Stage(0, 0, 'c1', (1,)), Stage(1, 3, 'c0', (0,)))), topo, n_layers=4)
-    assert dse.predict(little_first, cost, topo)[1] == pytest.approx(110.0)
-    assert dse.predict_saturated(little_first, cost, topo) == pytest.approx(90.0 * (1 + QUEUE_SIZE) + 90.0)
+    assert prediction.predict(little_first, cost, topo)[1] == pytest.approx(110.0)
+    assert prediction.predict_saturated(little_first, cost, topo) == pytest.approx(90.0 * (1 + QUEUE_SIZE) + 90.0)
     plan = dse.solve(cost, topo, objective='latency', min_fps=11.0)
     check_valid(plan, cost, topo)
     assert [(s.first, s.last, s.cluster) for s in plan.stages] == [(0, 2, 'c0'), (3, 3, 'c1')]

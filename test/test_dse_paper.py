@@ -6,7 +6,7 @@ import pytest
 
 from pipeit_ros.cost.table import CostTable
 from pipeit_ros.plan import validate
-from pipeit_ros.planning import dse
+from pipeit_ros.planning import dse, prediction
 from pipeit_ros.planning.dp import Space
 from pipeit_ros.planning.paper_heuristic import (
     allocate,
@@ -83,7 +83,7 @@ def test_paper_plans_are_valid_and_never_beat_exact(sizes, seed):
     paper = dse.pipeit_paper(cost, topo)
     validate(paper, topo, n_layers=30, cut_points=range(30))
     assert paper.search == 'pipeit-paper' and all(s.replicas == 1 for s in paper.stages)
-    assert dse.predict(paper, cost, topo)[0] == pytest.approx(paper.predicted_fps, rel=1e-9)
+    assert prediction.predict(paper, cost, topo)[0] == pytest.approx(paper.predicted_fps, rel=1e-9)
     for replicas in (False, True):
         exact = dse.solve(cost, topo, replicas=replicas)
         assert paper.predicted_fps <= exact.predicted_fps * (1 + TIE)

@@ -18,7 +18,7 @@ from pipeit_ros.hw.cpus import allowed_cpus
 from pipeit_ros.hw.topology import Cluster, Topology
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.plan import parse_spec
-from pipeit_ros.planning import dse
+from pipeit_ros.planning import dse, prediction
 
 MIB = 2**20
 
@@ -112,7 +112,7 @@ def test_predicted_memory_matches_a_fresh_process(alexnet_profiled):
     last = len(alexnet.layers) - 1
     specs = [f'0-{last}@c0:1'] + ([f'0-4@c0:1,5-{last}@c1:1'] if len(topo.clusters) > 1 else [])
     for spec in specs:
-        plan = dse.with_predictions(parse_spec(spec, topo, len(alexnet.layers)), cost, topo)
+        plan = prediction.with_predictions(parse_spec(spec, topo, len(alexnet.layers)), cost, topo)
         measured = footprint.measure(alexnet, plan)
         assert 'error' not in measured, measured
         assert 0.8 < plan.notes['memory_mib'] / measured['memory_mb'] < 1.25, (spec, plan.notes, measured)
@@ -151,13 +151,13 @@ def test_build_temporaries_are_those_measured_on_a_plan_of_the_same_shape():
     without = replace(cost, build_bytes=0.0, build_bytes_groups=None, build_bytes_stages=None)
     for spec, build in (('0-3@c0', 10), ('0-3@c0+c1[0+1]:1x2', 3), ('0-1@c0,2-3@c1', 7)):
         plan = parse_spec(spec, topo, 4)
-        assert dse.predict_memory(plan, cost, topo) - dse.predict_memory(plan, without, topo) == build * MIB, spec
+        assert prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, without, topo) == build * MIB, spec
     assert cost.plan_build_bytes(2, 3) == 7 * MIB
     several = cost.under_load()
     assert several is not cost and several.process_bytes == cost.base_bytes + 7 * MIB
     plan = dse.solve(cost, topo)
     assert plan.to_spec() == '0-1@c0[0]:1,2-3@c1[1]:1'
-    assert plan.notes['memory_mib'] * MIB == pytest.approx(dse.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
+    assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
 
 
 def big_output_model(mib):
@@ -200,9 +200,9 @@ def test_outputs_in_flight_are_counted_per_stage():
     none = replace(cost, out_bytes=[0] * 4)
     for spec, extra in (('0-3@c0', 0), ('0-1@c0,2-3@c1', QUEUED_OUTPUTS * 2), ('0-3@c0+c1[0+1]:1x2', 2 * 5)):
         plan = parse_spec(spec, topo, 4)
-        assert dse.predict_memory(plan, cost, topo) - dse.predict_memory(plan, none, topo) == extra * MIB, spec
+        assert prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, none, topo) == extra * MIB, spec
     plan = dse.solve(cost, topo)
-    assert plan.notes['memory_mib'] * MIB == pytest.approx(dse.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
+    assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
 
 
 def chain_model(mib):
@@ -250,11 +250,11 @@ def test_a_session_ending_with_the_last_segment_counts_the_tail_arena():
     for spec, extra in (('0-3@c0', 3), ('0-3@c1', 5), ('0-1@c0,2-3@c1', 5), ('0-2@c1,3-3@c0', 0),
                         ('0-3@c0+c1[0+1]:1x2', 3 + 5)):
         plan = parse_spec(spec, topo, 4)
-        assert dse.predict_memory(plan, cost, topo) - dse.predict_memory(plan, none, topo) == extra * MIB, spec
+        assert prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, none, topo) == extra * MIB, spec
     for budget in (None, 8.0, 9.0, 10.0, 12.0, 20.0):
         try:
             plan = dse.solve(cost, topo, memory_mb=budget)
         except PlanError:
             continue
-        assert plan.notes['memory_mib'] * MIB == pytest.approx(dse.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
+        assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
         assert budget is None or plan.notes['memory_mib'] <= budget

@@ -14,7 +14,7 @@ from pipeit_ros.hw.topology import resolve
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
 from pipeit_ros.plan import parse_spec
-from pipeit_ros.planning import dse
+from pipeit_ros.planning import dse, prediction
 
 MIB = 2**20
 NETS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1', 'yolov8n',
@@ -35,7 +35,7 @@ def main(argv=None):
         cost = profiler.profile(g, topo, progress=False, log=lambda *_: None)
         last = len(g.layers) - 1
         dp = parse_spec(f'0-{last}@{a.name}+{b.name}[{a.cpus[0]}+{b.cpus[0]}]:1x2', topo, len(g.layers))
-        for label, plan in (('exact plan', dse.solve(cost, topo)), ('data parallelism', dse.with_predictions(dp, cost, topo))):
+        for label, plan in (('exact plan', dse.solve(cost, topo)), ('data parallelism', prediction.with_predictions(dp, cost, topo))):
             m = footprint.measure(g, plan)
             if 'error' in m:
                 print(f'| {name} | {label} | {plan.to_spec()} | {m["error"]} |')

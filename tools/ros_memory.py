@@ -25,7 +25,7 @@ from pipeit_ros.hw.topology import resolve
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
 from pipeit_ros.plan import parse_spec
-from pipeit_ros.planning import dse
+from pipeit_ros.planning import prediction
 from pipeit_ros.ros import footprint
 
 
@@ -45,7 +45,7 @@ def main(argv=None):
     if figures is None:
         sys.exit('the container probe failed')
     count = 1 if args.layout == 'one' else len(topo.clusters)
-    predicted = dse.predict_memory(parse_spec(args.stages, topo, len(g.layers)),
+    predicted = prediction.predict_memory(parse_spec(args.stages, topo, len(g.layers)),
                                    cost.for_processes(count, figures.idle_bytes, figures.host_bytes),
                                    topo) / procmem.MIB
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as params:

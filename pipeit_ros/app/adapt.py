@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.planning import dse
+from pipeit_ros.planning import prediction
 
 FACTOR_LIMITS = (0.05, 20.0)      # one adaptation never scales a row by more than this
 
@@ -231,7 +231,7 @@ def scale_cost_table(cost, plan, measured_ms):
 
 def _stage_period(cost, stage, clusters, fs, ls):
     """Period in ms of segments fs..ls on this stage's replicas (they share one queue: their rates add up),
-    the model of ``dse.predict``."""
+    the model of ``prediction.predict``."""
     return 1.0 / sum(1.0 / max(cost.stage_ms(fs, ls, c, stage.threads), 1e-9) for c in clusters)
 
 
@@ -246,7 +246,7 @@ def rebalance(plan, cost, topology=None):
     n, k = cost.n_segments, len(plan.stages)
     if k > n:
         raise PipeitError(f'{k} stages cannot be cut from {n} segments')
-    clusters = [dse.replica_clusters(s, topology) for s in plan.stages]
+    clusters = [prediction.replica_clusters(s, topology) for s in plan.stages]
     inf = math.inf
     # best[j][e]: minimal max period of stages 0..j covering segments 0..e-1; cut[j][e]: where stage j starts
     best = [[inf] * (n + 1) for _ in range(k)]
@@ -271,7 +271,7 @@ def rebalance(plan, cost, topology=None):
                    for s, (fs, ls) in zip(plan.stages, bounds))
     rebalanced = replace(plan, stages=stages, search='rebalance',
                          notes={**plan.notes, 'rebalanced_from': plan.to_spec()})
-    return dse.with_predictions(rebalanced, cost, topology)
+    return prediction.with_predictions(rebalanced, cost, topology)
 
 
 def same_layout(a, b):

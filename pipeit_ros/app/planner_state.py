@@ -14,8 +14,8 @@ from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import meta, zoo
 from pipeit_ros.plan import check_against, parse_spec, with_model
-from pipeit_ros.planning import dse
 from pipeit_ros.planning import facade as planning
+from pipeit_ros.planning import prediction
 
 
 @dataclass(frozen=True)
@@ -377,7 +377,7 @@ def _result(plan, graph, topology, cost, key, pre, out):
     if cost is None:
         predicted = [s.predicted_ms or 0.0 for s in plan.stages]
     else:
-        plan = dse.with_predictions(plan, cost, topology)
+        plan = prediction.with_predictions(plan, cost, topology)
         predicted = adapt.predicted_stage_ms(cost, plan)
     return PlanResult(plan=plan, graph=graph, topology=topology, cost=cost, cost_key=key,
                       predicted_stage_ms=predicted, preprocess=pre, output=out)

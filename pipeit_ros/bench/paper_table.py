@@ -24,8 +24,8 @@ from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
-from pipeit_ros.planning import dse
 from pipeit_ros.planning import facade as planning
+from pipeit_ros.planning import prediction
 from pipeit_ros.planning.baselines import baselines
 
 PAPER_NETS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1')
@@ -118,7 +118,7 @@ def _candidates(graph, topology, log, progress=True):
     predicted = {}
     for col, plan in plans.items():
         try:
-            predicted[col] = dse.predict(plan, cost, topology)[0]
+            predicted[col] = prediction.predict(plan, cost, topology)[0]
         except PipeitError:
             predicted[col] = None
     return plans, predicted, notes
@@ -187,7 +187,7 @@ def build_table(nets, topology, *, seconds=DEFAULT_SECONDS, rounds=DEFAULT_ROUND
             method = result.method
     method = dict(method, seconds_per_candidate=seconds, networks=list(nets), max_cut_tensors=max_cut_tensors,
                   ratio='fps / fps of the best of ort_all_cores, best_cluster, data_parallel in the same run',
-                  predicted='dse.predict(plan, cost table the DSE planned with)')
+                  predicted='prediction.predict(plan, cost table the DSE planned with)')
     return assemble(rows, topology, said, bench.machine_info(), method,
                     wall_s=round(time.perf_counter() - started, 1))
 

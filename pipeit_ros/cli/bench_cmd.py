@@ -28,8 +28,8 @@ from pipeit_ros.hw import topology as topo
 from pipeit_ros.hw.emulation import emulated
 from pipeit_ros.model import zoo
 from pipeit_ros.plan import Plan, check_against, parse_spec, with_model
-from pipeit_ros.planning import dse
 from pipeit_ros.planning import facade as planning
+from pipeit_ros.planning import prediction
 from pipeit_ros.planning.baselines import NAMES, baselines
 
 
@@ -122,7 +122,7 @@ def run(args):
     for name, p in baselines(graph, topology).items():
         if name in wanted and name not in candidates:
             p = check_against(p, graph, topology)
-            candidates[name] = dse.with_predictions(p, cost, topology) if cost is not None else p
+            candidates[name] = prediction.with_predictions(p, cost, topology) if cost is not None else p
     alone = [n for n in candidates if n not in NAMES] if args.stage_alone else []
     if args.stage_alone and not alone:
         raise PipeitError('--stage-alone needs a plan (--plan, --stages or --auto)')
