@@ -46,7 +46,7 @@ outputs in flight (:meth:`CostTable.flight_bytes`). The profiler measures both p
 segment's session is built, then on its first run); a table without them (the predictor's) has
 ``arena_bytes`` = the largest activation, ``session_bytes`` = 0, ``held_bytes`` = all the weights and
 ``build_bytes`` = 0. The profiler measures ``base_bytes`` and ``build_bytes`` on the whole model run in a
-fresh process (``cost.profiler.process_memory``). A ROS layout (:meth:`CostTable.for_processes`) replaces that
+fresh process (``cost.memory_probes.process_memory``). A ROS layout (:meth:`CostTable.for_processes`) replaces that
 base by its containers' (``count`` of them, each as it holds hosting no stage) and adds ``host_bytes`` per run of
 stages a container hosts.
 """
@@ -162,7 +162,7 @@ class CostTable:
     def plan_build_bytes(self, stages, groups):
         """What a plan of ``stages`` stages and ``groups`` core groups (replicas summed over its stages) holds
         above its running memory while its sessions are built, as measured on a plan of that shape
-        (cost.profiler.process_memory): one group, replicas of one stage, several stages; a plan of several
+        (cost.memory_probes.process_memory): one group, replicas of one stage, several stages; a plan of several
         stages with replicas takes the larger of the last two."""
         if groups <= 1:
             return self.build_bytes
