@@ -64,6 +64,19 @@ def test_two_replicas_in_one_process_share_the_weights(alexnet):
     assert two['memory_mb'] - one['memory_mb'] < 0.3 * weights_mib, (one, two)
 
 
+def test_the_memory_probe_reads_its_parents_prepared_model(alexnet, tmp_path, monkeypatch):
+    """The probe maps the parent's prepared entry and prepares nothing itself, whatever cache it is given
+    (a probe that prepared the model held 12 MiB more than the plan does, and the budget test failed on it)."""
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    last = len(alexnet.layers) - 1
+    topo = Topology(clusters=(Cluster('c0', (allowed_cpus()[0],), 'host', 1.0),), name='test-1')
+    measured = footprint.measure(alexnet, parse_spec(f'0-{last}@c0:1', topo, last + 1))
+    assert 'error' not in measured, measured
+    assert measured['memory_mb'] > alexnet.weights.total_bytes / MIB
+    models = tmp_path / 'pipeit' / 'models'
+    assert not models.exists() or not any(models.iterdir())
+
+
 HOLD = ('import sys, numpy as np; from pipeit_ros.model import graph; from pipeit_ros.engine.sessions import '
         'make_session; g = graph.load(sys.argv[1]); s = make_session(g.extract_bytes(0, len(g.layers) - 1), (0,), '
         'pinned=False, weights=g.weights); s.run(None, {g.input_name: np.zeros(g.input_shape, np.float32)}); '

@@ -9,7 +9,8 @@ plan runs plus what the process held above that at its peak: ``VmHWM - RSS``, th
 before the plan runs (onnxruntime copies the weights it transforms; ResNet-50: ~140 MiB), so the peak can be
 well above the running figure.
 
-The child loads the model (the prepared copy in the cache: its weights stay in the mapped file), starts the
+The child loads the model (the parent's prepared copy: its weights stay in the mapped file, and a child that
+prepared the model itself would hold ~12 MiB more, AlexNet, than the plan does), starts the
 plan's Pipeline, runs ``frames`` frames and reports ``memory_mb`` (the peak above), ``running_mb`` (the PSS,
 weights whole, once it runs), ``pss_mb``, ``rss_mb`` and ``peak_rss_mb``. The profiler runs it once per model
 to measure the per-process base (:mod:`pipeit_ros.cost.profiler`), ``pipeit bench`` once per candidate.
@@ -37,6 +38,7 @@ def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
     """{'memory_mb', 'running_mb', 'pss_mb', 'rss_mb', 'peak_rss_mb'} of ``plan`` run in a fresh process, or
     {'error': one line}."""
     request = json.dumps({'model': graph.path, 'input_shape': graph.input_shape_given,
+                          'prepared': os.path.dirname(graph.weights.path) if graph.weights is not None else None,
                           'plan': plan.to_dict(), 'frames': int(frames)})
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
     try:
@@ -53,7 +55,7 @@ def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
 
 def main():
     request = json.load(sys.stdin)
-    graph = graph_mod.load(request['model'], request.get('input_shape'))
+    graph = graph_mod.load(request['model'], request.get('input_shape'), prepared_in=request.get('prepared'))
     plan = Plan.from_dict(request['plan'])
     x = graph.sample_input(0)
     procmem.trim()

@@ -57,7 +57,8 @@ class CutPoint:
                 'sizes': list(self.sizes), 'bytes': self.bytes}
 
 
-def load(path, input_shape=None, store=True, max_cut_tensors=DEFAULT_MAX_CUT_TENSORS, max_tensor_mb=None):
+def load(path, input_shape=None, store=True, max_cut_tensors=DEFAULT_MAX_CUT_TENSORS, max_tensor_mb=None,
+         prepared_in=None):
     """Read, check and prepare ``path`` (see :mod:`pipeit_ros.model.load`) with its input fixed to
     ``input_shape`` (else the sidecar's, :func:`pipeit_ros.model.meta.read_sidecar`) where the model leaves
     dims dynamic, its cut points where at most ``max_cut_tensors`` tensors cross; raises ModelError.
@@ -71,16 +72,21 @@ def load(path, input_shape=None, store=True, max_cut_tensors=DEFAULT_MAX_CUT_TEN
     ``graph.model``.
 
     A tensor larger than ``max_tensor_mb`` (default model.load.DEFAULT_MAX_TENSOR_MB) is refused before
-    onnxruntime allocates anything for it.
+    onnxruntime allocates anything for it. ``prepared_in`` names a prepared entry's folder to read first (the
+    memory probe reads its parent's: preparing leaves the process holding more than running does).
     """
-    graph = _load(path, input_shape, store, max_cut_tensors, max_tensor_mb)
+    graph = _load(path, input_shape, store, max_cut_tensors, max_tensor_mb, prepared_in)
     graph.input_shape_given = input_shape
     return graph
 
 
-def _load(path, input_shape, store, max_cut_tensors, max_tensor_mb):
+def _load(path, input_shape, store, max_cut_tensors, max_tensor_mb, prepared_in=None):
     if input_shape is None:
         input_shape = meta.read_sidecar(path).get('input_shape') or None
+    stored = prepared.load_prepared(None, prepared_in) if store and prepared_in else None
+    if stored is not None:
+        model, batch_fixed, weights, digest = stored
+        return LayerGraph(path, model, digest, batch_fixed, weights, max_cut_tensors)
     if store:
         key = graph_load.file_hash(path)
         if input_shape is not None:

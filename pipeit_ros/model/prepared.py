@@ -41,10 +41,11 @@ def prepared_dir(digest):
     return os.path.join(cache.cache_dir('models'), cache.key(PREPARED_FORMAT, digest))
 
 
-def load_prepared(digest):
+def load_prepared(digest, folder=None):
     """(model without weight data, batch_fixed, ExternalWeights, model hash) of a stored prepared model, or None.
-    ``digest`` is the entry's key: the file's hash, with the input shape the user gave where there is one."""
-    folder = prepared_dir(digest)
+    ``digest`` is the entry's key: the file's hash, with the input shape the user gave where there is one;
+    ``folder`` an entry's folder instead (another process's cache: the memory probe reads its parent's)."""
+    folder = folder or prepared_dir(digest)
     path = os.path.join(folder, 'model.onnx')
     if not os.path.exists(path) or not os.path.exists(os.path.join(folder, WEIGHTS_FILE)):
         return None
