@@ -158,3 +158,9 @@ def last_json(text):
 def results_seen(output):
     """The largest result count bringup's live status lines reported so far."""
     return max((int(n) for n in re.findall(r' (\d+) results ', output.text())), default=0)
+
+
+def plan_seen(output):
+    """Whether a live status line showed a plan generation: the monitor has heard the plan (its results can
+    arrive first: it discovers the containers' writers and the planner's independently)."""
+    return re.search(r' results  plan gen \d', output.text()) is not None

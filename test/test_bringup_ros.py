@@ -3,7 +3,7 @@ its own ROS domain. The plan is forced (planner parameter `stages`) so no profil
 import os
 import signal
 
-from planner_helpers import domain_id, finish, last_json, results_seen, start_cli, stop_process, wait_for
+from planner_helpers import domain_id, finish, last_json, plan_seen, results_seen, start_cli, stop_process, wait_for
 import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -186,7 +186,8 @@ def test_a_ros_layout_runs_within_its_memory_budget(tmp_path, zoo_model):
                            'emulated-2x1', '--with-camera', 'pattern', '--json'], domain)
     ros = None
     try:
-        wait_for(lambda: results_seen(out) > 0 or proc.poll() is not None, 60, what='results', output=out)
+        wait_for(lambda: (results_seen(out) > 0 and plan_seen(out)) or proc.poll() is not None, 60,
+                 what='results and the plan', output=out)
         assert proc.poll() is None, out.text()
         ros = RosGraph(domain)
         client = AsyncParameterClient(ros.add(Node('budget_client', context=ros.context)), 'pipeit_planner')
