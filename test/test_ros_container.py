@@ -287,9 +287,9 @@ def test_replans_back_and_forth_reuse_no_stale_tensor_topic(tiny, topo):
     """Generations 1 and 3 (2 and 4) cut at the same layer: a tensor publisher of generation 3 must not take
     generation 1's subscription, gone in the other process but perhaps not yet in this one's discovery, for the
     new one (frames published to it would be lost under ``block``)."""
-    n, switches = 80, {15: 2, 35: 3, 55: 4}
+    n, switches, most = 80, {15: 2, 35: 3, 55: 4}, 400
     specs = {1: '0-3@c0,4-8@c1', 2: '0-6@c0,7-8@c1', 3: '0-3@c0,4-8@c1', 4: '0-6@c0,7-8@c1'}
-    frames = [harness.synthetic_frame(i, W, H, seed=4) for i in range(n)]
+    frames = [harness.synthetic_frame(i, W, H, seed=4) for i in range(most)]
     texts = {gen: plan_text(tiny, topo, spec, gen) for gen, spec in specs.items()}
     expected = engine_outputs(tiny, texts[1][0], frames)
     with harness.RosGraph() as rg:
@@ -299,8 +299,11 @@ def test_replans_back_and_forth_reuse_no_stale_tensor_topic(tiny, topo):
             rg.container({'cluster': cluster, **BLOCK})
         assert harness.wait(lambda: col.running(1), 20), 'never running'
         assert src.wait_for_subscriber(10)
-        send_frames(src, frames, period=0.01,
+        send_frames(src, frames[:n], period=0.01,
                     on_frame=lambda i: i in switches and planner.publish(texts[switches[i]][1]))
+        while n < most and not any(c['generation'] == 4 for c in list(col.classifications)):
+            send_frames(src, frames[n:n + 1], start=n, period=0.02)   # until generation 4 has taken over
+            n += 1
         assert col.wait_for(n, 50), f'{len(col.classifications)} of {n} results'
         assert received_stamps(col) == [stamp_ns(i) for i in range(n)]
         gens = [c['generation'] for c in col.classifications]
