@@ -199,6 +199,42 @@ def test_outputs_held_stay_in_the_session_arena():
     assert procmem.anonymous_now() - start >= 0.9 * grown   # let go, still resident
 
 
+def slow_then_fast_model(path, mib, muls=10):
+    """Tile (a ``mib`` MiB output from a 1 MiB input) and ``muls`` Muls over it, then a Slice of one element: a
+    plan cut before the Slice has a second stage far faster than its first, so its queue never fills by itself."""
+    from onnx import TensorProto, helper, save
+    consts = [helper.make_tensor(name, TensorProto.INT64, [4], values) for name, values in
+              (('r', [1, mib, 1, 1]), ('starts', [0, 0, 0, 0]), ('ends', [1, 1, 1, 1]))]
+    consts.append(helper.make_tensor('one', TensorProto.FLOAT, [1], [1.0]))
+    nodes = [helper.make_node('Tile', ['x', 'r'], ['t0'])]
+    nodes += [helper.make_node('Mul', [f't{i}', 'one'], [f't{i + 1}']) for i in range(muls)]
+    nodes.append(helper.make_node('Slice', [f't{muls}', 'starts', 'ends'], ['y']))
+    graph = helper.make_graph(nodes, 'slow_then_fast',
+                              [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 1, 512, 512])],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 1, 1, 1])], consts)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    return graph_mod.load(str(path))
+
+
+@pytest.mark.slow
+def test_the_memory_probe_fills_every_queue(tmp_path):
+    """The probe stalls the last stage until the queues are full, so the first stage's outputs in flight reach
+    QUEUED_OUTPUTS more than one stage holds, however fast the stage after it is."""
+    from pipeit_ros.cost.table import QUEUED_OUTPUTS
+    from pipeit_ros.engine.parts import QUEUE_SIZE
+    cpus = allowed_cpus()[:2]
+    if len(cpus) < 2:
+        pytest.skip('needs 2 CPUs for 2 pinned stages')
+    net = slow_then_fast_model(tmp_path / 'slow_then_fast.onnx', 16)
+    last = len(net.layers) - 1
+    topo = Topology(clusters=tuple(Cluster(f'c{i}', (c,), 'host', 1.0) for i, c in enumerate(cpus)), name='t')
+    one, two = (footprint.measure(net, parse_spec(spec, topo, last + 1))
+                for spec in (f'0-{last}@c0', f'0-{last - 1}@c0,{last}-{last}@c1'))
+    assert 'error' not in one and 'error' not in two, (one, two)
+    assert two['queue_high_water'] == [QUEUE_SIZE] * 2, two      # alone the second queue held 1 at most
+    assert two['running_mb'] - one['running_mb'] >= (QUEUED_OUTPUTS - 0.5) * 16, (one, two)
+
+
 def test_outputs_in_flight_are_counted_per_stage():
     """Before another stage a stage holds QUEUED_OUTPUTS more of its output; the last stage, replicas of speed 1
     and 1/2, its rate x slowest time - 1 = 2 more; the search and predict_memory agree."""

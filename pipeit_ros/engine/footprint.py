@@ -10,16 +10,21 @@ before the plan runs (onnxruntime copies the weights it transforms; ResNet-50: ~
 well above the running figure.
 
 The child loads the model (the parent's prepared copy: its weights stay in the mapped file, and a child that
-prepared the model itself would hold ~12 MiB more, AlexNet, than the plan does), starts the
-plan's Pipeline, runs ``frames`` frames and reports ``memory_mb`` (the peak above), ``running_mb`` (the PSS,
-weights whole, once it runs), ``pss_mb``, ``rss_mb`` and ``peak_rss_mb``. The profiler runs it once per model
-to measure the per-process base (:mod:`pipeit_ros.cost.profiler`), ``pipeit bench`` once per candidate.
+prepared the model itself would hold ~12 MiB more, AlexNet, than the plan does), starts the plan's Pipeline,
+stalls its last stage on its first frame until every queue is full (:class:`_Stall`: outputs in flight reach
+their bound, as in a long run), runs ``frames`` frames and reports ``memory_mb`` (the peak above),
+``running_mb`` (the PSS, weights whole, once it runs), ``pss_mb``, ``rss_mb``, ``peak_rss_mb`` and
+``queue_high_water`` (per stage). The profiler runs it once per model to measure the per-process base
+(:mod:`pipeit_ros.cost.profiler`), ``pipeit bench`` once per candidate.
 """
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
+from pipeit_ros.engine.parts import QUEUE_SIZE
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.model import graph as graph_mod
@@ -28,10 +33,43 @@ from pipeit_ros.plan import Plan
 FRAMES = 10
 TIMEOUT_S = 300.0
 FRAME_TIMEOUT_S = 60.0
+STALL_S = 20.0      # the longest the last stage holds its first frame (a plan whose queues never fill)
+SETTLE_MAX_S = 10.0
 
 
 def _drop(frame):
     """The probe's consumer: it lets each result go as it comes out, as ``pipeit bench`` and a container do."""
+
+
+class _Stall:
+    """The probe's tap: the last stage holds its first frame until every queue in front of it is full, then for
+    as long as the first frame took to come through (the stages in front finish the run they hold). Each stage's
+    outputs in flight then reach the bound ``CostTable.flight_bytes`` counts, as they do in a long run whenever
+    a later stage falls behind, and its session's arena keeps what it grew to. Without the stall a short probe
+    caught it or not by chance: YOLOv8n ``0-79@big,80-110@little`` measured 129 or 139 MiB, 2 outputs of 4.3 MiB
+    apart."""
+
+    def __init__(self, last_stage, queue_size):
+        self.last_stage, self.queue_size = last_stage, queue_size
+        self.pipe = None
+        self.start = time.monotonic()
+        self.released = threading.Event()
+
+    def __call__(self, stage, replica, seq, inputs, outputs):
+        if stage != self.last_stage or self.released.is_set():
+            return
+        first_pass = time.monotonic() - self.start
+        deadline = time.monotonic() + STALL_S
+        while any(d < self.queue_size for d in self.pipe.queue_depths()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(min(first_pass, SETTLE_MAX_S))
+        self.released.set()
+
+
+def frames_to_fill(plan, queue_size=QUEUE_SIZE):
+    """Frames that fill every queue of ``plan`` with every stage's replicas holding one: what the stalled probe
+    submits at least."""
+    return sum(queue_size + s.replicas for s in plan.stages) + 1
 
 
 def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
@@ -60,18 +98,23 @@ def main():
     x = graph.sample_input(0)
     procmem.trim()
     procmem.reset_peak()
-    with Pipeline(graph, plan, on_output=_drop) as pipe:
-        for _ in range(request['frames']):
+    stall = _Stall(len(plan.stages) - 1, QUEUE_SIZE) if len(plan.stages) > 1 else None
+    with Pipeline(graph, plan, on_output=_drop, tap=stall) as pipe:
+        if stall is not None:
+            stall.pipe, stall.start = pipe, time.monotonic()
+        for _ in range(max(request['frames'], frames_to_fill(plan))):
             pipe.submit(x, timeout=FRAME_TIMEOUT_S)
         if not pipe.drain(timeout=FRAME_TIMEOUT_S):
             raise SystemExit(f'the plan did not deliver {request["frames"]} frames within {FRAME_TIMEOUT_S:g} s')
         now = procmem.usage()
+        filled = [st.queue_high_water for st in pipe.stats()]
         weights = graph.weights.path if graph.weights is not None else None
         whole = (procmem.mapped_bytes(weights) - procmem.mapped_bytes(weights, field='Pss')) if weights else 0
     running = now.pss + whole
     print(json.dumps({'memory_mb': (running + max(now.hwm - now.rss, 0)) / procmem.MIB,
                       'running_mb': running / procmem.MIB, 'pss_mb': now.pss / procmem.MIB,
-                      'rss_mb': now.rss / procmem.MIB, 'peak_rss_mb': now.hwm / procmem.MIB}))
+                      'rss_mb': now.rss / procmem.MIB, 'peak_rss_mb': now.hwm / procmem.MIB,
+                      'queue_high_water': filled}))
 
 
 if __name__ == '__main__':
