@@ -149,7 +149,8 @@ def test_a_plan_within_the_smallest_budget_runs_within_it(alexnet_profiled):
 
 
 def test_build_temporaries_are_those_measured_on_a_plan_of_the_same_shape():
-    """One core group, replicas of one stage and several stages each take their own probe's build figure; the
+    """One core group, replicas of one stage and several stages each take their own probe's build figure (and,
+    for several groups, what their probe held running beyond the model); the
     search, which cannot tell replicas from stages, bounds several groups by the larger, with or without load
     factors, and the plan it returns is predicted with its own shape's."""
     from dataclasses import replace
@@ -160,14 +161,16 @@ def test_build_temporaries_are_those_measured_on_a_plan_of_the_same_shape():
                      seg_ms=np.array([[1.0, 1.0, 4.0, 4.0], [4.0, 4.0, 1.0, 1.0]]), overhead_ms=[0.0, 0.0],
                      in_bytes=[1000] * 4, weight_bytes=[MIB] * 4, act_bytes=[MIB] * 4, source='test',
                      topology_fingerprint=topo.fingerprint(), base_bytes=MIB, build_bytes=10 * MIB,
-                     build_bytes_groups=3 * MIB, build_bytes_stages=7 * MIB)
-    without = replace(cost, build_bytes=0.0, build_bytes_groups=None, build_bytes_stages=None)
-    for spec, build in (('0-3@c0', 10), ('0-3@c0+c1[0+1]:1x2', 3), ('0-1@c0,2-3@c1', 7)):
+                     build_bytes_groups=3 * MIB, build_bytes_stages=7 * MIB, running_bytes_groups=2 * MIB,
+                     running_bytes_stages=5 * MIB)
+    without = replace(cost, build_bytes=0.0, build_bytes_groups=None, build_bytes_stages=None,
+                      running_bytes_groups=0.0, running_bytes_stages=0.0)
+    for spec, shape in (('0-3@c0', 10), ('0-3@c0+c1[0+1]:1x2', 3 + 2), ('0-1@c0,2-3@c1', 7 + 5)):
         plan = parse_spec(spec, topo, 4)
-        assert prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, without, topo) == build * MIB, spec
-    assert cost.plan_build_bytes(2, 3) == 7 * MIB
+        assert prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, without, topo) == shape * MIB, spec
+    assert cost.plan_shape_bytes(2, 3) == 12 * MIB
     several = cost.under_load()
-    assert several is not cost and several.process_bytes == cost.base_bytes + 7 * MIB
+    assert several is not cost and several.process_bytes == cost.base_bytes + 12 * MIB
     plan = dse.solve(cost, topo)
     assert plan.to_spec() == '0-1@c0[0]:1,2-3@c1[1]:1'
     assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)

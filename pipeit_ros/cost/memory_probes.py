@@ -18,10 +18,13 @@ def process_memory(table, graph, topology, configs, log=print):
     configuration and, where another cluster has a one-core configuration, as two data-parallel replicas and
     as two stages on the two. A session of several segments holds less than the sum of theirs (one graph, one arena), so the session
     and arena figures are scaled by the slope of the probes' memory against them (MobileNetV2: 0.7);
-    ``base_bytes`` is the most a probe then held beyond the model, plus ``MEMORY_MARGIN`` of its memory beyond
-    the weights; ``build_bytes``, ``build_bytes_groups`` and ``build_bytes_stages`` what the one-stage, the
+    ``base_bytes`` is what the one-stage probe then held beyond the model, plus ``MEMORY_MARGIN`` of the most
+    a probe held beyond the weights; ``running_bytes_groups`` and ``running_bytes_stages`` what the
+    two-replica and the two-stage probe held beyond the model more than that (YOLOv8n's two stages: 18 MiB, its
+    replicas 3; every other zoo net 0-4: taking the most for every plan put YOLOv8n's data parallelism 16 %
+    over); ``build_bytes``, ``build_bytes_groups`` and ``build_bytes_stages`` what the one-stage, the
     two-replica and the two-stage probe's peak rose above its running memory (a plan of that shape is sized
-    with it: ``CostTable.plan_build_bytes``; MobileNetV1 21, 7 and 18 MiB: every arena is allocated after the
+    with it: ``CostTable.plan_shape_bytes``; MobileNetV1 21, 7 and 18 MiB: every arena is allocated after the
     last build, and two replicas have two, large there). Defaults (and a log line) where a probe fails."""
     n, layers = table.n_segments, table.segments[-1][1] + 1
     (c0, k0), cpu0 = configs[0].key, configs[0].cpus[0]
@@ -54,12 +57,16 @@ def process_memory(table, graph, topology, configs, log=print):
         scale = float(np.clip(np.polyfit(private, beyond, 1)[0], *PRIVATE_SCALE_LIMITS))
     table.session_bytes, table.arena_bytes = table.session_bytes * scale, table.arena_bytes * scale
     table.pair_arena_bytes, table.tail_arena_bytes = table.pair_arena_bytes * scale, table.tail_arena_bytes * scale
-    table.base_bytes = float(np.max(beyond - scale * private) + MEMORY_MARGIN * beyond.max())
+    residual = beyond - scale * private      # what each probe held beyond the model
+    table.base_bytes = float(residual[0] + MEMORY_MARGIN * beyond.max())
+    table.running_bytes_groups = float(max(residual[1] - residual[0], 0.0)) if len(rows) > 1 else 0.0
+    table.running_bytes_stages = float(max(residual[2] - residual[0], 0.0)) if len(rows) > 2 else 0.0
     table.build_bytes = builds[0]
     table.build_bytes_groups = builds[1] if len(builds) > 1 else None
     table.build_bytes_stages = builds[2] if len(builds) > 2 else None
     table.meta['private_scale'] = scale
     log(f'profile: memory model: process base {table.base_bytes / procmem.MIB:.1f} MiB, session build '
-        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one core group / replicas / stages), session memory '
-        f'x{scale:.2f} of the sum over its segments')
+        f'{" / ".join(f"{b / procmem.MIB:.1f}" for b in builds)} MiB (one core group / replicas / stages), running '
+        f'beyond the model {table.running_bytes_groups / procmem.MIB:.1f} / {table.running_bytes_stages / procmem.MIB:.1f} '
+        f'MiB more (replicas / stages), session memory x{scale:.2f} of the sum over its segments')
     return table

@@ -106,6 +106,8 @@ class CostTable:
     build_bytes: float = 0.0         # a process's peak above its running memory: session-build temporaries
     build_bytes_groups: float | None = None   # the same for replicas of one stage (default: build_bytes)
     build_bytes_stages: float | None = None   # the same for several stages (default: build_bytes_groups)
+    running_bytes_groups: float = 0.0  # replicas of one stage: running memory beyond the model, over one group's
+    running_bytes_stages: float = 0.0  # the same for several stages (YOLOv8n: 18 MiB; most nets 0-4)
     host_bytes: float = 0.0          # a ROS layout: what each run of stages adds to its container (for_processes)
     pair_arena_bytes: np.ndarray | None = None  # (n_configs, n_segments): segments s-1..s as one session, first
                                                 # run (column 0: 0); default 0
@@ -138,6 +140,8 @@ class CostTable:
         self.host_bytes = float(self.host_bytes)
         self.build_bytes_groups = None if self.build_bytes_groups is None else float(self.build_bytes_groups)
         self.build_bytes_stages = None if self.build_bytes_stages is None else float(self.build_bytes_stages)
+        self.running_bytes_groups = float(self.running_bytes_groups)
+        self.running_bytes_stages = float(self.running_bytes_stages)
         self.held_bytes = [int(b) for b in (self.weight_bytes if self.held_bytes is None else self.held_bytes)]
         self.out_bytes = [int(b) for b in (list(self.in_bytes[1:]) + [self.act_bytes[-1]] if self.out_bytes is None
                                            else self.out_bytes)]
@@ -159,15 +163,19 @@ class CostTable:
         search's bound for several: :meth:`under_load`)."""
         return self.base_bytes + self.build_bytes
 
-    def plan_build_bytes(self, stages, groups):
+    def plan_shape_bytes(self, stages, groups):
         """What a plan of ``stages`` stages and ``groups`` core groups (replicas summed over its stages) holds
-        above its running memory while its sessions are built, as measured on a plan of that shape
-        (cost.memory_probes.process_memory): one group, replicas of one stage, several stages; a plan of several
-        stages with replicas takes the larger of the last two."""
+        beyond one group's base and its sessions, as measured on a plan of that shape
+        (cost.memory_probes.process_memory): the build temporaries above its running memory, and, for several
+        groups, the running memory those probes held beyond the model (``running_bytes_*``). Shapes: one group,
+        replicas of one stage, several stages; a plan of several stages with replicas takes the larger of the
+        last two."""
         if groups <= 1:
             return self.build_bytes
-        replicas = self.build_bytes if self.build_bytes_groups is None else self.build_bytes_groups
+        replicas = (self.build_bytes if self.build_bytes_groups is None else self.build_bytes_groups)
         split = replicas if self.build_bytes_stages is None else self.build_bytes_stages
+        replicas += self.running_bytes_groups
+        split += self.running_bytes_stages
         if stages <= 1:
             return replicas
         return split if groups == stages else max(replicas, split)
@@ -239,15 +247,16 @@ class CostTable:
     def under_load(self):
         """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged), and the
         build temporaries of a plan of several core groups, whatever its shape (the larger of
-        :meth:`plan_build_bytes` for replicas and for stages: the search's per-stage sums cannot tell them apart;
+        :meth:`plan_shape_bytes` for replicas and for stages: the search's per-stage sums cannot tell them apart;
         the first session is built while the others' are not there yet, so less of its temporaries rises above
         the plan's running memory than with one group). ``self`` where neither changes."""
-        build = max(self.plan_build_bytes(1, 2), self.plan_build_bytes(2, 2))
+        build = max(self.plan_shape_bytes(1, 2), self.plan_shape_bytes(2, 2))
         if not self.loaded and build == self.build_bytes:
             return self
         f = self.load_factor[:, None] if self.loaded else np.ones((len(self.configs), 1))
         return replace(self, seg_ms=self.seg_ms * f, cut_ms=self.cut_ms * f, overhead_ms=self.overhead_ms * f[:, 0],
                        load_factor=None, build_bytes=build, build_bytes_groups=None, build_bytes_stages=None,
+                       running_bytes_groups=0.0, running_bytes_stages=0.0,
                        meta={**self.meta, 'under_load': True})
 
     def for_groups(self, groups):

@@ -91,13 +91,13 @@ def hops(plan, n):
 
 def predict_memory(plan, cost, topology=None):
     """Bytes ``plan`` uses run in one process, the same model as the search (cost module docstring): the
-    base (a ROS layout's: its containers', and ``host_bytes`` per run of stages one hosts), the build
-    temporaries of a plan of its shape (``CostTable.plan_build_bytes``; the search bounds them by the larger
-    shape's), the weights of its segments once, each replica's session memory on its
+    base (a ROS layout's: its containers', and ``host_bytes`` per run of stages one hosts), what a plan of its
+    shape holds beyond that (build temporaries, and what its probe held beyond the model:
+    ``CostTable.plan_shape_bytes``; the search bounds them by the larger shape's), the weights of its segments once, each replica's session memory on its
     configuration. None for a stage without a configuration in the table (an unpinned stage over several
     clusters)."""
     groups = sum(s.replicas for s in plan.stages)
-    total = (cost.base_bytes + cost.plan_build_bytes(len(plan.stages), groups)
+    total = (cost.base_bytes + cost.plan_shape_bytes(len(plan.stages), groups)
              + cost.host_bytes * cost.plan_runs(s.host_cluster for s in plan.stages))
     timed = cost.for_groups(groups)     # the times the search weighs a plan of this many groups with
     for n, s in enumerate(plan.stages):
