@@ -202,6 +202,23 @@ def test_outputs_held_stay_in_the_session_arena():
     assert procmem.anonymous_now() - start >= 0.9 * grown   # let go, still resident
 
 
+FREE_THEN_ALLOCATE = (
+    'import sys, numpy as np; from pipeit_ros.hw import memory; fix = sys.argv[1] == "fixed"; '
+    'fix and memory.fix_mmap_threshold(); a = np.ones(4 << 20, np.uint8); del a; b = np.ones(1 << 20, np.uint8); '
+    'p = b.ctypes.data; maps = [l.split() for l in open("/proc/self/maps")]; '
+    'print(next(m[5] if len(m) > 5 else "anonymous" for m in maps if int(m[0].split("-")[0], 16) <= p '
+    '< int(m[0].split("-")[1], 16)))')
+
+
+def test_the_mmap_threshold_stays_fixed():
+    """After a 4 MiB buffer is freed, glibc by default serves the next 1 MiB from its heap (the threshold moved
+    up); with sessions' fix_mmap_threshold it still gets a mapping of its own."""
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+    where = {mode: subprocess.run([sys.executable, '-c', FREE_THEN_ALLOCATE, mode], capture_output=True, text=True,
+                                  env=env, check=True).stdout.strip() for mode in ('default', 'fixed')}
+    assert where == {'default': '[heap]', 'fixed': 'anonymous'}, where
+
+
 def slow_then_fast_model(path, mib, muls=10):
     """Tile (a ``mib`` MiB output from a 1 MiB input) and ``muls`` Muls over it, then a Slice of one element: a
     plan cut before the Slice has a second stage far faster than its first, so its queue never fills by itself."""

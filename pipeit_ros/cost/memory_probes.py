@@ -8,9 +8,7 @@ from pipeit_ros.engine import footprint
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.plan import parse_spec
 
-MEMORY_MARGIN = 0.10       # of a process's memory beyond the weights: its PSS varies between runs of one plan
-                           # (YOLOv8n 0-33@little,34-110@big: 144.0 or 149.8 MiB, five runs) and with the
-                           # processes sharing its libraries
+MEMORY_MARGIN = 0.05       # of a process's memory beyond the weights: its PSS varies with the processes sharing its libraries
 PRIVATE_SCALE_LIMITS = (0.3, 1.5)
 
 

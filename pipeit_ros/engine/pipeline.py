@@ -227,6 +227,8 @@ class Pipeline:
                 w.busy_s += t2 - t1
                 w.wait_in_s += t1 - t0
                 w.wait_out_s += t3 - t2
+                frame = inputs = outputs = None   # not kept alive while waiting for the next frame (YOLOv8n
+                                                  # 0-33@little,34-110@big: 11 MiB less, docs/memory.md)
         except Exception as exc:  # noqa: BLE001 - any stage failure stops the pipeline, re-raised by the caller
             self._fail(stage_name, exc)
 
@@ -261,6 +263,7 @@ class Pipeline:
                         self._fail('on_output', exc)
                         return
                 delivered += 1
+            frame = item = None       # the last frame delivered is not kept alive until the next one
             if delivered:
                 with self._cond:
                     self._done += delivered

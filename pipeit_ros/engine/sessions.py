@@ -24,6 +24,8 @@ import numpy as np
 from onnx import helper
 import onnxruntime as ort
 
+from pipeit_ros.hw import memory as procmem
+
 
 def thread_affinity_entries(cpus):
     """The ORT affinity string for a pool of len(cpus) threads: the caller keeps cpus[0], one CPU per pool thread."""
@@ -96,6 +98,7 @@ def make_session(model, cpus, threads=None, pinned=True, spinning=None, weights=
     With ``pinned`` the pool threads are placed on cpus[1:]; the thread that calls ``run`` must pin itself to
     cpus[0] (see :func:`pipeit_ros.hw.cpus.pin_current_thread`) — the engine's workers do.
     """
+    procmem.fix_mmap_threshold()      # what a process holds does not depend on when glibc moved it
     if hasattr(model, 'SerializeToString'):
         model = model.SerializeToString()
     so = session_options(cpus, threads, pinned, spinning, weights)

@@ -59,15 +59,38 @@ def reset_peak():
 _libc = None
 
 
-def trim():
-    """Give freed heap pages back to the kernel (glibc ``malloc_trim``), so that the anonymous memory measured
-    next grows by what is allocated, not by less because freed pages were reused; a no-op elsewhere."""
+def _c():
     global _libc
     if _libc is None:
         name = ctypes.util.find_library('c')
         _libc = ctypes.CDLL(name) if name else False
-    if _libc and hasattr(_libc, 'malloc_trim'):
+    return _libc
+
+
+def trim():
+    """Give freed heap pages back to the kernel (glibc ``malloc_trim``), so that the anonymous memory measured
+    next grows by what is allocated, not by less because freed pages were reused; a no-op elsewhere."""
+    if _c() and hasattr(_libc, 'malloc_trim'):
         _libc.malloc_trim(0)
+
+
+M_MMAP_THRESHOLD = -3           # glibc mallopt parameter
+MMAP_THRESHOLD_BYTES = 128 << 10   # glibc's default, kept fixed
+
+
+_threshold_fixed = False
+
+
+def fix_mmap_threshold():
+    """Keep glibc's mmap threshold at its default: an allocation of 128 KiB or more gets a mapping of its own,
+    unmapped when freed. By default glibc raises the threshold after such a free, and what a process then
+    holds depended on when it did: the same YOLOv8n plan measured 132.6 or 138.4 MiB by run, and 132.6-132.8
+    in 6 of 6 with it fixed, as fast (frames/s fixed / default 0.99-1.00, docs/memory.md). Once per process;
+    a no-op off glibc."""
+    global _threshold_fixed
+    if not _threshold_fixed and _c() and hasattr(_libc, 'mallopt'):
+        _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    _threshold_fixed = True
 
 
 def mapped_bytes(path, pid='self', field='Rss'):
