@@ -45,7 +45,7 @@ from pipeit_ros.ros import messages
 PROBE_S = 2.0          # settling time before each reading
 STEP_TIMEOUT_S = 30.0  # the camera heard / the frames answered, each within this
 TIMEOUT_S = 120.0      # the whole probe (its waits, then stopping its processes: 10 s each at most)
-PROBE_FORMAT = 'idle+hosting'  # bump when what the probe runs changes, so an older measurement is not reused
+PROBE_FORMAT = 'idle+hosting-fixed-mmap'  # bump when what the probe runs changes, so an older measurement is not reused
 WARM_MODEL = 'tiny'    # zoo network the hosting container runs
 WARM_FRAMES = 30       # camera frames it answers before it is measured
 HOSTING, IDLE = 'pipeit_container', 'pipeit_container_idle'   # the probe's two containers
