@@ -73,8 +73,8 @@ def frames_to_fill(plan, queue_size=QUEUE_SIZE):
 
 
 def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
-    """{'memory_mb', 'running_mb', 'pss_mb', 'rss_mb', 'peak_rss_mb'} of ``plan`` run in a fresh process, or
-    {'error': one line}."""
+    """{'memory_mb', 'running_mb', 'pss_mb', 'rss_mb', 'peak_rss_mb', 'queue_high_water'} of ``plan`` run in a
+    fresh process, or {'error': one line}."""
     request = json.dumps({'model': graph.path, 'input_shape': graph.input_shape_given,
                           'prepared': os.path.dirname(graph.weights.path) if graph.weights is not None else None,
                           'plan': plan.to_dict(), 'frames': int(frames)})
@@ -102,10 +102,11 @@ def main():
     with Pipeline(graph, plan, on_output=_drop, tap=stall) as pipe:
         if stall is not None:
             stall.pipe, stall.start = pipe, time.monotonic()
-        for _ in range(max(request['frames'], frames_to_fill(plan))):
+        frames = max(request['frames'], frames_to_fill(plan))
+        for _ in range(frames):
             pipe.submit(x, timeout=FRAME_TIMEOUT_S)
         if not pipe.drain(timeout=FRAME_TIMEOUT_S):
-            raise SystemExit(f'the plan did not deliver {request["frames"]} frames within {FRAME_TIMEOUT_S:g} s')
+            raise SystemExit(f'the plan did not deliver {frames} frames within {FRAME_TIMEOUT_S:g} s')
         now = procmem.usage()
         filled = [st.queue_high_water for st in pipe.stats()]
         weights = graph.weights.path if graph.weights is not None else None
