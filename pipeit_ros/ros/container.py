@@ -42,7 +42,7 @@ from pipeit_ros.app.wire import diagnostics, topics
 from pipeit_ros.app.wire.plan_msg import decode_plan_message
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import threads as cpuload
-from pipeit_ros.ros import messages
+from pipeit_ros.ros import composition, messages
 from pipeit_ros.ros.node_main import run_node
 from pipeit_ros.ros.outlets import Outlets
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
@@ -104,7 +104,7 @@ class ContainerNode(Node):
         self.add_post_set_parameters_callback(self._parameters_set)
         self.create_timer(TICK_S, self.tick)
         self.create_timer(HEARTBEAT_S, self.publish_status)
-        self._serve_component_container()
+        composition.serve(self, lambda: list(self.runs))
 
     # -- set-up ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -132,31 +132,6 @@ class ContainerNode(Node):
             elif p.name == 'labels_file':
                 self.settings.labels_file = p.value
                 self.labels = self._load_labels(p.value)
-
-    def _serve_component_container(self):
-        """The services of a ROS 2 component container, where composition_interfaces is importable (the ROS 2
-        tools install it): ``ros2 component list`` shows the stage nodes this container hosts; load and unload
-        are refused, since plans place stages, not users."""
-        try:
-            from composition_interfaces.srv import ListNodes, LoadNode, UnloadNode  # noqa: PLC0415 - optional
-        except ImportError:
-            return
-        self.create_service(ListNodes, '~/_container/list_nodes', self._list_nodes)
-        self.create_service(LoadNode, '~/_container/load_node', self._refuse)
-        self.create_service(UnloadNode, '~/_container/unload_node', self._refuse)
-
-    def _list_nodes(self, request, response):
-        nodes = [(i, node) for run in list(self.runs) for i, node in sorted(run.nodes.items())]
-        response.full_node_names = [node.get_fully_qualified_name() for _, node in nodes]
-        response.unique_ids = [i + 1 for i, _ in nodes]     # stage index + 1 (0 is not a valid id)
-        return response
-
-    def _refuse(self, request, response):
-        response.success = False
-        planner = f'{self.get_namespace().rstrip("/")}/{topics.PLANNER}'
-        response.error_message = (f'refused: {self.get_fully_qualified_name()} hosts the stages its graph\'s plan '
-                                  f'gives it; change the plan (ros2 param set {planner} ...), not the container')
-        return response
 
     # -- helpers the runs call ------------------------------------------------------------------------------
     def next_frame_number(self):
