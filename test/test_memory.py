@@ -175,6 +175,18 @@ def test_build_temporaries_are_those_measured_on_a_plan_of_the_same_shape():
     assert plan.to_spec() == '0-1@c0[0]:1,2-3@c1[1]:1'
     assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
 
+    # data parallelism's own figure (replicas' shape: 5 MiB) is below the search's bound (12): a budget between
+    # the two still gets it, and the smallest budget named is its figure, not the bound's
+    dp = prediction.with_predictions(parse_spec('0-3@c0+c1[0+1]:1x2', topo, 4), cost, topo)
+    one = prediction.with_predictions(parse_spec('0-3@c0', topo, 4), cost, topo)
+    assert dp.notes['memory_mib'] + 7 > one.notes['memory_mib'] > dp.notes['memory_mib']
+    for budget in (dp.notes['memory_mib'], one.notes['memory_mib'] + 1):
+        plan = dse.solve(cost, topo, memory_mb=budget)
+        assert plan.to_spec() == dp.to_spec() and plan.notes['memory_mib'] == dp.notes['memory_mib'], budget
+    for objective in ('throughput', 'latency'):
+        with pytest.raises(PlanError, match=f'the smallest needs {dp.notes["memory_mib"]:.2f} MiB'):
+            dse.solve(cost, topo, objective=objective, memory_mb=dp.notes['memory_mib'] - 0.5)
+
 
 def big_output_model(mib):
     """A one-node model whose output (float32, ``mib`` MiB) is ``mib`` times larger than its 1 MiB input."""

@@ -93,9 +93,9 @@ def predict_memory(plan, cost, topology=None):
     """Bytes ``plan`` uses run in one process, the same model as the search (cost module docstring): the
     base (a ROS layout's: its containers', and ``host_bytes`` per run of stages one hosts), what a plan of its
     shape holds beyond that (build temporaries, and what its probe held beyond the model:
-    ``CostTable.plan_shape_bytes``; the search bounds them by the larger shape's), the weights of its segments once, each replica's session memory on its
-    configuration. None for a stage without a configuration in the table (an unpinned stage over several
-    clusters)."""
+    ``CostTable.plan_shape_bytes``; the search bounds them by the larger shape's, except for plans of one
+    stage), the weights of its segments once, each replica's session memory on its configuration. None for a
+    stage without a configuration in the table (an unpinned stage over several clusters)."""
     groups = sum(s.replicas for s in plan.stages)
     total = (cost.base_bytes + cost.plan_shape_bytes(len(plan.stages), groups)
              + cost.host_bytes * cost.plan_runs(s.host_cluster for s in plan.stages))
