@@ -1,9 +1,8 @@
 """tools/engine_ab.py on the tiny net: every variant is built and run in one process and paired by round."""
 import re
 
-import pytest
-
 import engine_ab  # tools/
+import pytest
 
 
 def test_pairs_every_variant_by_round(capsys):

@@ -188,6 +188,29 @@ def test_build_temporaries_are_those_measured_on_a_plan_of_the_same_shape():
             dse.solve(cost, topo, objective=objective, memory_mb=dp.notes['memory_mib'] - 0.5)
 
 
+def test_a_chain_of_stages_is_held_to_its_own_shape_under_a_budget():
+    """Where replicas' shape term is the larger (12 MiB against the stages' 4), the bound would put a pipeline
+    8 MiB above its figure; the search without replicas, on the stages' own term, finds it at its figure."""
+    from pipeit_ros.cost.table import CostTable
+    topo = Topology(clusters=(Cluster('c0', (0,), 'host', 1.0), Cluster('c1', (1,), 'host', 1.0)), name='test-b')
+    cost = CostTable(segments=[(i, i) for i in range(4)], configs=[('c0', 1), ('c1', 1)],
+                     seg_ms=np.array([[1.0, 1.0, 4.0, 4.0], [4.0, 4.0, 1.0, 1.0]]), overhead_ms=[0.0, 0.0],
+                     in_bytes=[1000] * 4, weight_bytes=[MIB] * 4, act_bytes=[MIB] * 4, source='test',
+                     topology_fingerprint=topo.fingerprint(), base_bytes=MIB, build_bytes=MIB,
+                     build_bytes_groups=10 * MIB, build_bytes_stages=3 * MIB, running_bytes_groups=2 * MIB,
+                     running_bytes_stages=MIB)
+    pipe = prediction.with_predictions(parse_spec('0-1@c0,2-3@c1', topo, 4), cost, topo)
+    dp = prediction.with_predictions(parse_spec('0-3@c0+c1[0+1]:1x2', topo, 4), cost, topo)
+    assert cost.under_load().build_bytes - cost.plan_shape_bytes(2, 2) == 8 * MIB
+    assert dp.notes['memory_mib'] > pipe.notes['memory_mib'] + 8
+    for objective in ('throughput', 'latency'):
+        for budget in (pipe.notes['memory_mib'], pipe.notes['memory_mib'] + 7):
+            plan = dse.solve(cost, topo, objective=objective, memory_mb=budget)
+            assert plan.to_spec() == pipe.to_spec() and plan.notes['memory_mib'] <= budget, (objective, budget)
+        plan = dse.solve(cost, topo, objective=objective, memory_mb=pipe.notes['memory_mib'] - 0.01)
+        assert len(plan.stages) == 1 and plan.stages[0].replicas == 1, plan.to_spec()
+
+
 def big_output_model(mib):
     """A one-node model whose output (float32, ``mib`` MiB) is ``mib`` times larger than its 1 MiB input."""
     from onnx import TensorProto, helper

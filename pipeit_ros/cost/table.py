@@ -244,13 +244,15 @@ class CostTable:
         with :meth:`under_load`)."""
         return self.load_factor is not None and bool(np.any(self.load_factor != 1.0))
 
-    def under_load(self):
+    def under_load(self, chains=False):
         """A copy with every time of a configuration scaled by its load factor (hand-overs unchanged), and the
         build temporaries of a plan of several core groups, whatever its shape (the larger of
         :meth:`plan_shape_bytes` for replicas and for stages: the search's per-stage sums cannot tell them apart;
         the first session is built while the others' are not there yet, so less of its temporaries rises above
-        the plan's running memory than with one group). ``self`` where neither changes."""
-        build = max(self.plan_shape_bytes(1, 2), self.plan_shape_bytes(2, 2))
+        the plan's running memory than with one group). ``chains``: for a search without replicas, the larger
+        of the stages' shape and one group's. ``self`` where neither changes."""
+        build = (max(self.build_bytes, self.plan_shape_bytes(2, 2)) if chains
+                 else max(self.plan_shape_bytes(1, 2), self.plan_shape_bytes(2, 2)))
         if not self.loaded and build == self.build_bytes:
             return self
         f = self.load_factor[:, None] if self.loaded else np.ones((len(self.configs), 1))

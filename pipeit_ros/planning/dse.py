@@ -8,10 +8,15 @@ the stage's input; where the table predicts one container per cluster, a cut bet
 clusters costs the sender and the receiver their sides of a hop between containers instead). Predicted throughput = min over stages of the stage rate (sum of 1/replica time);
 predicted latency = sum over stages of the slowest replica's time (a frame that waits nowhere); saturated latency
 (frames come as fast as the pipeline takes them: :mod:`pipeit_ros.planning.saturated`) = that, plus the waits
-of every stage before the first bottleneck stage behind full queues; memory = sum over stages of replicas x
-(weights + largest activation) — each replica holds its own weights. A plan of several core groups is
+of every stage before the first bottleneck stage behind full queues; memory = the cost table's model
+(docs/memory.md: the process base and a shape term once, every segment's weights once, each replica's session
+memory, the outputs in flight). A plan of several core groups is
 predicted with the times under load (``CostTable.for_groups``), a plan of one group with the times alone: the
 search runs on the loaded table and compares its optimum with the best one-group plan, which keeps it exact.
+The memory of a plan of several groups carries a term for its shape, replicas or stages
+(``CostTable.plan_shape_bytes``), which per-stage sums cannot tell apart: the search bounds it by the larger,
+and under a memory bound compares the plans of one stage with replicas, and a search of chains without
+replicas on the stages' own term, on their own figures.
 
 :func:`solve` finds the exact optimum of that model (see :mod:`pipeit_ros.planning.dp` for the programmes):
 
@@ -62,20 +67,25 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     several = cost.under_load()
     space = Space(several, topology, replicas=replicas)
     alone = (_alone_plans(cost, topology) + _replicated_plans(space, cost, topology)) if several is not cost else []
-    search = _Search(space, max_latency_ms, min_fps, memory_mb,
-                     [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone])
-    try:
-        stages = search.least_saturated() if objective == 'latency' else search.best_throughput()
-        failure = None
-    except PlanError as exc:
-        stages, failure = None, exc
+    figures = [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone]
+    bounds = (max_latency_ms, min_fps, memory_mb)
+    stages, failure, passes = _run(_Search(space, *bounds, figures), objective)
+    others = list(alone)
+    chains = cost.under_load(chains=True)
+    if replicas and memory_mb is not None and chains.build_bytes < several.build_bytes:
+        # the bound counts chains of stages with the replicas' larger shape term: search them on their own too
+        chain_space = Space(chains, topology, replicas=False)
+        found, _, more = _run(_Search(chain_space, *bounds, figures), objective)
+        passes += more
+        if found is not None:
+            others.append(with_predictions(build_plan(chain_space, found, topology, 'exact'), cost, topology))
     notes = {'objective': objective, 'replicas_allowed': bool(replicas), 'containers': cost.containers,
              'constraints': {k: v for k, v in (('max_latency_ms', max_latency_ms), ('min_fps', min_fps),
                                                ('memory_mb', memory_mb)) if v is not None},
-             'search_ms': round((time.perf_counter() - started) * 1000, 1), 'dp_passes': search.passes}
+             'search_ms': round((time.perf_counter() - started) * 1000, 1), 'dp_passes': passes}
     plan = None if stages is None else with_predictions(build_plan(space, stages, topology, 'exact', notes),
                                                         cost, topology)
-    for other in alone:     # plans of one stage, each predicted with its own figures (see _replicated_plans)
+    for other in others:    # each predicted with its own figures (see _replicated_plans), so checked again here
         if ((max_latency_ms is None or _latency(other, objective) <= max_latency_ms)
                 and (min_fps is None or other.predicted_fps >= min_fps * (1 - TIE))
                 and (memory_mb is None or other.notes['memory_mib'] <= memory_mb)
@@ -84,6 +94,15 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     if plan is None:
         raise failure
     return plan
+
+
+def _run(search, objective):
+    """(stages, None, passes) of ``search``'s optimum, or (None, the PlanError saying why there is none, passes)."""
+    try:
+        stages = search.least_saturated() if objective == 'latency' else search.best_throughput()
+        return stages, None, search.passes
+    except PlanError as exc:
+        return None, exc, search.passes
 
 
 def _latency(plan, objective):
