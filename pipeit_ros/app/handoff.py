@@ -18,7 +18,8 @@ Re-plan handshake (generation G-1 -> G), driven by ``pipeit/status`` and in-band
    ``draining``, and every cluster G uses has reported ``ready``/``running``: so frames of G-1 have all left
    before frames of G enter, and under ``block`` none was dropped on the way.
 Every wait has a deadline (``replan_timeout_s``): a marker that never comes (a dead peer) ends the wait with a
-warning and the frames left behind counted as ``replan`` drops.
+warning and the frames left behind counted as ``replan`` drops. One container's side of it, what it heard and
+when it moves on, is pipeit_ros.app.generations.
 """
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from pipeit_ros.errors import PipeitError
 ALL = '*'
 STALE_S = 3.5           # a container silent this long is gone (containers report every second on pipeit/status)
 START_WAIT_S = 10.0     # the planner holds a new plan this long at most for the running generation to start
+CUT_NOW = 'now'         # an old head's cut: stop admitting at once (else the stamp of the new head's first frame)
+CUT_IDLE_S = 1.0        # a hand-off cut waiting for a frame past the stamp gives up after this (camera stopped)
 STATES = ('idle', 'draining', 'ready', 'running')
 
 

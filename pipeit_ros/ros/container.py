@@ -5,8 +5,9 @@ workers then pin themselves to their stage's CPUs inside it. ``cluster: '*'`` (s
 every stage in one process, so every hand-over between stages is an in-process, zero-copy one.
 
 The control node ``pipeit_container`` reads ``pipeit/plan`` and drives the re-plan handshake of
-pipeit_ros.app.handoff on ``pipeit/status``; the stages run in :class:`~pipeit_ros.ros.run.RunHost` objects, each
-stage node on a thread of its own. Parameters are read at start, except ``top_k`` and ``labels_file``.
+pipeit_ros.app.handoff on ``pipeit/status``, asking pipeit_ros.app.generations when the new generation takes over
+from the old one; the stages run in :class:`~pipeit_ros.ros.run.RunHost` objects, each stage node on a thread of
+its own. Parameters are read at start, except ``top_k`` and ``labels_file``.
 
 Embedding (tests, benchmarks): ``with Container(context=ctx, parameters={'cluster': '*'}) as c: ...`` runs one
 container inside the calling process, its control node spinning on a background thread.
@@ -27,7 +28,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from pipeit_ros.app import handoff
+from pipeit_ros.app import generations, handoff
 from pipeit_ros.app.container_config import (
     DESCRIPTIONS,
     RUNTIME_PARAMETERS,
@@ -48,12 +49,9 @@ from pipeit_ros.ros.outlets import Outlets
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
 
 TICK_S = 0.1            # state machine step (each control-node wake-up costs ~0.5 ms CPU)
-HEARTBEAT_S = 1.0
-STALE_S = handoff.STALE_S   # a peer silent this long is gone (heartbeats come every HEARTBEAT_S)
-HANDOFF_WAIT_S = 2.0    # old head waits this long for the new head's first stamp, then cuts at once
+HEARTBEAT_S = 1.0       # status period; a peer silent for handoff.STALE_S is gone
 WARN_EVERY_S = 10.0
 LEDGER_PERIOD_S = 1.0
-WAIT_NOTE_S = 5.0       # a head still waiting for its peers this long says for whom
 
 
 class ContainerNode(Node):
@@ -84,14 +82,10 @@ class ContainerNode(Node):
         self.error = None
         self.image_input = None
         self._input_thread = None
-        self.peers = {}
+        self.gens = generations.Generations((self.name, os.getpid()), self.get_logger().warning, self.warn_once)
         self._next_seq = 0          # seq of the next camera frame a head run here admits
         self._warned = {}
         self._graphs = {}
-        self._handoff_since = 0.0
-        self._started_gen = 0      # newest generation any container (this one included) reported running
-        self._started = time.monotonic()
-        self._handed_over = None    # {'generation', 'first/last_stamp_ns', 'last_seq'} once an old head run ended here
         self._published_stamp = None
         self._done_before = 0           # frames finished by runs already closed (status 'done')
         self.graph_id = self.settings.graph_id
@@ -157,12 +151,11 @@ class ContainerNode(Node):
                 'pid': os.getpid(), 'graph': self.graph_id, 'cpus': list(self.cpus),
                 'done': self._done_before + sum(r.published for r in runs), 'waiting': waiting,
                 'first_stamp': None if stamp is None else {'sec': stamp.sec, 'nanosec': stamp.nanosec},
-                'handoff': self._handed_over}
+                'handoff': self.gens.handed_over}
 
     def publish_status(self):
         d = self.status_dict()
-        own = handoff.PeerStatus.from_dict(d, time.monotonic())
-        self.peers[own.key] = own
+        self.gens.heard(handoff.PeerStatus.from_dict(d, time.monotonic()))
         self._status_pub.publish(String(data=json.dumps(d)))
 
     def ledger_snapshot(self):
@@ -186,7 +179,7 @@ class ContainerNode(Node):
         if state != self.state:
             self.state = state
             if state == 'running':
-                self._started_gen = max(self._started_gen, self.msg.generation)
+                self.gens.started(self.msg.generation)
             self.publish_status()
 
     def _on_status(self, msg):
@@ -198,12 +191,7 @@ class ContainerNode(Node):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.warn_once('status', f'ignoring a malformed pipeit/status message: {exc}')
             return
-        self.peers[p.key] = p
-        if p.state == 'running':
-            self._started_gen = max(self._started_gen, p.generation)
-
-    def _live_peers(self):
-        return handoff.live_peers(self.peers, time.monotonic(), STALE_S)
+        self.gens.heard(p)
 
     # -- plans ----------------------------------------------------------------------------------------------
     def _on_plan(self, msg):
@@ -223,16 +211,13 @@ class ContainerNode(Node):
             return
         self._latest = plan_msg
 
-    def _hosts_head(self, plan):
-        return self.cluster == handoff.ALL or handoff.head_cluster(plan) == self.cluster
-
     def _begin(self, msg):
         """Start moving to generation ``msg.generation``: the current runs drain, the camera input moves."""
         self.old_runs += self.runs
         self.runs, self.built, self.error = [], False, None
         self.msg = msg
-        head_here = self._hosts_head(msg.plan)
-        tail_here = any(r[-1] == len(msg.plan.stages) - 1 for r in handoff.hosted_runs(msg.plan, self.cluster))
+        head_here = generations.hosts_head(msg.plan, self.cluster)
+        tail_here = generations.hosts_tail(msg.plan, self.cluster)
         for run in self.old_runs:
             run.results_move = not tail_here
             if run.is_head and head_here:
@@ -248,7 +233,7 @@ class ContainerNode(Node):
                                           topic=s.image_topic, qos_name=s.image_qos, policy=s.policy,
                                           queue_size=s.queue_size)
             self._input_thread = self.image_input.pump().start()
-        self._handoff_since = time.monotonic()
+        self.gens.begin()
         # the status below speaks of the new generation: 'running' would be the old one's, and would tell the
         # planner and the peers that this generation started (a plan superseding it came out before its head
         # took a frame, and the frames waiting for that head were taken by nobody)
@@ -258,60 +243,13 @@ class ContainerNode(Node):
                                f'hosting stages {runs or "none"}')
         self.publish_status()
 
-    def _may_begin(self, latest):
-        """True when this container may move on to plan ``latest``: once the current generation started (its head
-        took frames), so the frames waiting for that head are not left to nobody. The planner holds plans that
-        long already (handoff.START_WAIT_S); this holds one that came anyway (a planner restarted, or a
-        generation that could not start), ``replan_timeout_s`` at most."""
-        if self.msg is None or self.error is not None or self._started_gen >= self.msg.generation:
-            return True
-        if time.monotonic() - self._handoff_since <= self.settings.replan_timeout_s:
-            return False
-        self.get_logger().warning(f'generation {self.msg.generation} did not start within '
-                                  f'{self.settings.replan_timeout_s:g} s; moving on to generation '
-                                  f'{latest.generation} (frames left to it are counted as replan drops)')
-        return True
-
-    def _book_unstarted(self, run):
-        """A head run that never started hands the camera input over to another container: the frames it holds
-        stamped before that container's first were taken by no head. They are booked as taken and dropped
-        ('replan'; 'queue' for those the full inbox dropped meanwhile, 'dds' for sequence gaps before them),
-        except those an old head in another container took (its skip ranges)."""
-        cut = run.cut_stamp
-        if self.image_input is None or run.went or cut is None:
-            return
-        others = [p for p in self._live_peers() if p.key != (self.name, os.getpid())]
-        ranges = handoff.skip_ranges(run.gen, others)
-        left = self.image_input.inbox.take_if(lambda item: handoff.stamp_ns(item[0].header.stamp) < cut)
-        lost = [item for item in left
-                if not any(lo <= handoff.stamp_ns(item[0].header.stamp) <= hi for lo, hi in ranges)]
-        evicted = self.image_input.evicted      # drop_oldest: the full inbox dropped these meanwhile
-        queue = [e for e in (evicted.popleft() for _ in range(len(evicted)))
-                 if e[0] < cut and not any(lo <= e[0] <= hi for lo, hi in ranges)]
-        dds = sum(item[2] for item in lost) + sum(lost_before for _, lost_before in queue)
-        self.ledger.count('took', len(lost) + len(queue) + dds)
-        self.ledger.drop('replan', len(lost))
-        self.ledger.drop('queue', len(queue))
-        self.ledger.drop('dds', dds)
-        if lost:
-            self.get_logger().warning(f'generation {run.gen} never started: {len(lost)} frame(s) it held are '
-                                      f'dropped (replan)')
-
     def _handoff(self):
         """Old head runs whose cut waits for the new head's first frame stamp."""
-        from pipeit_ros.ros.run import CUT_IDLE_S  # noqa: PLC0415 - loaded with the runs (_build)
         for run in self.old_runs:
             if run.is_head and not run.cut_requested:
-                stamp = handoff.handoff_stamp(self.msg.generation, handoff.head_cluster(self.msg.plan),
-                                              self._live_peers())
-                waited = time.monotonic() - self._handoff_since
-                if stamp is not None:
-                    run.request_cut(stamp)
-                elif waited > HANDOFF_WAIT_S and (run.idle_s() > CUT_IDLE_S or waited > self.settings.replan_timeout_s):
-                    # frames still coming in here and none at the new head yet (its subscription not matched):
-                    # cutting now would lose the ones it misses, so this head keeps taking them a while longer
-                    self.get_logger().warning('no first frame stamp from the new head container; cutting now')
-                    run.request_cut()
+                cut = self.gens.cut(self.msg, run.idle_s(), self.settings.replan_timeout_s)
+                if cut is not None:
+                    run.request_cut(cut)
 
     def _graph(self, msg):
         from pipeit_ros.model import graph  # noqa: PLC0415 - onnx and onnxruntime only once a plan gives this
@@ -357,15 +295,14 @@ class ContainerNode(Node):
     # -- the state machine (control thread) -----------------------------------------------------------------
     def tick(self):
         latest = self._latest
-        if latest is not None and (self.msg is None or latest.generation != self.msg.generation) and \
-                self._may_begin(latest):
+        if self.gens.move_on(self.msg, latest, self.error is not None, self.settings.replan_timeout_s):
             self._begin(latest)
         for run in [r for r in self.old_runs if r.finished.is_set()]:
-            if run.is_head:
-                self._book_unstarted(run)
+            if run.is_head and self.image_input is not None:
+                self.gens.book_unstarted(self.ledger, run.gen, run.went, run.cut_stamp, self.image_input.inbox,
+                                         self.image_input.evicted)
             if run.is_head and run.last_stamp_ns is not None:
-                self._handed_over = {'generation': self.msg.generation, 'first_stamp_ns': run.first_stamp_ns,
-                                     'last_stamp_ns': run.last_stamp_ns, 'last_seq': run.last_seq}
+                self.gens.head_ended(self.msg.generation, run.first_stamp_ns, run.last_stamp_ns, run.last_seq)
             run.close()
             if run not in self.old_runs:
                 continue                # shutdown() took the runs meanwhile (a test's stop during a tick)
@@ -375,7 +312,7 @@ class ContainerNode(Node):
                 self.outlets.ended(run.out_pub)
         self.outlets.close_acknowledged()
         if self.image_input is not None and not any(r.is_head for r in self.old_runs) and \
-                (self.msg is None or not self._hosts_head(self.msg.plan)):
+                (self.msg is None or not generations.hosts_head(self.msg.plan, self.cluster)):
             self._close_input()
         if self.image_input is not None and self.image_input.first_stamp != self._published_stamp:
             self._published_stamp = self.image_input.first_stamp
@@ -384,14 +321,12 @@ class ContainerNode(Node):
             self._handoff()
             return self._set_state('draining')
         if self.msg is None:
-            if time.monotonic() - self._started > WAIT_NOTE_S:
-                self.warn_once('no_plan', 'no plan on pipeit/plan yet: is pipeit_planner running on this ROS domain '
-                                          'and DDS transport?')
+            self.gens.wait_note('no_plan', 'no plan on pipeit/plan yet: is pipeit_planner running on this ROS '
+                                           'domain and DDS transport?')
             return None
         gen = self.msg.generation
         if not self.built:
-            live = self._live_peers()
-            if all(p.generation == gen and p.state != 'draining' for p in live):
+            if self.gens.may_build(gen):
                 hosted = handoff.hosted_runs(self.msg.plan, self.cluster)
                 if hosted:
                     self._build(hosted)
@@ -402,31 +337,26 @@ class ContainerNode(Node):
             return None
         unmatched = [r for r in self.runs if not r.matched()]
         if unmatched:
-            if time.monotonic() - self._handoff_since > WAIT_NOTE_S:
-                topics = ', '.join(r.out_pub.topic_name for r in unmatched)
-                self.warn_once('unmatched', f'generation {gen}: no subscriber on {topics} yet: is the next '
-                                            f'stage\'s container running on this ROS domain and DDS transport?')
+            topics = ', '.join(r.out_pub.topic_name for r in unmatched)
+            self.gens.wait_note('unmatched', f'generation {gen}: no subscriber on {topics} yet: is the next '
+                                             f'stage\'s container running on this ROS domain and DDS transport?')
             return None
         self._set_state('ready')
         head = next((r for r in self.runs if r.is_head), None)
         if head is None:
-            if any(p.generation == gen and p.state == 'running' for p in self._live_peers()):
+            if self.gens.running(gen):
                 self._set_state('running')
-            elif time.monotonic() - self._handoff_since > WAIT_NOTE_S:
-                heard = ', '.join(sorted(f'{p.container} (generation {p.generation}, {p.state})'
-                                         for p in self._live_peers() if p.key != (self.name, os.getpid())))
-                self.warn_once('waiting', f'generation {gen}: waiting for the head container to run; heard '
-                                          f'from: {heard or "nobody"}')
+            else:
+                self.gens.wait_note('waiting', f'generation {gen}: waiting for the head container to run; heard '
+                                               f'from: {self.gens.heard_from() or "nobody"}')
             return None
-        live = self._live_peers()
-        ok, why = handoff.may_admit(gen, handoff.plan_clusters(self.msg.plan), live)
-        if ok:
-            others = [p for p in live if p.pid != os.getpid() or p.container != self.name]
-            self._next_seq = max(self._next_seq, handoff.next_seq(others))
-            head.go(handoff.skip_ranges(gen, others))
+        why, skip, first_seq = self.gens.admit(gen, self.msg.plan)
+        if not why:
+            self._next_seq = max(self._next_seq, first_seq)
+            head.go(skip)
             self._set_state('running')
-        elif time.monotonic() - self._handoff_since > WAIT_NOTE_S:
-            self.warn_once('waiting', f'generation {gen}: frames wait: {why}')
+        else:
+            self.gens.wait_note('waiting', f'generation {gen}: frames wait: {why}')
         return None
 
     def _close_input(self):

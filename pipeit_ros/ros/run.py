@@ -22,6 +22,7 @@ import time
 from rclpy.duration import Duration
 
 from pipeit_ros.app import handoff, results
+from pipeit_ros.app.handoff import CUT_IDLE_S, CUT_NOW
 from pipeit_ros.app.preprocess import PreprocessConfig, geometry
 from pipeit_ros.app.wire import diagnostics as keys
 from pipeit_ros.app.wire import tensor_msg as tensormsg
@@ -32,8 +33,6 @@ from pipeit_ros.ros import messages
 from pipeit_ros.ros.pump import Pump, pumped_node
 from pipeit_ros.ros.stage_node import NodeThread, StageNode
 
-CUT_NOW = 'now'
-CUT_IDLE_S = 1.0        # a hand-off cut waiting for a frame past the stamp gives up after this (camera stopped)
 RESULT_ACK_TIMEOUT_S = 2.0  # results moving to another container's publisher: the last ones go first
 MATCH_TIMEOUT_S = 2.0
 
@@ -159,9 +158,10 @@ class RunHost:
         self._hold = True
 
     def request_cut(self, stamp_ns=None):
-        """Head run: stop admitting now, or (hand-off) at the first frame stamped at/after ``stamp_ns``."""
+        """Head run: stop admitting now (None or CUT_NOW), or (hand-off) at the first frame stamped at/after
+        ``stamp_ns``."""
         self._cut_since = time.monotonic()          # before _cut: the feeder reads them in the other order
-        self._cut = CUT_NOW if stamp_ns is None else int(stamp_ns)
+        self._cut = CUT_NOW if stamp_ns in (None, CUT_NOW) else int(stamp_ns)
         self._cut_set.set()
 
     def idle_s(self):
@@ -260,7 +260,7 @@ class RunHost:
     def _loop(self):
         while not self._closing:
             if self._hold and self._cut is None:
-                self._cut_set.wait(0.1)             # the container cuts within HANDOFF_WAIT_S
+                self._cut_set.wait(0.1)             # the container cuts within HANDOFF_WAIT_S (app.generations)
                 continue
             self._book_evicted()
             try:
