@@ -179,7 +179,8 @@ def test_stopped_container_is_reported_stalled_by_name(tmp_path):
     container = None
     try:
         wait_for(lambda: re.search(r' [1-9]\d* results', out.text()), 120, what='results', output=out)
-        container = next(p for p in node_children(proc.pid) if 'container' in ' '.join(p.cmdline()))
+        container = next(p for p in node_children(proc.pid)          # not the path: a checkout may be named so
+                         if 'from pipeit_ros.ros.container import' in ' '.join(p.cmdline()))
         container.suspend()
         wait_for(lambda: re.search(r'^container pipeit_container stalled: ', out.text(), re.M), 30,
                  what='bringup reporting the stall', output=out)

@@ -155,8 +155,10 @@ def test_launch_default_layout_with_the_ros2_cli(shell):
     try:
         results_flow(shell)
         # the ros2 daemon (started by this first call) sees every node, the stage nodes inside the containers too
-        nodes = shell.poll('ros2 node list', lambda o: '/pipeit_planner' in o and '/stage_0' in o, 60,
-                           'the nodes in ros2 node list').split()
+        # (the daemon hears the nodes one by one: wait for all of them, then check the list)
+        nodes = shell.poll('ros2 node list', lambda o: all(n in o for n in ('/pipeit_planner', '/pipeit_camera',
+                                                                             '/pipeit_container', '/stage_0')),
+                           60, 'the nodes in ros2 node list').split()
         assert {'/pipeit_planner', '/pipeit_camera'} <= set(nodes) and any(
             n.startswith('/pipeit_container') for n in nodes), nodes
         container = next(n for n in nodes if n.startswith('/pipeit_container'))
