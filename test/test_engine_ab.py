@@ -12,8 +12,8 @@ def test_pairs_every_variant_by_round(capsys):
     row = next(line for line in out.splitlines() if line.startswith('| tiny | data parallelism'))
     ratios = re.findall(r'\| ([\d.]+) \(([\d.]+)–([\d.]+)\)', row)
     assert len(ratios) == 2, row                       # after and after+prepack, each against before
-    for median, low, high in ratios:
-        assert 0 < float(low) <= float(median) <= float(high), row
+    for median, low, high in ratios:       # the range is printed to 2 decimals, the median to 3
+        assert 0 < float(low) - 0.005 <= float(median) <= float(high) + 0.005, row
     fps = [float(v) for v in row.rstrip(' |').split('|')[-3:]]
     assert len(fps) == 3 and min(fps) > 0, row
     assert '2 rounds x 0.2 s each' in out

@@ -21,6 +21,7 @@ import argparse
 import time
 
 import numpy as np
+import onnxruntime as ort
 
 from pipeit_ros.bench.benchmark import _EngineCandidate, input_array, machine_info
 from pipeit_ros.engine import sessions
@@ -94,6 +95,7 @@ def main(argv=None):
                     help=f'two or more of {", ".join(VARIANTS)}; ratios are against the first')
     args = ap.parse_args(argv)
     topo = resolve(args.topology)
+    ort.set_default_logger_severity(3)   # not the notice that pre-packing's entry is set again
     info = machine_info()
     print(f'# {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; {info.get("cpu_model", "")} '
           f'{info.get("cpus_online", "")} CPUs, onnxruntime {info.get("onnxruntime")}; {args.topology}; {args.rounds} rounds x {args.seconds:g} s each, '
