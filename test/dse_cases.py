@@ -91,7 +91,7 @@ def every_plan(cost, topo, replicas=True):
     out = []
     loaded = cost.under_load()       # a plan of several core groups runs under load, one group alone
     for stages in plans:
-        rates, lat, mem, cores, slowest = [], 0.0, 0.0, 0, []
+        rates, lat, mem, cores, slowest = [], 0.0, shape_bytes(cost, stages), 0, []
         table = loaded if sum(sum(r) for _, _, _, r in stages) > 1 else cost
         hosts = [next(c for c, rc in enumerate(r) if rc) for _, _, _, r in stages]   # the first cluster hosts
         for n_stage, (i, j, k, r) in enumerate(stages):
@@ -109,6 +109,20 @@ def every_plan(cost, topo, replicas=True):
             cores += k * sum(r)
         out.append((1000.0 * min(rates), lat, mem, cores, stages, saturated(rates, slowest, stages)))
     return out
+
+
+def shape_bytes(cost, stages):
+    """What a plan of this shape holds beyond its stages (docs/memory.md): one group's build term; replicas of
+    one stage, several stages, or both (the larger of the two), each its build and running terms."""
+    groups = sum(sum(r) for _, _, _, r in stages)
+    if groups == 1:
+        return cost.build_bytes
+    build = cost.build_bytes if cost.build_bytes_groups is None else cost.build_bytes_groups
+    reps = build + cost.running_bytes_groups
+    split = (build if cost.build_bytes_stages is None else cost.build_bytes_stages) + cost.running_bytes_stages
+    if len(stages) == 1:
+        return reps
+    return split if groups == len(stages) else max(reps, split)
 
 
 def saturated(rates, slowest, stages):

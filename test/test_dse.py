@@ -99,6 +99,42 @@ def test_exact_equals_brute_force(seed, sizes, n, integer, objective, kind, fact
         assert all(s.replicas == 1 for s in plan.stages)
 
 
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2 ** 32 - 1), sizes=st.sampled_from(SMALL), n=st.integers(1, 4),
+       integer=st.booleans(), objective=st.sampled_from(['throughput', 'latency']),
+       factor=st.sampled_from([0.9, 1.03, 1.4, 'fastest', 'median']), replicas=st.booleans(),
+       containers=st.sampled_from(['one', 'per_cluster']))
+def test_exact_under_a_memory_bound_with_shape_terms(seed, sizes, n, integer, objective, factor, replicas,
+                                                       containers):
+    """A plan's shape (one group, replicas, stages, both) adds its own drawn build and running terms, which the
+    search's per-stage sums cannot tell apart; under a memory bound the DSE still returns the brute force's
+    optimum (docs/memory.md: where the stages' term is at least one group's, as drawn here)."""
+    rng = np.random.default_rng(seed)
+    topo = topology(sizes)
+    cost = random_table(rng, topo, n, integer=integer, containers=containers)
+    build, groups, stages, run_groups, run_stages = rng.uniform(0, 3_000_000, 5)
+    cost = replace(cost, build_bytes=build, build_bytes_groups=groups, build_bytes_stages=stages,
+                   running_bytes_groups=run_groups, running_bytes_stages=max(run_stages, build - stages))
+    plans = every_plan(cost, topo, replicas=replicas)
+    if factor == 'fastest':     # just above a plan's own figure (the notes round it to 0.001 MiB)
+        bounds = {'memory_mb': max(plans, key=lambda p: p[0])[2] / 2 ** 20 + 1e-3}
+    elif factor == 'median':
+        bounds = {'memory_mb': sorted(p[2] for p in plans)[len(plans) // 2] / 2 ** 20 + 1e-3}
+    else:
+        bounds = constraint_from(plans, 'memory', factor)
+    want = lexicographic_best(plans, objective, **bounds)
+    if want is None:
+        with pytest.raises(PlanError, match='no plan fits'):
+            dse.solve(cost, topo, objective=objective, replicas=replicas, **bounds)
+        return
+    plan = dse.solve(cost, topo, objective=objective, replicas=replicas, **bounds)
+    check_valid(plan, cost, topo)
+    assert plan.predicted_fps == pytest.approx(want[0], rel=1e-8)
+    assert cores_of(plan) == want[3]
+    check_latency(plan, want, objective)
+    assert plan.notes['memory_mib'] <= bounds['memory_mb'] + 1e-3
+
+
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2 ** 32 - 1), blocks=st.lists(st.sampled_from(['residual', 'inception', 'long_skip',
                                                                            'conv']), min_size=1, max_size=3),
