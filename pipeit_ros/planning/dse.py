@@ -64,9 +64,9 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
             raise PlanError(f'--{name} must be > 0, got {value}')
     _cost_check(cost, topology)
     started = time.perf_counter()
-    several = cost.under_load()
+    several = cost.under_load(chains=not replicas)      # without replicas, every plan of several groups is a chain
     space = Space(several, topology, replicas=replicas)
-    alone = (_alone_plans(cost, topology) + _replicated_plans(space, cost, topology)) if several is not cost else []
+    alone = (_alone_plans(cost, topology) if several is not cost else []) + _replicated_plans(space, cost, topology)
     figures = [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone]
     bounds = (max_latency_ms, min_fps, memory_mb)
     stages, failure, passes = _run(_Search(space, *bounds, figures), objective)
@@ -160,7 +160,7 @@ class _Search:
 
     def __init__(self, space, max_latency_ms, min_fps, memory_mb, alone=()):
         self.space = space
-        self.alone = list(alone)   # (rate, latency, memory) of one-group plans alone: only for the messages
+        self.alone = list(alone)   # (rate, latency, memory) of plans of one stage on their own figures: for messages
         self.lat_bound = np.inf if max_latency_ms is None else float(max_latency_ms)
         self.mem_bound = np.inf if memory_mb is None else float(memory_mb) * MIB
         self.floor = 0.0 if min_fps is None else float(min_fps) / 1000.0
