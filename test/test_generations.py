@@ -151,3 +151,15 @@ def test_waits_are_noted_only_once_overdue(gens, log):
     gens.wait_note('waiting', 'frames wait', now=T0 + 11)
     assert log.notes == ['no_plan']
     assert gens.handed_over == {'generation': 7, 'first_stamp_ns': 1, 'last_stamp_ns': 2, 'last_seq': 3}
+
+
+def test_a_wait_line_is_built_only_when_it_is_noted(gens, log):
+    built = []
+
+    def line():
+        built.append(1)
+        return 'heard from: nobody'
+    gens.wait_note('waiting', line, now=T0 + 1)
+    assert not built and not log.notes
+    gens.wait_note('waiting', line, now=T0 + generations.WAIT_NOTE_S + 0.1)
+    assert built == [1] and log.notes == ['waiting']

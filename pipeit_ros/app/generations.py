@@ -64,9 +64,10 @@ class Generations:
         return ', '.join(sorted(f'{p.container} (generation {p.generation}, {p.state})' for p in self.others(now)))
 
     def wait_note(self, kind, text, now=None):
-        """Note ``text`` once this container has waited WAIT_NOTE_S since it began its generation (or started)."""
+        """Note ``text`` once this container has waited WAIT_NOTE_S since it began its generation (or started);
+        ``text`` may be a callable, so a line is only built (every tick while waiting) when it is due."""
         if _now(now) - self.since > WAIT_NOTE_S:
-            self.note(kind, text)
+            self.note(kind, text() if callable(text) else text)
 
     # -- moving on to a newer plan --------------------------------------------------------------------------
     def move_on(self, current, latest, failed, timeout_s, now=None):

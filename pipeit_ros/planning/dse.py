@@ -66,13 +66,15 @@ def solve(cost, topology, objective='throughput', max_latency_ms=None, min_fps=N
     started = time.perf_counter()
     several = cost.under_load(chains=not replicas)      # without replicas, every plan of several groups is a chain
     space = Space(several, topology, replicas=replicas)
-    alone = (_alone_plans(cost, topology) if several is not cost else []) + _replicated_plans(space, cost, topology)
+    alone = _alone_plans(cost, topology) if several is not cost else []
+    if memory_mb is not None:     # only a memory bound tells a data-parallel plan's own figure from the search's
+        alone += _replicated_plans(space, cost, topology)
     figures = [(p.predicted_fps / 1000.0, p.predicted_latency_ms, p.notes['memory_mib'] * MIB) for p in alone]
     bounds = (max_latency_ms, min_fps, memory_mb)
     stages, failure, passes = _run(_Search(space, *bounds, figures), objective)
     others = list(alone)
-    chains = cost.under_load(chains=True)
-    if replicas and memory_mb is not None and chains.build_bytes < several.build_bytes:
+    chains = cost.under_load(chains=True) if replicas and memory_mb is not None else several
+    if chains.build_bytes < several.build_bytes:
         # the bound counts chains of stages with the replicas' larger shape term: search them on their own too
         chain_space = Space(chains, topology, replicas=False)
         found, _, more = _run(_Search(chain_space, *bounds, figures), objective)

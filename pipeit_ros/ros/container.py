@@ -337,9 +337,9 @@ class ContainerNode(Node):
             return None
         unmatched = [r for r in self.runs if not r.matched()]
         if unmatched:
-            topics = ', '.join(r.out_pub.topic_name for r in unmatched)
-            self.gens.wait_note('unmatched', f'generation {gen}: no subscriber on {topics} yet: is the next '
-                                             f'stage\'s container running on this ROS domain and DDS transport?')
+            self.gens.wait_note('unmatched', lambda: f'generation {gen}: no subscriber on '
+                                f'{", ".join(r.out_pub.topic_name for r in unmatched)} yet: is the next stage\'s '
+                                f'container running on this ROS domain and DDS transport?')
             return None
         self._set_state('ready')
         head = next((r for r in self.runs if r.is_head), None)
@@ -347,8 +347,8 @@ class ContainerNode(Node):
             if self.gens.running(gen):
                 self._set_state('running')
             else:
-                self.gens.wait_note('waiting', f'generation {gen}: waiting for the head container to run; heard '
-                                               f'from: {self.gens.heard_from() or "nobody"}')
+                self.gens.wait_note('waiting', lambda: f'generation {gen}: waiting for the head container to '
+                                                       f'run; heard from: {self.gens.heard_from() or "nobody"}')
             return None
         why, skip, first_seq = self.gens.admit(gen, self.msg.plan)
         if not why:
