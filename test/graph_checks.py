@@ -2,18 +2,15 @@
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-import onnxruntime as ort
 
-from pipeit_ros.engine.sessions import session_options
+from pipeit_ros.engine.sessions import make_session
 
 RTOL, ATOL = 1e-4, 1e-5
 
 
 def session(model, weights=None):
     """A one-thread session; ``weights`` (graph.weights) for a sub-model of a prepared graph."""
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    options = session_options((0,), threads=1, pinned=False, weights=weights)
-    return ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
+    return make_session(model, (0,), threads=1, pinned=False, weights=weights, optimize=False)
 
 
 def run_file(path, x, input_name='input'):

@@ -9,6 +9,7 @@ import os
 import threading
 
 from pipeit_ros.app import adapt, preprocess, results
+from pipeit_ros.engine.sessions import optimize_stages
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
 from pipeit_ros.model import graph as graph_mod
@@ -373,7 +374,9 @@ def adapt_plan(current, cfg, drift, inputs):
 
 
 def _result(plan, graph, topology, cost, key, pre, out):
-
+    """The PlanResult to publish; the plan's stages are optimised here first (engine.optimized), so the
+    containers find them made and onnxruntime's temporaries stay in the planner's process."""
+    optimize_stages(graph, plan)
     if cost is None:
         predicted = [s.predicted_ms or 0.0 for s in plan.stages]
     else:

@@ -67,7 +67,7 @@ from pipeit_ros.cost import timing as measure
 from pipeit_ros.cost.fitting import FLOOR_MS, LOAD_LIMITS, correction_warnings, emulation_correction, fit_segments
 from pipeit_ros.cost.memory_probes import process_memory
 from pipeit_ros.cost.table import DEFAULT_BASE_BYTES, CostTable
-from pipeit_ros.engine.sessions import drop_resident, make_session, shared_initializers
+from pipeit_ros.engine.sessions import drop_resident, make_session
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
@@ -78,7 +78,7 @@ DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v15-stalled-probe-fixed-mmap-m10'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v16-optimized-stages'  # bump when the measure changes, so old cached profiles are not reused
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
 
 
@@ -250,14 +250,15 @@ def _build_config(blobs, pairs, whole, tail, cfg, feeds, rng, weights):
     """In ``cfg``'s pinned thread: build its sessions, measuring memory (module doc), and return the calls to
     time (identity, segments, whole model, pairs) with the memory measured and ``footprint``, the anonymous
     memory all its sessions hold."""
-    def mapped():
-        return procmem.mapped_bytes(weights.path) if weights is not None else 0
+    folder = os.path.dirname(weights.path) if weights is not None else None
+
+    def mapped():      # the prepared weights and the segments' optimised ones (engine.optimized)
+        return procmem.mapped_bytes(folder, under=True) if folder is not None else 0
 
     start = procmem.anonymous_now()
     sessions, built, ran, held = [], [], [], []
-    if weights is not None:
-        shared_initializers(weights)
-        drop_resident(weights)   # pages this process touched before would not count as this segment's
+    if folder is not None:
+        drop_resident(folder)   # pages this process touched before would not count as this segment's
     for b in blobs:
         before, before_mapped = procmem.anonymous_now(), mapped()
         sessions.append(make_session(b, cfg.cpus, weights=weights))

@@ -25,9 +25,8 @@ import time
 
 import numpy as np
 from onnx import TensorProto, helper
-import onnxruntime as ort
 
-from pipeit_ros.engine.sessions import make_session, session_options
+from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.hw.cpus import pin_current_thread
 from pipeit_ros.hw.emulation import emulated
 from pipeit_ros.model import load as graph_load
@@ -346,10 +345,11 @@ def trace_layer_times(model_bytes, cfg, lookup, n_layers, *, runs=10, warmup=2, 
     rng = rng or np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix='pipeit-trace-') as tmp:
         def body():
-            so = session_options(cfg.cpus, weights=weights)
-            so.enable_profiling = True
-            so.profile_file_prefix = os.path.join(tmp, 'trace')
-            session = ort.InferenceSession(model_bytes, sess_options=so, providers=['CPUExecutionProvider'])
+            def tracing(so):
+                so.enable_profiling = True
+                so.profile_file_prefix = os.path.join(tmp, 'trace')
+            # as given, not optimised into the cache: the trace maps onnxruntime's node names to layers itself
+            session = make_session(model_bytes, cfg.cpus, weights=weights, optimize=False, configure=tracing)
             feeds = feeds_for(session, rng)
             for _ in range(warmup + runs):
                 session.run(None, feeds)

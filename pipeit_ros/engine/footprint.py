@@ -26,6 +26,7 @@ import time
 
 from pipeit_ros.engine.parts import QUEUE_SIZE
 from pipeit_ros.engine.pipeline import Pipeline
+from pipeit_ros.engine.sessions import optimize_stages
 from pipeit_ros.hw import memory as procmem
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.plan import Plan
@@ -75,6 +76,7 @@ def frames_to_fill(plan, queue_size=QUEUE_SIZE):
 def measure(graph, plan, frames=FRAMES, timeout=TIMEOUT_S):
     """{'memory_mb', 'running_mb', 'pss_mb', 'rss_mb', 'peak_rss_mb', 'queue_high_water'} of ``plan`` run in a
     fresh process, or {'error': one line}."""
+    optimize_stages(graph, plan)     # here, so the probe holds what a plan's process holds once they exist
     request = json.dumps({'model': graph.path, 'input_shape': graph.input_shape_given,
                           'prepared': os.path.dirname(graph.weights.path) if graph.weights is not None else None,
                           'plan': plan.to_dict(), 'frames': int(frames)})
@@ -109,8 +111,9 @@ def main():
             raise SystemExit(f'the plan did not deliver {frames} frames within {FRAME_TIMEOUT_S:g} s')
         now = procmem.usage()
         filled = [st.queue_high_water for st in pipe.stats()]
-        weights = graph.weights.path if graph.weights is not None else None
-        whole = (procmem.mapped_bytes(weights) - procmem.mapped_bytes(weights, field='Pss')) if weights else 0
+        folder = os.path.dirname(graph.weights.path) if graph.weights is not None else None   # + optimised stages
+        whole = (procmem.mapped_bytes(folder, under=True)
+                 - procmem.mapped_bytes(folder, field='Pss', under=True)) if folder else 0
     running = now.pss + whole
     print(json.dumps({'memory_mb': (running + max(now.hwm - now.rss, 0)) / procmem.MIB,
                       'running_mb': running / procmem.MIB, 'pss_mb': now.pss / procmem.MIB,

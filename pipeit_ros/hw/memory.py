@@ -8,6 +8,7 @@ holds alone (heap, onnxruntime's arenas and transformed weights); ``hwm`` the pe
 import ctypes
 import ctypes.util
 from dataclasses import asdict, dataclass
+import os
 
 MIB = 2**20
 _FIELDS = {'Rss:': 'rss', 'Pss:': 'pss', 'Anonymous:': 'anonymous'}
@@ -93,16 +94,18 @@ def fix_mmap_threshold():
     _threshold_fixed = True
 
 
-def mapped_bytes(path, pid='self', field='Rss'):
+def mapped_bytes(path, pid='self', field='Rss', under=False):
     """Resident bytes (``field`` 'Rss', or 'Pss' for this process's share) of ``path``'s mappings in process
-    ``pid`` (/proc/PID/smaps), 0 where none."""
+    ``pid`` (/proc/PID/smaps), with ``under`` of every file below the folder ``path``; 0 where none."""
     total, inside, key = 0, False, field + ':'
+    prefix = path.rstrip(os.sep) + os.sep
     try:
         with open(f'/proc/{pid}/smaps') as f:
             for line in f:
                 head = line.split(None, 5)
                 if len(head) >= 5 and '-' in head[0] and not head[0].endswith(':'):
-                    inside = len(head) == 6 and head[5].strip() == path
+                    name = head[5].strip() if len(head) == 6 else ''
+                    inside = name.startswith(prefix) if under else name == path
                 elif inside and head[0] == key:
                     total += int(head[1]) * 1024
     except (OSError, ValueError, IndexError):

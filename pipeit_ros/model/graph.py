@@ -244,7 +244,7 @@ class LayerGraph:
         """Serialized :meth:`extract`, memoised in a bounded LRU (engine and profiler ask many times).
 
         A stored model's sub-models only reference their weights in ``weights`` (a few KiB each; sessions get
-        the weights from :func:`pipeit_ros.engine.sessions.shared_initializers`). Built from serialized pieces
+        the weights from :func:`pipeit_ros.engine.sessions.shared_mapping`). Built from serialized pieces
         (protobuf concatenates repeated fields), so the weights a model loaded with ``store=False`` carries are
         copied twice, not four times as ModelProto copies and serialization would.
         """

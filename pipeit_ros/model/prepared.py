@@ -3,7 +3,7 @@
 Weights held once (docs/memory.md): the prepared model is stored in the cache (``models/<hash>``) as an ONNX
 file whose initializers of at least :data:`EXTERNAL_MIN_BYTES` lie in one external-data file, ``weights.data``.
 The model kept in Python then holds only their names, types, dims and file offsets; every onnxruntime
-session of every process maps that one file (``engine.sessions.shared_initializers``), so replicas in one process and
+session of every process maps that one file (``engine.sessions.shared_mapping``), so replicas in one process and
 containers on one machine share the weight pages. A later load of the same file reads only the small
 prepared model.
 """
@@ -82,10 +82,13 @@ def store_prepared(model, digest, batch_fixed, model_hash):
     return load_prepared(digest)
 
 
-def external_weights(model, folder):
+def external_weights(model, folder, location=WEIGHTS_FILE):
+    """ExternalWeights of ``model``'s initializers that lie in ``folder``/``location``."""
     entries = []
     for t in model.graph.initializer:
         if t.data_location == TensorProto.EXTERNAL:
             info = {e.key: e.value for e in t.external_data}
-            entries.append((t.name, int(info.get('offset', 0)), int(info['length']), t.data_type, tuple(t.dims)))
-    return ExternalWeights(os.path.join(folder, WEIGHTS_FILE), tuple(entries))
+            if info.get('location') == location:
+                entries.append((t.name, int(info.get('offset', 0)), int(info['length']), t.data_type,
+                                tuple(t.dims)))
+    return ExternalWeights(os.path.join(folder, location), tuple(entries))
