@@ -176,7 +176,8 @@ def test_a_correction_far_from_1_while_the_emulation_held_is_a_warning():
 @pytest.mark.parametrize('alone, pairs, whole, want_scale', [
     ([2.0, 1.0, 3.0], [2.6, 3.9], 5.5, 1.0),     # the whole is faster than its segments: cuts make up for it
     ([2.0, 1.0, 3.0], [2.6, 3.9], 12.0, 2.0),    # slower (its long runs were preempted): segments scale up
-], ids=['cuts', 'preempted'])
+    ([2.0, 4.0, 3.0], [5.9, 6.9], 4.0, 4.0 / 4.5),   # faster than cuts within their bounds explain: scale down
+], ids=['cuts', 'preempted', 'short-runs-waited'])
 def test_fit_segments_makes_one_stage_cost_the_whole_model(alone, pairs, whole, want_scale):
     seg, cut, scale = fitting.fit_segments(alone, pairs, whole)
     assert scale == pytest.approx(want_scale)
