@@ -1,6 +1,7 @@
 """The planner's parameters, checks and planning (pipeit_ros.app.planner_state), without ROS."""
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -93,6 +94,18 @@ def test_forced_plan_needs_no_cost_table(cfg, inputs):
     assert result.plan.model_hash == result.graph.model_hash
     assert result.cost is None and result.predicted_stage_ms == [0.0, 0.0]
     assert inputs.graph(cfg.model_path) is result.graph                     # memoised
+
+
+def test_a_plan_s_stages_are_optimised_before_it_is_published(cfg, inputs):
+    """The containers find each stage's optimised model made (engine.optimized): onnxruntime's temporaries
+    while it optimises stay in the planner's process."""
+    from pipeit_ros.engine import optimized
+    folder = os.path.join(os.path.dirname(make_plan(cfg, inputs).graph.weights.path), optimized.FOLDER)
+    shutil.rmtree(folder)                       # made by this or an earlier test: start without it
+    result = make_plan(cfg, PlanInputs(log=lambda *a: None))
+    made = set(os.listdir(folder))
+    for s in result.plan.stages:
+        assert optimized.stage_key(result.graph.extract_bytes(s.first, s.last)) + '.onnx' in made
 
 
 def test_cut_limit_decides_which_forced_cuts_are_legal(cfg, inputs):

@@ -8,8 +8,9 @@ rotated each round, as ``pipeit bench`` does). Variants (``VARIANTS``):
   onnxruntime's defaults for pre-packing and the memory pattern (on), as the engine built them before
   docs/memory.md's changes;
 - ``after``: the engine as it is (weights as OrtValues over one mapping of the prepared model's external-data
-  file, pre-packing and the memory pattern off);
-- ``inline``, ``after+prepack``, ``after+pattern``: one of the three changes undone, to tell them apart.
+  file, pre-packing and the memory pattern off, each stage built from its optimised model: engine.optimized);
+- ``inline``, ``after+prepack``, ``after+pattern``, ``given``: one of the four changes undone, to tell them apart
+  (``given``: the stage built from its model as given, optimised by onnxruntime in each session).
 
 The plans: data parallelism over the first two clusters for every network, and the exact 2-stage plans of the
 nets whose best plan is a pipeline there (fixed specs, so no profiling). glibc's mmap threshold is process-wide,
@@ -18,13 +19,14 @@ so every variant runs with the engine's fixed threshold; it was compared on its 
 and each one's median frames/s.
 """
 import argparse
+import functools
 import time
 
 import numpy as np
 import onnxruntime as ort
 
 from pipeit_ros.bench.benchmark import _EngineCandidate, input_array, machine_info
-from pipeit_ros.engine import sessions
+from pipeit_ros.engine import pipeline, sessions
 from pipeit_ros.hw.emulation import emulated
 from pipeit_ros.hw.topology import resolve
 from pipeit_ros.model import graph as graph_mod
@@ -33,16 +35,18 @@ from pipeit_ros.plan import parse_spec
 
 NETS = ('alexnet', 'googlenet', 'mobilenet_v1', 'mobilenet_v2', 'resnet50', 'squeezenet1_1', 'yolov8n',
         'lraspp_mobilenet_v3_large')
+engine_make_session = sessions.make_session
 PIPELINES = {'resnet50': '0-22@little,23-70@big', 'yolov8n': '0-31@little,32-110@big',
              'lraspp_mobilenet_v3_large': '0-84@big,85-96@little'}
 
 
-VARIANTS = {   # name: (weights inline in each stage's bytes, pre-packing on, memory pattern on)
-    'before': (True, True, True),
-    'after': (False, False, False),
-    'inline': (True, False, False),
-    'after+prepack': (False, True, False),
-    'after+pattern': (False, False, True),
+VARIANTS = {   # name: (weights inline in each stage's bytes, pre-packing on, memory pattern on, optimised stage)
+    'before': (True, True, True, False),
+    'after': (False, False, False, True),
+    'inline': (True, False, False, False),
+    'after+prepack': (False, True, False, True),
+    'after+pattern': (False, False, True, True),
+    'given': (False, False, False, False),
 }
 
 
@@ -74,13 +78,15 @@ def _candidates(name, topo, warmup, variants):
         plan = parse_spec(spec, topo, len(graphs[False].layers))
         runners = {}
         for v in variants:
-            inline, prepack, pattern = VARIANTS[v]
+            inline, prepack, pattern, optimize = VARIANTS[v]
             engine_options, options = _options(prepack, pattern)
             sessions.session_options = options   # read by make_session while start() builds the sessions
+            pipeline.make_session = functools.partial(engine_make_session, optimize=optimize)
             try:
                 runners[v] = _EngineCandidate(graphs[inline], plan, x, warmup, queue_size=2)
             finally:
                 sessions.session_options = engine_options
+                pipeline.make_session = engine_make_session
         yield label, spec, runners
 
 

@@ -89,7 +89,7 @@ def fit_segments(alone, pairs, whole):
     Where the segments, less every cut they can hold (each within its two segments), still add up to more than
     the whole model, they are scaled down to it (``scale`` < 1): on an emulated core a short run waits for the
     co-runner more than a long one does, and YOLOv8n's little core added up to 334 ms against 218 for the whole
-    model, so data parallelism measured 1.32x its prediction (docs/architecture.md, measured facts)."""
+    model, so data parallelism measured 1.32x its prediction (docs/architecture.md, "Measured facts")."""
     alone, pairs = np.asarray(alone, float), np.asarray(pairs, float)
     total = float(alone.sum())
     scale = whole / total if 0 < total < whole else 1.0

@@ -273,8 +273,9 @@ def _build_config(blobs, pairs, whole, tail, cfg, feeds, rng, weights):
         held[s] += mapped() - before_mapped
         if chain and s + 1 < len(sessions):
             feeds.append(next_feeds(s, session, results, sessions[s + 1]))
-    pair_sessions = [make_session(b, cfg.cpus, weights=weights) for b in pairs]
-    whole_session = make_session(whole, cfg.cpus, weights=weights)
+    # timed only, their memory not measured: built as given, so no optimised model is stored for each of them
+    pair_sessions = [make_session(b, cfg.cpus, weights=weights, optimize=False) for b in pairs]
+    whole_session = make_session(whole, cfg.cpus, weights=weights, optimize=False)
     identity = make_session(measure.identity_model(), cfg.cpus)
     one = {'x': np.zeros(1, np.float32)}
     calls = [lambda: identity.run(None, one)]
@@ -290,7 +291,7 @@ def _build_config(blobs, pairs, whole, tail, cfg, feeds, rng, weights):
         results = None
     tail_ran = 0      # the second half of the model as one session, first run (CostTable.tail_arena_bytes)
     if tail is not None:
-        session = make_session(tail, cfg.cpus, weights=weights)
+        session = make_session(tail, cfg.cpus, weights=weights, optimize=False)
         before = procmem.anonymous_now()
         results = session.run(None, {i.name: feeds[len(sessions) // 2][i.name] for i in session.get_inputs()})
         tail_ran = max(procmem.anonymous_now() - before, 0)
