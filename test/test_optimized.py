@@ -3,6 +3,7 @@ onnxruntime rewrites are file pages shared by replicas, the ones it keeps point 
 import gc
 import os
 import shutil
+import time
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -153,3 +154,29 @@ def test_a_session_keeps_its_weights_mapped(net, tmp_path):
     gc.collect()
     plain = ort.InferenceSession(str(tmp_path / 'convfc.onnx'), providers=['CPUExecutionProvider'])
     np.testing.assert_allclose(session.run(None, {'x': x})[0], plain.run(None, {'x': x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_stages_unused_for_long_are_removed_when_another_is_stored(net):
+    """A plan re-cut by adaptation leaves its old stages behind: those no process read for STALE_S go when the
+    next stage is stored; one read recently stays, and so do its files."""
+    n = len(net.layers)
+    old, recent = optimized.optimize(whole(net), net.weights), optimized.optimize(net.extract_bytes(0, 1), net.weights)
+    long_ago = time.time() - optimized.STALE_S - 60
+    for stage in (old, recent):
+        model_path = stage.weights[1].path[:-len('.data')] + '.onnx'
+        os.utime(model_path, (long_ago, long_ago))
+    folder = os.path.dirname(old.weights[1].path)
+    left_over = os.path.join(folder, '.opt-killed')
+    os.makedirs(left_over, exist_ok=True)
+    os.utime(left_over, (long_ago, long_ago))
+    assert optimized.optimize(net.extract_bytes(0, 1), net.weights) == recent      # read: in use again
+    third = os.path.join(folder, optimized.stage_key(net.extract_bytes(2, n - 1)))
+    for path in (third + '.onnx', third + '.data'):
+        if os.path.exists(path):
+            os.remove(path)
+    optimized.optimize(net.extract_bytes(2, n - 1), net.weights)                    # stored: prunes
+    names = set(os.listdir(folder))
+    assert os.path.basename(old.weights[1].path)[:-len('.data')] + '.onnx' not in names
+    assert os.path.basename(old.weights[1].path) not in names
+    assert os.path.basename(recent.weights[1].path)[:-len('.data')] + '.onnx' in names
+    assert '.opt-killed' not in names

@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -35,6 +36,7 @@ from pipeit_ros.model.prepared import EXTERNAL_MIN_BYTES, WEIGHTS_FILE, external
 
 OPTIMIZED_FORMAT = 'v1'    # bump when what is stored changes, so older optimised models are not reused
 FOLDER = 'optimized'
+STALE_S = 14 * 86400       # a stored stage unused this long is removed when another is stored (made again if needed)
 _ALIGN = 64                # the changed tensors' offsets in their data file (onnxruntime's own allocation alignment)
 
 
@@ -91,6 +93,7 @@ def optimize(model_bytes, weights, log=None, initializers=None):
                     (log or (lambda m: print(f'pipeit: warning: {m}', file=sys.stderr)))(message)
                 return None
             stored = _read(path, weights, key)
+            _prune(folder)
         return stored
 
 
@@ -106,7 +109,34 @@ def _read(path, weights, key):
     if own.entries and not os.path.exists(own.path):
         cache.move_aside(path, 'its data file is missing')
         return None
+    try:
+        os.utime(path)          # in use: not stale (_prune)
+    except OSError:
+        pass
     return Optimized(model.SerializeToString(), (weights, own))
+
+
+def _prune(folder):
+    """Remove the stages stored here that no process used for :data:`STALE_S` (a plan re-cut by adaptation
+    leaves its old stages behind), and temporary folders a killed process left. A process that still maps a
+    removed file keeps its pages; a stage needed again is made again."""
+    now = time.time()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            age = now - os.stat(path).st_mtime
+            if name.endswith('.onnx') and age > STALE_S:
+                for stale in (path, path[:-len('.onnx')] + '.data'):
+                    if os.path.exists(stale):
+                        os.remove(stale)
+            elif name.startswith('.opt-') and age > 86400:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _write(model_bytes, weights, folder, key, initializers):
