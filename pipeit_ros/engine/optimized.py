@@ -16,6 +16,7 @@ The optimised model holds kernels for this CPU (the NCHWc block follows its vect
 onnxruntime: the key holds both (:func:`cpu_signature`), with the stage model's hash.
 """
 from dataclasses import dataclass
+import functools
 import hashlib
 import os
 import platform
@@ -53,8 +54,9 @@ _locks = {}          # key -> lock: the profiler's configurations build the same
 _warned = set()
 
 
+@functools.cache
 def cpu_signature():
-    """What the optimised kernels depend on: the machine, and on x86 the CPU's vector extensions."""
+    """What the optimised kernels depend on: the machine, and on x86 the CPU's vector extensions (read once)."""
     flags = ''
     try:
         with open('/proc/cpuinfo') as f:
