@@ -32,12 +32,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
-def build_parser():
+def build_parser(only=None):
+    """The parser; with ``only`` (a command name), only that command's module is imported and its arguments
+    added (every other command is listed by name and help): a command's imports are its own, so `pipeit plan`
+    with a bad argument answers without loading what `pipeit bench` needs. ``None`` builds them all."""
     parser = Parser(prog='pipeit', description=__doc__.splitlines()[0])
     parser.add_argument('--version', action='version', version=f'pipeit {__version__}')
     parser.add_argument('--debug', action='store_true', help='show tracebacks of internal errors')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -50,6 +56,11 @@ def build_parser():
     return parser
 
 
+def _command(argv):
+    """The subcommand named in ``argv`` (the first word that is one), or None."""
+    return next((a for a in argv if a in COMMANDS), None) if argv else None
+
+
 def error(message, code):
     """The one place that turns a failure into a line on stderr and an exit code."""
     print(f'pipeit: error: {message}', file=sys.stderr)
@@ -60,7 +71,8 @@ def main(argv=None):
     # onnxruntime persists a telemetry device id under XDG_CACHE_HOME when imported and prints a warning when it
     # cannot (an unwritable cache): that must not become a second line next to our one-line error
     os.environ.setdefault('ORT_DISABLE_TELEMETRY', '1')
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command(argv) or '')
     args = parser.parse_args(argv)
     if not getattr(args, '_run', None):
         parser.print_help()
