@@ -46,7 +46,7 @@ from pipeit_ros.engine.parts import QUEUE_SIZE
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError
-from pipeit_ros.hw.cpus import allowed_cpus, pin_current_thread
+from pipeit_ros.hw.cpus import allowed_cpus, cpuinfo, pin_current_thread
 from pipeit_ros.hw.emulation import measured_speeds, speed_warnings
 from pipeit_ros.hw.threads import held_shares, pinned_run_wait, run_wait_delta
 from pipeit_ros.planning.baselines import NAMES as BASELINE_NAMES
@@ -108,16 +108,7 @@ class BenchResult:
 
 
 def machine_info():
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            for line in f:
-                key = line.split(':', 1)[0].strip().lower()
-                if key in ('model name', 'hardware', 'cpu model'):
-                    cpu_model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu_model = cpuinfo('model name', 'hardware', 'cpu model') or platform.processor() or platform.machine()
     return {'cpu_model': cpu_model, 'cpus_online': os.cpu_count(), 'cpus_allowed': list(allowed_cpus()),
             'onnxruntime': ort.__version__, 'python': platform.python_version(), 'kernel': platform.release()}
 

@@ -33,6 +33,7 @@ import onnxruntime as ort
 
 from pipeit_ros import cache
 from pipeit_ros.hw import memory as procmem
+from pipeit_ros.hw.cpus import cpuinfo
 from pipeit_ros.model.prepared import EXTERNAL_MIN_BYTES, WEIGHTS_FILE, external_weights
 
 OPTIMIZED_FORMAT = 'v1'    # bump when what is stored changes, so older optimised models are not reused
@@ -57,15 +58,7 @@ _warned = set()
 @functools.cache
 def cpu_signature():
     """What the optimised kernels depend on: the machine, and on x86 the CPU's vector extensions (read once)."""
-    flags = ''
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith(('flags', 'Features')):
-                    flags = ' '.join(sorted(line.split(':', 1)[1].split()))
-                    break
-    except OSError:
-        pass
+    flags = ' '.join(sorted(cpuinfo('flags', 'features').split()))
     return f'{platform.machine()}|{hashlib.sha256(flags.encode()).hexdigest()[:12]}'
 
 

@@ -4,6 +4,7 @@
 ``docs/architecture.md``), so every pinned worker of the engine, the profiler and the benchmarks calls
 :func:`pin_current_thread` from the thread that runs.
 """
+import functools
 import os
 import re
 import threading
@@ -11,6 +12,21 @@ import threading
 # CPU ids are below the kernel's largest NR_CPUS (CONFIG_NR_CPUS <= 8192): a range such as "0-99999999" is refused
 # before it is expanded (a topology of another board may name CPUs this machine lacks, so not this machine's count)
 CPU_LIMIT = 8192
+
+
+@functools.cache
+def cpuinfo(*keys):
+    """The value of the first ``/proc/cpuinfo`` line whose key is one of ``keys`` (lower case; x86 and ARM name
+    things apart: 'model name' / 'hardware', 'flags' / 'features'), or '' (read once per process and key set)."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                key, sep, value = line.partition(':')
+                if sep and key.strip().lower() in keys:
+                    return value.strip()
+    except OSError:
+        pass
+    return ''
 
 
 def parse_cpu_list(text):
