@@ -30,6 +30,8 @@ class Stage:
     replicas: int = 1
     pinned: bool = True          # False only for the `ort_all_cores` baseline: onnxruntime's own placement
     predicted_ms: float | None = None
+    window: int | None = None    # the model's last stage, replicated: frames it may start past the oldest one
+                                 # not yet delivered (engine.parts.ReorderWindow; set with the predictions)
 
     def __post_init__(self):
         object.__setattr__(self, 'cpus', tuple(int(c) for c in self.cpus))

@@ -1,10 +1,12 @@
 """Helpers of the DSE tests: topologies, random cost tables, and a brute force over every plan."""
 import itertools
+import math
 from types import SimpleNamespace
 
 import numpy as np
 
 from pipeit_ros.cost.table import QUEUED_OUTPUTS, CostTable
+from pipeit_ros.engine.parts import REORDER_SLACK
 from pipeit_ros.hw.topology import Cluster, Topology
 
 TIE = 1e-9
@@ -102,8 +104,10 @@ def every_plan(cost, topo, replicas=True):
             lat += max(times)
             slowest.append(max(times))
             mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared
-            # outputs in flight: a queue's worth before another stage; after the last, rate x slowest - 1
-            mem += cost.out_bytes[j] * (QUEUED_OUTPUTS if j + 1 < n else rates[-1] * max(times) - 1.0)
+            # outputs in flight: a queue's worth before another stage; after the last, replicated, the engine's
+            # reorder window (its frames in flight, rate x slowest, rounded up, + the slack) less one per replica
+            window = math.ceil(rates[-1] * max(times) - 1e-6) + REORDER_SLACK - sum(r) if sum(r) > 1 else 0
+            mem += cost.out_bytes[j] * (QUEUED_OUTPUTS if j + 1 < n else window)
             if n_stage == 0 or (hop['cross_in'] and cost.containers == 'per_cluster'):
                 mem += cost.host_bytes          # a run of stages starts in a container
             cores += k * sum(r)

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from pipeit_ros.engine.parts import REORDER_SLACK
 from pipeit_ros.engine.pipeline import Pipeline
 from pipeit_ros.engine.sessions import make_session
 from pipeit_ros.errors import PipeitError, PlanError, StageError
@@ -102,6 +103,35 @@ def test_replicas_overtake_each_other_but_outputs_come_in_order(tiny, full):
         np.testing.assert_allclose(r.outputs[0], full(x)[0], rtol=1e-5, atol=1e-6)
     stats = pipe.stats()[0]
     assert stats.frames == len(xs) and stats.replicas == 2
+
+
+@two_cpus
+@pytest.mark.parametrize('window', [None, 3], ids=['measured', 'from-plan'])
+def test_a_stalled_replica_holds_the_other_back_within_the_reorder_window(tiny, window):
+    """Replica 1 stalls once for 0.3 s on a frame: the other, 2 ms a frame, would otherwise run every frame after
+    it, each output waiting resident to be put back in order. The ReorderWindow lets it start only ~2 (its
+    frames in flight) + REORDER_SLACK frames past the oldest undelivered one (the plan's ``window`` where it
+    has one), and the order is kept."""
+    ahead, got, stalled = [], [], threading.Event()
+
+    def tap(stage, replica, seq, inputs, outputs):
+        ahead.append(seq - len(got))          # frames past the oldest one not yet delivered
+        if replica == 1 and seq >= 12 and not stalled.is_set():
+            stalled.set()
+            time.sleep(0.3)
+        else:
+            time.sleep(0.002)
+
+    plan = Plan(stages=(Stage(0, len(tiny.layers) - 1, 'any', (A, B), threads=1, replicas=2, window=window),))
+    n = 80
+    with Pipeline(tiny, plan, tap=tap, on_output=got.append) as pipe:
+        for x in frames(tiny, n, seed=4):
+            pipe.submit(x)
+        assert pipe.drain(timeout=30)
+    assert stalled.is_set()
+    assert [r.seq for r in got] == list(range(n))
+    # equal replicas: 2 frames in flight (3 where their times differ a little), + the slack; or the plan's
+    assert max(ahead) <= (3 + REORDER_SLACK if window is None else window - 1), max(ahead)
 
 
 def test_hand_over_passes_the_same_array_objects(tiny):

@@ -292,10 +292,12 @@ def test_the_memory_probe_fills_every_queue(tmp_path):
 
 def test_outputs_in_flight_are_counted_per_stage():
     """Before another stage a stage holds QUEUED_OUTPUTS more of its output; the last stage, replicas of speed 1
-    and 1/2, its rate x slowest time - 1 = 2 more; the search and predict_memory agree."""
+    and 1/2, its reorder window (rate x slowest time = 3, + REORDER_SLACK) less one per replica = 2 more; the
+    search and predict_memory agree."""
     from dataclasses import replace
 
     from pipeit_ros.cost.table import QUEUED_OUTPUTS, CostTable
+    from pipeit_ros.engine.parts import REORDER_SLACK
     topo = Topology(clusters=(Cluster('c0', (0,), 'host', 1.0), Cluster('c1', (1,), 'host', 1.0)), name='test-f')
     cost = CostTable(segments=[(i, i) for i in range(4)], configs=[('c0', 1), ('c1', 1)],
                      seg_ms=np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]]), overhead_ms=[0.0, 0.0],
@@ -305,6 +307,9 @@ def test_outputs_in_flight_are_counted_per_stage():
     for spec, extra in (('0-3@c0', 0), ('0-1@c0,2-3@c1', QUEUED_OUTPUTS * 2), ('0-3@c0+c1[0+1]:1x2', 2 * 5)):
         plan = parse_spec(spec, topo, 4)
         assert prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, none, topo) == extra * MIB, spec
+    # the engine's reorder window for those replicas: 3 frames in flight + the slack, 2 outputs beyond one each
+    dp = prediction.with_predictions(parse_spec('0-3@c0+c1[0+1]:1x2', topo, 4), cost, topo)
+    assert dp.stages[-1].window == 3 + REORDER_SLACK == 2 + 2
     plan = dse.solve(cost, topo)
     assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
 

@@ -2,7 +2,9 @@
 
 ``python tools/memory_table.py [NET ...] [--topology T]``: per network, profile (cached), then the exact plan
 and data parallelism over the first two clusters, each predicted by the profile's memory model and measured in a
-fresh process (``pipeit_ros.engine.footprint``: peak PSS, weights whole). Prints one markdown row per plan.
+fresh process (``pipeit_ros.engine.footprint``: peak PSS, weights whole) while the topology's emulation runs, so
+replicas run at the speeds the prediction takes (``--frames``: a longer run lets a replicated last stage's
+outputs reach their bound). Prints one markdown row per plan.
 Run it on a quiet machine: processes of the same virtual environment running alongside share the libraries'
 pages and lower the measured PSS.
 """
@@ -10,6 +12,7 @@ import argparse
 
 from pipeit_ros.cost import profiler
 from pipeit_ros.engine import footprint
+from pipeit_ros.hw.emulation import emulated
 from pipeit_ros.hw.topology import resolve
 from pipeit_ros.model import graph as graph_mod
 from pipeit_ros.model import zoo
@@ -25,6 +28,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('nets', nargs='*', default=NETS)
     ap.add_argument('--topology', default='emulated-biglittle-1+1')
+    ap.add_argument('--frames', type=int, default=60)
     args = ap.parse_args(argv)
     topo = resolve(args.topology)
     a, b = topo.clusters[:2]
@@ -36,7 +40,8 @@ def main(argv=None):
         last = len(g.layers) - 1
         dp = parse_spec(f'0-{last}@{a.name}+{b.name}[{a.cpus[0]}+{b.cpus[0]}]:1x2', topo, len(g.layers))
         for label, plan in (('exact plan', dse.solve(cost, topo)), ('data parallelism', prediction.with_predictions(dp, cost, topo))):
-            m = footprint.measure(g, plan)
+            with emulated(topo, log=lambda *_: None):
+                m = footprint.measure(g, plan, frames=args.frames)
             if 'error' in m:
                 print(f'| {name} | {label} | {plan.to_spec()} | {m["error"]} |')
                 continue

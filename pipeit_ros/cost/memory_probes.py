@@ -46,8 +46,8 @@ def process_memory(table, graph, topology, configs, log=print):
             return table
         private = sum(table.private_bytes(a, b)[table.config_index(*key)] for a, b, _, keys in stages for key in keys)
         timed = table.for_groups(sum(len(keys) for *_, keys in stages))
-        flight = sum(table.flight_bytes(b, table.frames_in_flight([timed.stage_ms(a, b, *key) for key in keys]))
-                     for a, b, _, keys in stages)
+        flight = sum(table.flight_bytes(b, table.frames_in_flight([timed.stage_ms(a, b, *key) for key in keys]),
+                                        len(keys)) for a, b, _, keys in stages)
         rows.append((got['running_mb'] * procmem.MIB - sum(table.held_bytes) - flight, private))
         builds.append(max(got['memory_mb'] - got['running_mb'], 0.0) * procmem.MIB)
         table.meta.setdefault('memory_probes', {})[spec] = got

@@ -78,7 +78,7 @@ DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v17-optimized-stages-whole-fitted'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v18-reorder-window'  # bump when the measure changes, so old cached profiles are not reused
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
 
 

@@ -57,7 +57,7 @@ import os
 
 import numpy as np
 
-from pipeit_ros.engine.parts import QUEUE_SIZE
+from pipeit_ros.engine.parts import QUEUE_SIZE, REORDER_SLACK
 from pipeit_ros.errors import PipeitError, check_regular_file
 from pipeit_ros.paths import DATA_DIR
 
@@ -283,23 +283,32 @@ class CostTable:
             arena = np.maximum(arena, self.arena_bytes[:, last_seg] + self.tail_arena_bytes)
         return self.session_bytes[:, span].sum(1) + arena
 
-    def flight_bytes(self, last_seg, frames=1.0):
+    def flight_bytes(self, last_seg, frames=1.0, replicas=1):
         """What a stage ending at segment ``last_seg`` holds for its outputs in flight beyond the one of its
-        first run (counted in ``arena_bytes``). onnxruntime returns a run's outputs in the session's arena, which
-        keeps what it grew to, so every output alive at once stays resident: before another stage,
+        first run per replica (counted in ``arena_bytes``). onnxruntime returns a run's outputs in the session's
+        arena, which keeps what it grew to, so every output alive at once stays resident: before another stage,
         :data:`QUEUED_OUTPUTS` more (the next stage's queue full, the frame it runs, this stage's next output
         waiting for room: a bound, reached where the next stage is the slower); the model's last stage,
-        ``frames`` - 1, ``frames`` being the slowest replica's time x the stage's rate (1 with one replica: the
-        output thread lets each output go as it comes; a faster replica's outputs wait to be put back in order)."""
+        :meth:`reordered_outputs` (none with one replica: the output thread lets each output go as it comes)."""
         if last_seg + 1 < self.n_segments:
             return float(self.out_bytes[last_seg] * QUEUED_OUTPUTS)
-        return float(self.out_bytes[last_seg] * max(frames - 1.0, 0.0))
+        return float(self.out_bytes[last_seg] * self.reordered_outputs(frames, replicas))
 
     @staticmethod
     def frames_in_flight(replica_ms):
         """The frames of a stage whose replicas take ``replica_ms`` each that are alive at once (Little's law:
         its rate x the slowest replica's time), the ``frames`` of :meth:`flight_bytes`."""
         return max(replica_ms) * sum(1.0 / max(t, 1e-9) for t in replica_ms)
+
+    @staticmethod
+    def reordered_outputs(frames, replicas):
+        """Outputs a last stage of ``replicas`` replicas with ``frames`` in flight holds beyond one per replica
+        (numpy-vectorised): the engine's ``ReorderWindow`` lets it start ``ceil(frames)`` + ``REORDER_SLACK``
+        frames past the oldest one not yet delivered, every one an output alive at once at most."""
+        frames, replicas = np.asarray(frames, dtype=float), np.asarray(replicas)
+        window = np.ceil(frames - 1e-6) + REORDER_SLACK - replicas
+        out = np.where(replicas > 1, np.maximum(window, 0.0), 0.0)
+        return float(out) if out.ndim == 0 else out
 
     def handover_ms(self, nbytes):
         return self.handover_fixed_ms + self.handover_ms_per_mb * nbytes / 1e6

@@ -1,7 +1,10 @@
 """The engine's small parts: frame and statistics records, the bounded channel, the switch-interval guard, and
 the plan check. Kept apart from engine.py so the Pipeline's threads read in one place."""
+import collections
 from dataclasses import asdict, dataclass, field
+import math
 import queue
+import statistics
 import sys
 import threading
 
@@ -12,6 +15,7 @@ from pipeit_ros.plan import check_against, validate
 QUEUE_SIZE = 2                # frames waiting before each stage, by default (engine, bench, containers; the DSE
                               # counts them: outputs in flight in memory, the saturated latency's queues)
 SWITCH_INTERVAL_S = 0.001
+REORDER_SLACK = 1             # frames a replicated last stage may start beyond its steady run-ahead (ReorderWindow)
 
 
 @dataclass(slots=True)
@@ -102,6 +106,59 @@ class Channel:
 
     def qsize(self):
         return self.items.qsize()
+
+
+class ReorderWindow:
+    """How far the replicas of a model's last stage may run ahead of the oldest frame not yet delivered.
+
+    Replicas of unequal speed pull from one queue, and a fast one's outputs wait for the slow one's frame before
+    them. Unbounded, every hiccup of the slow replica let the fast one pile up outputs that its session's arena
+    then keeps (LR-ASPP's data parallelism on emulated big+little: 262-272 MiB after 60 frames against the 239
+    counted, docs/memory.md). A frame starts only while it is less than :meth:`width` frames past the oldest
+    undelivered one: the stage's frames in flight by Little's law (the slowest replica's cycle x the stage's
+    rate, from the median of each replica's recent cycles) rounded up, plus :data:`REORDER_SLACK`. So a steady stage never
+    waits, and its outputs alive stay within what ``CostTable.flight_bytes`` counts for the same law over the
+    predicted times. Deadlock-free only when the frames reach the stage in order (no replicated stage before it in
+    the same Pipeline): the oldest frame is then always taken first. A plan with predictions carries the width
+    (``Stage.window``, from the same law over the predicted times), so the engine holds what the model counts
+    even where the replicas' speeds differ more than predicted (a window widened by measured cycles let LR-ASPP's
+    data parallelism reach 268 MiB against 254 predicted); a plan without them, e.g. one forced from a spec,
+    gets it from the measured cycles."""
+
+    RECENT = 9                  # cycles per replica whose median is its time (one hiccup does not widen it)
+
+    def __init__(self, replicas, width=None):
+        self.replicas = int(replicas)
+        self.fixed = None if width is None else max(int(width), self.replicas + REORDER_SLACK)
+        self.cycles = [collections.deque(maxlen=self.RECENT) for _ in range(self.replicas)]
+        self.next_out = 0
+        self.cond = threading.Condition()
+
+    def width(self):
+        if self.fixed is not None:
+            return self.fixed
+        if not all(self.cycles):
+            return self.replicas + REORDER_SLACK
+        c = [max(statistics.median(d), 1e-9) for d in self.cycles]
+        return math.ceil(max(c) * sum(1.0 / x for x in c) - 1e-6) + REORDER_SLACK
+
+    def enter(self, seq, stopping, poll_s):
+        """Wait until frame ``seq`` may start, or ``stopping()``."""
+        if seq < self.next_out + self.replicas + REORDER_SLACK:    # never above width(): no lock on the way
+            return
+        with self.cond:
+            while seq >= self.next_out + self.width() and not stopping():
+                self.cond.wait(poll_s)
+
+    def record(self, replica, seconds):
+        """A replica's cycle: from taking a frame to handing its output on."""
+        self.cycles[replica].append(seconds)
+
+    def advance(self, next_seq):
+        """Every frame before ``next_seq`` was delivered (or dropped)."""
+        with self.cond:
+            self.next_out = next_seq
+            self.cond.notify_all()
 
 
 class _AnyCPU:

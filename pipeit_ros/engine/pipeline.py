@@ -5,7 +5,8 @@ group, owning an onnxruntime session whose intra-op pool is pinned to the group'
 session is built inside that thread. Frames travel as one :class:`FrameResult` object whose ``outputs`` list is
 replaced by each stage with the arrays onnxruntime returned — the next stage feeds those very arrays (no copy).
 Replicas of a stage pull from one shared queue, so frames may overtake each other; one output thread puts them
-back in input order. Drops (``drop_oldest``) happen only at the pipeline's input: dropping later would throw
+back in input order; a :class:`ReorderWindow` keeps a replicated last stage's fast replicas from running far ahead
+of a slow one (their outputs would wait, resident, to be put back in order). Drops (``drop_oldest``) happen only at the pipeline's input: dropping later would throw
 away work already done, and back-pressure from the bounded inter-stage queues reaches the input anyway.
 Every wait polls a stop flag, so a failed stage or ``stop()`` ends every thread within ``POLL_S``.
 """
@@ -19,6 +20,7 @@ from pipeit_ros.engine.parts import (
     QUEUE_SIZE,
     Channel,
     FrameResult,
+    ReorderWindow,
     StageStats,
     Worker,
     check_plan,
@@ -92,6 +94,9 @@ class Pipeline:
         self._done = 0
         self._cond = threading.Condition()
         self._results = queue.SimpleQueue()
+        last = self.stage_plans[-1]
+        in_order = all(s.replicas == 1 for s in self.stage_plans[:-1])   # ReorderWindow: frames arrive in order
+        self._window = ReorderWindow(last.replicas, last.window) if last.replicas > 1 and in_order else None
         models = [self.graph.extract_bytes(s.first, s.last) for s in self.stage_plans]
         ready = []
         switch_acquire()
@@ -146,6 +151,9 @@ class Pipeline:
         self.stop()
         return False
 
+    def _is_stopping(self):
+        return self._stopping
+
     def _fail(self, stage_name, exc):
         if self._error is None:
             self._error = StageError(stage_name, exc)
@@ -185,6 +193,8 @@ class Pipeline:
         clock = time.perf_counter
         tap = self.tap
         first = w.stage == 0
+        window = self._window if last_stage else None
+        stopping = self._is_stopping
         hw = self._high_water
         single = len(in_names) == 1
         in_name = in_names[0]
@@ -198,6 +208,8 @@ class Pipeline:
                     w.wait_in_s += clock() - t0
                     continue
                 give_slot(None)
+                if window is not None:
+                    window.enter(frame.seq, stopping, POLL_S)
                 t1 = clock()
                 if first:
                     frame.t_start = t1
@@ -219,6 +231,8 @@ class Pipeline:
                                 return
                 put(frame)
                 t3 = clock()
+                if window is not None:
+                    window.record(w.replica, t3 - t1)
                 if qsize is not None:
                     n = qsize()
                     if n > hw[w.stage + 1]:
@@ -241,6 +255,7 @@ class Pipeline:
         clock = time.perf_counter
         on_output = self.on_output
         deliver = self._results.put if on_output is None else on_output
+        window = self._window
         empty = queue.Empty
         while not self._stopping:
             try:
@@ -264,6 +279,8 @@ class Pipeline:
                         return
                 delivered += 1
             frame = item = None       # the last frame delivered is not kept alive until the next one
+            if delivered and window is not None:
+                window.advance(next_seq)      # after delivery: a frame being delivered stays inside the window
             if delivered:
                 with self._cond:
                     self._done += delivered

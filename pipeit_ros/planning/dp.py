@@ -6,7 +6,7 @@ same for every replica because :class:`~pipeit_ros.plan.Stage` has one thread co
 over its replicas of 1 / replica time (replicas share one queue), its latency the slowest replica's time, its
 memory its weights once (one mapped file, shared by the replicas) + each replica's session memory
 (:meth:`~pipeit_ros.cost.CostTable.private_bytes`) + its outputs in flight (``CostTable.flight_bytes``: a
-fixed number before another stage, the stage's rate x latency - 1 for the last one), and the stage that starts at segment 0 also carries the
+fixed number before another stage; for the last one, replicated, what the engine's reorder window lets it start past the oldest frame not yet delivered, from its rate x latency), and the stage that starts at segment 0 also carries the
 process's base memory, so every plan counts it once; in a ROS layout it and every stage that receives from
 another container carry a run's ``host_bytes`` (``CostTable.plan_runs``); times include the hand-over of the
 stage's input.
@@ -157,7 +157,8 @@ class Space:
                 m = mem + (self.host_bytes if v >= 2 else 0.0)
                 r, lat = rates[v][:, -1], lats[v][:, -1]      # a last stage that sends: rate 0, latency inf
                 with np.errstate(invalid='ignore'):
-                    m[:, -1] += self.last_out * np.where(np.isfinite(lat), np.maximum(r * lat - 1.0, 0.0), 0.0)
+                    frames = np.where(np.isfinite(lat), r * lat, 1.0)
+                m[:, -1] += self.last_out * self.cost.reordered_outputs(frames, self.reps)
                 mems.append(m)
             self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.concatenate(mems))
         return self._arrays[i]

@@ -2,7 +2,9 @@
 each stage's time. The same model the search (:mod:`pipeit_ros.planning.dse`) optimises, for any plan: the
 DSE's own, forced ones and the baselines."""
 from dataclasses import replace
+import math
 
+from pipeit_ros.engine.parts import REORDER_SLACK
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw.memory import MIB
 from pipeit_ros.planning import saturated
@@ -113,12 +115,13 @@ def predict_memory(plan, cost, topology=None):
                 return None
             total += private[cost.config_index(c, s.threads)]
         ms = [timed.stage_ms(fs, ls, c, s.threads, **hops(plan, n)) for c in clusters]
-        total += cost.flight_bytes(ls, cost.frames_in_flight(ms))
+        total += cost.flight_bytes(ls, cost.frames_in_flight(ms), len(ms))
     return float(total)
 
 
 def with_predictions(plan, cost, topology=None):
-    """``plan`` with predicted fps/latency, per-stage predicted_ms (slowest replica),
+    """``plan`` with predicted fps/latency, per-stage predicted_ms (slowest replica), the last stage's reorder
+    ``window`` where it is replicated,
     ``notes['memory_mib']`` (:func:`predict_memory`) and ``notes['saturated_latency_ms']``
     (:func:`predict_saturated`) filled in."""
     fps, lat = predict(plan, cost, topology)
@@ -133,6 +136,9 @@ def with_predictions(plan, cost, topology=None):
     stages = []
     for n, s in enumerate(plan.stages):
         fs, ls = stage_segments(cost, s, f'stage {n}')
-        ms = max(cost.stage_ms(fs, ls, c, s.threads, **hops(plan, n)) for c in replica_clusters(s, topology))
-        stages.append(replace(s, predicted_ms=ms))
+        times = [cost.stage_ms(fs, ls, c, s.threads, **hops(plan, n)) for c in replica_clusters(s, topology)]
+        window = None
+        if n == len(plan.stages) - 1 and s.replicas > 1:     # CostTable.reordered_outputs counts it
+            window = math.ceil(cost.frames_in_flight(times) - 1e-6) + REORDER_SLACK
+        stages.append(replace(s, predicted_ms=max(times), window=window))
     return replace(plan, stages=tuple(stages), predicted_fps=fps, predicted_latency_ms=lat)
