@@ -222,6 +222,8 @@ def validate(plan, topology, n_layers=None, cut_points=None):
                             f'the cut limit allows, or a graph output does); legal: {sorted(cut_points)}')
         if s.threads < 1 or s.replicas < 1:
             raise PlanError(f'{where}: threads and replicas must be >= 1')
+        if s.window is not None and (isinstance(s.window, bool) or not isinstance(s.window, int) or s.window < 1):
+            raise PlanError(f'{where}: window must be an integer >= 1 or absent, got {s.window!r}')
         if len(s.cpus) != s.threads * s.replicas:
             raise PlanError(f'{where}: {len(s.cpus)} CPUs given for {s.replicas} replica(s) of {s.threads} '
                             f'thread(s)')

@@ -78,8 +78,8 @@ def test_bad_specs(case):
         parse_spec(spec, TOPO, n_layers=10)
 
 
-def _s(first, last, cluster='big', cpus=(0,), threads=1, replicas=1, pinned=True):
-    return Stage(first, last, cluster, cpus, threads=threads, replicas=replicas, pinned=pinned)
+def _s(first, last, cluster='big', cpus=(0,), threads=1, replicas=1, pinned=True, window=None):
+    return Stage(first, last, cluster, cpus, threads=threads, replicas=replicas, pinned=pinned, window=window)
 
 
 INVALID = {  # id -> (stages, validate kwargs, words)
@@ -96,6 +96,8 @@ INVALID = {  # id -> (stages, validate kwargs, words)
     'cpu-twice': ((_s(0, 3), _s(4, 9, cpus=(0,))), {}, 'CPU 0 is already used by stage 0'),
     'uncovered': ((_s(0, 7),), {'n_layers': 10}, 'cover layers 0-7, the model has 10'),
     'unknown-cluster': ((_s(0, 9, 'medium'),), {}, "no cluster 'medium'"),
+    'window-zero': ((_s(0, 9, window=0),), {}, 'window must be an integer >= 1 or absent, got 0'),
+    'window-text': ((_s(0, 9, window='5'),), {}, "window must be an integer >= 1 or absent, got '5'"),
 }
 
 
