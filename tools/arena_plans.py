@@ -22,16 +22,11 @@ from pipeit_ros.planning import prediction
 
 CHILD = r'''
 import sys
-import onnxruntime as ort
-from pipeit_ros.engine import footprint, sessions
 if sys.argv[1] == 'env':
-    ort.create_and_register_allocator(ort.OrtMemoryInfo('Cpu', ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT), ort.OrtArenaCfg(0, 1, -1, -1))
-    base = sessions.session_options
-    def opts(*a, **kw):
-        so = base(*a, **kw)
-        so.add_session_config_entry('session.use_env_allocators', '1')
-        return so
-    sessions.session_options = opts
+    sys.path.insert(0, sys.argv[2])
+    from arena_held import use_process_arena
+    use_process_arena(1)
+from pipeit_ros.engine import footprint
 footprint.main()
 '''
 if len(sys.argv) < 3:
@@ -49,7 +44,7 @@ for spec in sys.argv[2:]:
     res = {}
     with emulated(topo, log=lambda *a: None):
         for mode in ('default', 'env', 'default', 'env'):
-            out = subprocess.run([sys.executable, '-c', CHILD, mode], input=req, capture_output=True, text=True, env=env)
+            out = subprocess.run([sys.executable, '-c', CHILD, mode, os.path.dirname(os.path.abspath(__file__))], input=req, capture_output=True, text=True, env=env)
             m = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {'memory_mb': float('nan')}
             res.setdefault(mode, []).append(round(m['memory_mb'], 1))
     print(net, spec, 'predicted', plan.notes['memory_mib'], res, flush=True)
