@@ -112,18 +112,14 @@ class ReorderWindow:
     """How far the replicas of a model's last stage may run ahead of the oldest frame not yet delivered.
 
     Replicas of unequal speed pull from one queue, and a fast one's outputs wait for the slow one's frame before
-    them. Unbounded, every hiccup of the slow replica let the fast one pile up outputs that its session's arena
-    then keeps (LR-ASPP's data parallelism on emulated big+little: 262-272 MiB after 60 frames against the 239
-    counted, docs/memory.md). A frame starts only while it is less than :meth:`width` frames past the oldest
-    undelivered one: the stage's frames in flight by Little's law (the slowest replica's cycle x the stage's
-    rate, from the median of each replica's recent cycles) rounded up, plus :data:`REORDER_SLACK`. So a steady stage never
-    waits, and its outputs alive stay within what ``CostTable.flight_bytes`` counts for the same law over the
-    predicted times. Deadlock-free only when the frames reach the stage in order (no replicated stage before it in
-    the same Pipeline): the oldest frame is then always taken first. A plan with predictions carries the width
-    (``Stage.window``, from the same law over the predicted times), so the engine holds what the model counts
-    even where the replicas' speeds differ more than predicted (a window widened by measured cycles let LR-ASPP's
-    data parallelism reach 268 MiB against 254 predicted); a plan without them, e.g. one forced from a spec,
-    gets it from the measured cycles."""
+    them, resident in its session's arena. Unbounded, a replica that stalled once for 0.3 s let the other run 66
+    frames past it (test/test_engine.py). A frame starts only while it is less than :meth:`width` frames past the
+    oldest undelivered one: the stage's frames in flight by Little's law (the slowest replica's time x the stage's
+    rate) rounded up, plus :data:`REORDER_SLACK`, so a steady stage never waits. A plan with predictions carries
+    the width (``Stage.window``, from the predicted times), the figure ``CostTable.reordered_outputs`` counts; a
+    plan without them, e.g. one forced from a spec, gets it from the median of each replica's recent cycles.
+    Deadlock-free only when the frames reach the stage in order (no replicated stage before it in the same
+    Pipeline): the oldest frame is then always taken first."""
 
     RECENT = 9                  # cycles per replica whose median is its time (one hiccup does not widen it)
 

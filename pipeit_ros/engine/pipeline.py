@@ -5,9 +5,10 @@ group, owning an onnxruntime session whose intra-op pool is pinned to the group'
 session is built inside that thread. Frames travel as one :class:`FrameResult` object whose ``outputs`` list is
 replaced by each stage with the arrays onnxruntime returned — the next stage feeds those very arrays (no copy).
 Replicas of a stage pull from one shared queue, so frames may overtake each other; one output thread puts them
-back in input order; a :class:`ReorderWindow` keeps a replicated last stage's fast replicas from running far ahead
-of a slow one (their outputs would wait, resident, to be put back in order). Drops (``drop_oldest``) happen only at the pipeline's input: dropping later would throw
-away work already done, and back-pressure from the bounded inter-stage queues reaches the input anyway.
+back in input order; a :class:`ReorderWindow` keeps a replicated last stage's fast replicas from running far
+ahead of a slow one (their outputs would wait, resident, to be put back in order). Drops (``drop_oldest``) happen
+only at the pipeline's input: dropping later would throw away work already done, and back-pressure from the
+bounded inter-stage queues reaches the input anyway.
 Every wait polls a stop flag, so a failed stage or ``stop()`` ends every thread within ``POLL_S``.
 """
 import queue
