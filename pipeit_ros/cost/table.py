@@ -57,7 +57,7 @@ import os
 
 import numpy as np
 
-from pipeit_ros.engine.parts import QUEUE_SIZE, REORDER_SLACK
+from pipeit_ros.engine.parts import QUEUE_SIZE, frames_in_flight, reorder_width
 from pipeit_ros.errors import PipeitError, check_regular_file
 from pipeit_ros.paths import DATA_DIR
 
@@ -294,19 +294,15 @@ class CostTable:
             return float(self.out_bytes[last_seg] * QUEUED_OUTPUTS)
         return float(self.out_bytes[last_seg] * self.reordered_outputs(frames, replicas))
 
-    @staticmethod
-    def frames_in_flight(replica_ms):
-        """The frames of a stage whose replicas take ``replica_ms`` each that are alive at once (Little's law:
-        its rate x the slowest replica's time), the ``frames`` of :meth:`flight_bytes`."""
-        return max(replica_ms) * sum(1.0 / max(t, 1e-9) for t in replica_ms)
+    frames_in_flight = staticmethod(frames_in_flight)    # the ``frames`` of :meth:`flight_bytes`
 
     @staticmethod
     def reordered_outputs(frames, replicas):
         """Outputs a last stage of ``replicas`` replicas with ``frames`` in flight holds beyond one per replica
-        (numpy-vectorised): the engine's ``ReorderWindow`` lets it start ``ceil(frames)`` + ``REORDER_SLACK``
-        frames past the oldest one not yet delivered, every one an output alive at once at most."""
+        (numpy-vectorised): the engine's ``ReorderWindow`` lets it start ``reorder_width(frames)`` frames past
+        the oldest one not yet delivered, every one an output alive at once at most."""
         frames, replicas = np.asarray(frames, dtype=float), np.asarray(replicas)
-        window = np.ceil(frames - 1e-6) + REORDER_SLACK - replicas
+        window = reorder_width(frames) - replicas
         out = np.where(replicas > 1, np.maximum(window, 0.0), 0.0)
         return float(out) if out.ndim == 0 else out
 

@@ -2,11 +2,12 @@
 the plan check. Kept apart from engine.py so the Pipeline's threads read in one place."""
 import collections
 from dataclasses import asdict, dataclass, field
-import math
 import queue
 import statistics
 import sys
 import threading
+
+import numpy as np
 
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw.cpus import allowed_cpus
@@ -108,6 +109,19 @@ class Channel:
         return self.items.qsize()
 
 
+def frames_in_flight(replica_times):
+    """The frames of a stage whose replicas take ``replica_times`` each that are alive at once (Little's law: its
+    rate x the slowest replica's time)."""
+    return max(replica_times) * sum(1.0 / max(t, 1e-9) for t in replica_times)
+
+
+def reorder_width(frames):
+    """The reorder window of a stage with ``frames`` in flight: rounded up, plus :data:`REORDER_SLACK` (an int, or
+    an array for an array: the DSE takes it for every option at once)."""
+    width = np.ceil(np.asarray(frames, dtype=float) - 1e-6) + REORDER_SLACK
+    return int(width) if width.ndim == 0 else width
+
+
 class ReorderWindow:
     """How far the replicas of a model's last stage may run ahead of the oldest frame not yet delivered.
 
@@ -135,8 +149,7 @@ class ReorderWindow:
             return self.fixed
         if not all(self.cycles):
             return self.replicas + REORDER_SLACK
-        c = [max(statistics.median(d), 1e-9) for d in self.cycles]
-        return math.ceil(max(c) * sum(1.0 / x for x in c) - 1e-6) + REORDER_SLACK
+        return reorder_width(frames_in_flight([statistics.median(d) for d in self.cycles]))
 
     def enter(self, seq, stopping, poll_s):
         """Wait until frame ``seq`` may start, or ``stopping()``."""

@@ -2,9 +2,8 @@
 each stage's time. The same model the search (:mod:`pipeit_ros.planning.dse`) optimises, for any plan: the
 DSE's own, forced ones and the baselines."""
 from dataclasses import replace
-import math
 
-from pipeit_ros.engine.parts import REORDER_SLACK
+from pipeit_ros.engine.parts import frames_in_flight, reorder_width
 from pipeit_ros.errors import PlanError
 from pipeit_ros.hw.memory import MIB
 from pipeit_ros.planning import saturated
@@ -139,6 +138,6 @@ def with_predictions(plan, cost, topology=None):
         times = [cost.stage_ms(fs, ls, c, s.threads, **hops(plan, n)) for c in replica_clusters(s, topology)]
         window = None
         if n == len(plan.stages) - 1 and s.replicas > 1:     # CostTable.reordered_outputs counts it
-            window = math.ceil(cost.frames_in_flight(times) - 1e-6) + REORDER_SLACK
+            window = reorder_width(frames_in_flight(times))
         stages.append(replace(s, predicted_ms=max(times), window=window))
     return replace(plan, stages=tuple(stages), predicted_fps=fps, predicted_latency_ms=lat)
