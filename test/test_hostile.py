@@ -5,7 +5,13 @@ The real console script runs as a subprocess with a private cache (XDG_CACHE_HOM
 space, so a case that would hang or allocate without limit fails here instead of taking the machine. Cache
 cases that a command must survive (a corrupt entry is moved aside with a warning and rebuilt) expect exit 0.
 A fast subset runs by default; the rest is marked slow.
+
+Each case waits mostly on its subprocess's start (Python, numpy, onnx), so the module starts the selected cases
+that need no ROS graph a few at a time ahead of their tests (``PIPEIT_HOSTILE_JOBS``); every case still runs alone
+in its own process with its own cache, and its test asserts on its own result. `bringup` cases run in their test,
+one at a time, so no two graphs share a ROS domain.
 """
+import concurrent.futures
 import json
 import os
 import random
@@ -17,6 +23,7 @@ import sys
 import pytest
 
 DEADLINE_S = float(os.environ.get('PIPEIT_HOSTILE_DEADLINE_S', 60))
+JOBS = int(os.environ.get('PIPEIT_HOSTILE_JOBS', 0)) or min(4, (os.cpu_count() or 1) + 1)
 ADDRESS_SPACE = 6 * 2**30     # a case that allocates gigabytes fails with MemoryError, not the machine
 TOPO = 'emulated-2x1'          # two 1-core clusters c0, c1 on CPUs 0 and 1
 BRINGUP = ('--topology', TOPO, '--duration', '3', '--stop-timeout', '2', '--quiet')
@@ -373,20 +380,42 @@ def _corrupt(cache, kind, name):
                 f.write(b'\x00garbage\xff' * 64)
 
 
-@pytest.mark.parametrize('argv,expect,cache_state', _cases())
-def test_hostile(hostile, tmp_path, argv, expect, cache_state):
+def _run_case(hostile, case_dir, argv, cache_state):
+    """The case's subprocess, in ``case_dir`` with its own copy of the warm cache (or the unwritable one)."""
     argv = [a.format(**hostile) if '{' in a else a for a in argv]
-    cache = os.path.join(str(tmp_path), 'cache')
+    cache = os.path.join(case_dir, 'cache')
     if cache_state == 'unwritable':
         cache = hostile['cache_file']
     else:
         shutil.copytree(hostile['cache'], cache, symlinks=True)
         if cache_state is not None:
             _corrupt(cache, *cache_state)
+    return argv, run_pipeit(argv, cache, case_dir)
+
+
+@pytest.fixture(scope='module')
+def prefetched(request, hostile, tmp_path_factory):
+    """Case id -> future of :func:`_run_case`, for the selected cases that start no ROS graph."""
+    pool = concurrent.futures.ThreadPoolExecutor(JOBS, thread_name_prefix='hostile')
+    futures = {}
+    for item in request.session.items:
+        if item.module is not request.module or getattr(item, 'originalname', '') != 'test_hostile':
+            continue
+        params = item.callspec.params
+        if params['argv'][0] != 'bringup':
+            futures[item.callspec.id] = pool.submit(_run_case, hostile, str(tmp_path_factory.mktemp('case')),
+                                                    params['argv'], params['cache_state'])
+    yield futures
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.parametrize('argv,expect,cache_state', _cases())
+def test_hostile(hostile, prefetched, request, tmp_path, argv, expect, cache_state):
     try:
-        proc = run_pipeit(argv, cache, str(tmp_path))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f'pipeit {" ".join(argv)} did not end within {DEADLINE_S:g} s')
+        future = prefetched.get(request.node.callspec.id)
+        argv, proc = future.result() if future else _run_case(hostile, str(tmp_path), argv, cache_state)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f'{" ".join(map(str, e.cmd))} did not end within {DEADLINE_S:g} s')
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == expect, proc.stderr[-3000:]
