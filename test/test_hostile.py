@@ -399,7 +399,7 @@ def prefetched(request, hostile, tmp_path_factory):
     pool = concurrent.futures.ThreadPoolExecutor(JOBS, thread_name_prefix='hostile')
     futures = {}
     for item in request.session.items:
-        if item.module is not request.module or getattr(item, 'originalname', '') != 'test_hostile':
+        if getattr(item, 'module', None) is not request.module or getattr(item, 'originalname', '') != 'test_hostile':
             continue
         params = item.callspec.params
         if params['argv'][0] != 'bringup':

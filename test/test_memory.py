@@ -367,3 +367,26 @@ def test_a_session_ending_with_the_last_segment_counts_the_tail_arena():
             continue
         assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
         assert budget is None or plan.notes['memory_mib'] <= budget
+
+
+def test_the_memory_probes_run_under_the_topologys_emulation(zoo_model, monkeypatch):
+    """Replicas of unequal speed hold outputs back to put them in order, and what that costs in their arenas
+    shows only at their clusters' speeds (LR-ASPP's data parallelism: 221-236 MiB probed without the emulation,
+    257-268 with it, docs/memory.md): each probe runs while the co-runners emulate the slow cluster."""
+    from pipeit_ros.hw import emulation
+    from pipeit_ros.hw.topology import resolve
+    if len(allowed_cpus()) < 2 or not {0, 1} <= set(allowed_cpus()):
+        pytest.skip('emulated-biglittle-1+1 needs CPUs 0 and 1')
+    seen, real = [], footprint.measure
+
+    def measure(graph, plan, *args, **kwargs):
+        seen.append((plan.to_spec(), len(emulation.find_corunners())))
+        return real(graph, plan, *args, **kwargs)
+
+    monkeypatch.setattr(footprint, 'measure', measure)
+    net = graph_mod.load(zoo_model('tiny'))
+    cost = profiler.profile(net, resolve('emulated-biglittle-1+1'), reps=1, warmup=1, progress=False,
+                            log=lambda *_: None, use_cache=False)
+    assert len(seen) == len(cost.meta['memory_probes']) == 3, seen
+    assert all(corunners > 0 for _, corunners in seen), seen
+    assert not emulation.find_corunners()

@@ -48,7 +48,9 @@ Memory (see :mod:`pipeit_ros.cost.table`): each segment's session is built, then
 anonymous memory read (after ``malloc_trim``) around each (other configurations' sessions, already built, stay
 idle meanwhile): ``session_bytes`` and ``arena_bytes`` per
 configuration. ``base_bytes`` and ``build_bytes`` come from the whole model run in a fresh engine process
-(:func:`pipeit_ros.cost.memory_probes.process_memory`).
+(:func:`pipeit_ros.cost.memory_probes.process_memory`), under the topology's emulation like the timing: replicas
+of unequal speed hold outputs back to put them in order, and what that costs in their arenas shows only where
+they run at their clusters' speeds.
 
 Results are cached under ``cache.entry_path('profiles', model hash, topology fingerprint, options)`` (the
 ORT version is part of every key); a rerun says that it reused the file.
@@ -78,7 +80,7 @@ DEFAULT_WARMUP = 3
 BURST = 2                  # timed runs per call per round, after one untimed run
 LOAD_BUDGET_S = 3.0        # per configuration: the whole model timed alone and while the other CPUs run it
 MIN_REPS, MAX_REPS = 7, 200
-PROFILE_FORMAT = 'v18-reorder-window'  # bump when the measure changes, so old cached profiles are not reused
+PROFILE_FORMAT = 'v19-probes-emulated'  # bump when the measure changes, so old cached profiles are not reused
 WAVE_MEMORY_MARGIN = 2.0   # a configuration's sessions join the others' while this x what one took is available
 
 
@@ -167,7 +169,8 @@ def profile(graph, topology, *, reps=None, warmup=DEFAULT_WARMUP, budget_s=DEFAU
                       dict(timing, budget_s=None if reps else budget_s, reps=reps, schedule=schedule))
     table.meta['emulated_speed'] = speeds    # what each emulated cluster gave while timed (hw.emulation)
     table.meta['emulation_correction'] = factors
-    table = process_memory(table, graph, topology, configs, log)
+    with measure.emulation(topology, log):    # the probes' replicas at the speeds the plans will run them
+        table = process_memory(table, graph, topology, configs, log)
     table.meta['wall_s'] = round(time.perf_counter() - started, 2)
     table.save(path)
     log(f'profile: measured in {time.perf_counter() - started:.1f} s; cached as {path}')

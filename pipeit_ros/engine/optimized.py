@@ -39,6 +39,7 @@ from pipeit_ros.model.prepared import EXTERNAL_MIN_BYTES, WEIGHTS_FILE, external
 OPTIMIZED_FORMAT = 'v1'    # bump when what is stored changes, so older optimised models are not reused
 FOLDER = 'optimized'
 STALE_S = 14 * 86400       # a stored stage unused this long is removed when another is stored (made again if needed)
+ORPHAN_S = 86400           # a temporary folder this old was left by a killed process (a write takes seconds)
 _ALIGN = 64                # the changed tensors' offsets in their data file (onnxruntime's own allocation alignment)
 
 
@@ -113,8 +114,8 @@ def _read(path, weights, key):
 
 def _prune(folder):
     """Remove the stages stored here that no process used for :data:`STALE_S` (a plan re-cut by adaptation
-    leaves its old stages behind), and temporary folders a killed process left. A process that still maps a
-    removed file keeps its pages; a stage needed again is made again."""
+    leaves its old stages behind), and temporary folders a killed process left (older than :data:`ORPHAN_S`).
+    A process that still maps a removed file keeps its pages; a stage needed again is made again."""
     now = time.time()
     try:
         names = os.listdir(folder)
@@ -128,7 +129,7 @@ def _prune(folder):
                 for stale in (path, path[:-len('.onnx')] + '.data'):
                     if os.path.exists(stale):
                         os.remove(stale)
-            elif name.startswith('.opt-') and age > 86400:
+            elif name.startswith('.opt-') and age > ORPHAN_S:
                 shutil.rmtree(path, ignore_errors=True)
         except OSError:
             pass
