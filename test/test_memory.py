@@ -389,4 +389,3 @@ def test_the_memory_probes_run_under_the_topologys_emulation(zoo_model, monkeypa
                             log=lambda *_: None, use_cache=False)
     assert len(seen) == len(cost.meta['memory_probes']) == 3, seen
     assert all(corunners > 0 for _, corunners in seen), seen
-    assert not emulation.find_corunners()
