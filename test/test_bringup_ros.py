@@ -170,6 +170,7 @@ def test_a_ros_layout_runs_within_its_memory_budget(tmp_path, zoo_model):
         probe = json.load(f)
     assert 0 < probe['idle_pss_bytes'] < probe['hosting_pss_bytes'] <= probe['hosting_rss_bytes'], probe
     assert probe['frames'] >= footprint.WARM_FRAMES, probe
+    assert 0 < probe['sleeping_pss_bytes'] < probe['idle_pss_bytes'] / 4, probe    # app/sleeper.py
     assert footprint.container_memory(logged.append) == figures and len(logged) == 1   # no second probe
     # the smallest plan's figure, sized as the planner sizes a layout of emulated-2x1's two containers
     inputs = planner_state.PlanInputs(log=lambda *_: None, layout=lambda topology, measure, containers: (
@@ -214,3 +215,85 @@ def test_a_ros_layout_runs_within_its_memory_budget(tmp_path, zoo_model):
           f'{peak:.1f} MiB ({", ".join(f"PSS {u.pss / procmem.MIB:.1f}" for u in use)})')
     assert peak <= budget, (summary['plan'], smallest, budget, [u.mib() for u in use])
     assert 'measured once' not in out.text()     # the planner read the container figures from the cache
+
+
+SLEEP_PARAMS = """
+pipeit_planner:
+  ros__parameters:
+    stages: '0-8@c0'
+pipeit_container:
+  ros__parameters:
+    sleep_after_s: 1.0
+pipeit_camera:
+  ros__parameters:
+    width: 64
+    height: 48
+"""
+
+
+def _cmdline(pid):
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return f.read().decode(errors='replace')
+    except OSError:
+        return ''
+
+
+def test_a_container_the_plan_leaves_idle_sleeps_and_a_plan_that_needs_it_wakes_it(tmp_path, zoo_model):
+    """c1 hosts nothing: after ``sleep_after_s`` its process (same pid) becomes pipeit_ros.app.sleeper, which the
+    planner reports on /diagnostics as 'sleeping' with its few MiB of PSS. A plan giving c1 stages is accepted
+    (the sleeping container counts as running) and wakes it: frames of the new generation flow through it."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from planner_helpers import RosGraph
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    params = tmp_path / 'params.yaml'
+    params.write_text(SLEEP_PARAMS)
+    domain = domain_id()
+    proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
+                           'emulated-2x1', '--with-camera', 'pattern', '--json'], domain)
+    ros = None
+    try:
+        wait_for(lambda: (results_seen(out) > 0 and plan_seen(out)) or proc.poll() is not None, 60,
+                 what='results and the plan', output=out)
+        c1 = child_pid(proc.pid, 'pipeit_container_c1')
+        assert c1 is not None, out.text()
+        wait_for(lambda: 'sleeper.py' in _cmdline(c1) or proc.poll() is not None, 30, what='c1 asleep', output=out)
+        assert proc.poll() is None, out.text()
+        ros = RosGraph(domain)
+        node = ros.add(Node('sleep_client', context=ros.context))
+        verdicts = {}
+
+        def on_diagnostics(msg):
+            for s in msg.status:
+                if s.name.endswith('pipeit/pipeit_container_c1'):
+                    verdicts[s.message] = {kv.key: kv.value for kv in s.values}
+        node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+        ros.wait(lambda: 'sleeping' in verdicts, 15, 'the planner reporting c1 sleeping', output=out)
+        assert int(verdicts['sleeping']['process_pid']) == c1
+        assert 0 < float(verdicts['sleeping']['process_pss_mb']) < 16, verdicts
+        client = AsyncParameterClient(node, 'pipeit_planner')
+        ros.wait(client.services_are_ready, 10, 'the planner parameter services')
+        future = client.set_parameters([Parameter('stages', value='0-3@c0,4-8@c1')])
+        ros.wait(future.done, 20, 'set_parameters stages')
+        answer = future.result().results[0]
+        assert answer.successful, answer.reason
+        wait_for(lambda: 'sleeper.py' not in _cmdline(c1), 15, what='c1 awake', output=out)
+        wait_for(lambda: 'plan gen 2 0-3@c0,4-8@c1' in out.text(), 30, what='generation 2', output=out)
+        before = results_seen(out)
+        wait_for(lambda: results_seen(out) >= before + 20, 30, what='results of generation 2', output=out)
+        assert child_pid(proc.pid, 'pipeit_container_c1') == c1 and _is_alive(c1)   # woken, not restarted
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        stop_process(proc)
+        if ros is not None:
+            ros.close()
+    out.join()
+    assert code == 0, out.text()
+    summary = last_json(out.text())
+    assert summary['generations'] == [1, 2] and summary['plan'] == '0-3@c0,4-8@c1', summary
+    assert 'woke container pipeit_container_c1' in out.text()
+    assert not _is_alive(c1)

@@ -68,6 +68,14 @@ def test_running_peers_raise_the_started_generation_and_silent_ones_are_forgotte
     assert [p.container for p in gens.live(T0 + handoff.STALE_S + 1)] == [ME[0]]
 
 
+def test_a_container_going_to_sleep_is_no_peer(gens):
+    """Its last status must not hold the others' next generation (may_build) until it goes stale."""
+    gens.heard(peer('a', 'little', 3, 'idle'))
+    assert not gens.may_build(4, T0)
+    gens.heard(peer('a', 'little', 3, 'sleeping'))
+    assert gens.others(T0) == [] and gens.may_build(4, T0)
+
+
 @pytest.mark.parametrize('current,latest,failed,started,now,expected,warned', [
     (None, None, False, 0, T0, False, False),
     (None, 1, False, 0, T0, True, False),

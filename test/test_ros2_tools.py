@@ -209,12 +209,25 @@ def test_launch_single_container(shell):
     assert code == 0 and not left, out.text()[-3000:]
 
 
-def test_launch_emulated_topology_and_sigterm_leaves_no_node(shell):
+SLEEP_PARAMS = """
+pipeit_planner:
+  ros__parameters:
+    stages: '0-3@c0,4-8@c1'
+pipeit_container:
+  ros__parameters:
+    sleep_after_s: 2.0
+"""
+
+
+def test_launch_emulated_topology_and_sigterm_leaves_no_node(shell, tmp_path):
     """Each container is a component container to the ros2 CLI: its list_nodes names the stage nodes it hosts;
-    unload is refused (load is, in the default layout's test). SIGTERM makes ros2 launch exit at once without
-    stopping its nodes (ros2/launch issue 666): they end by themselves once their parent is gone
-    (pipeit_ros.app.lifecycle)."""
-    proc, out = launch(shell, 'topology:=emulated-2x1')
+    unload is refused (load is, in the default layout's test). A plan that leaves c1 idle makes it sleep
+    (pipeit_ros.app.sleeper: it leaves the graph, its process stays), and `ros2 param set` of a plan that needs it
+    wakes it. SIGTERM makes ros2 launch exit at once without stopping its nodes (ros2/launch issue 666): they end
+    by themselves once their parent is gone (pipeit_ros.app.lifecycle)."""
+    params = tmp_path / 'params.yaml'
+    params.write_text(SLEEP_PARAMS)
+    proc, out = launch(shell, 'topology:=emulated-2x1', f'params_file:={params}')
     containers = {'/pipeit_container_c0', '/pipeit_container_c1'}
     try:
         results_flow(shell)
@@ -237,6 +250,17 @@ def test_launch_emulated_topology_and_sigterm_leaves_no_node(shell):
         code, refused = shell.run('ros2 service call /pipeit_container_c1/_container/unload_node '
                                   'composition_interfaces/srv/UnloadNode "{unique_id: 1}"')
         assert code == 0 and 'success=False' in refused and 'change the plan' in refused, refused
+
+        pids = {p.pid for p in descendants(proc)}
+        code, said = shell.run("ros2 param set /pipeit_planner stages '0-8@c0'")
+        assert code == 0 and 'Set parameter successful' in said, said
+        shell.poll('ros2 node list', lambda o: '/pipeit_container_c1' not in o.split(), 60, 'c1 asleep, out of the graph')
+        assert pids <= {p.pid for p in descendants(proc)}, out.text()[-3000:]      # asleep, not gone
+        code, said = shell.run("ros2 param set /pipeit_planner stages '0-3@c0,4-8@c1'")
+        assert code == 0 and 'Set parameter successful' in said, said          # the sleeping c1 counts as running
+        shell.poll('ros2 service call /pipeit_container_c1/_container/list_nodes composition_interfaces/srv/ListNodes',
+                   lambda o: "'/stage_1'" in o, 60, 'c1 woken, hosting stage 1')
+        assert 'woke container pipeit_container_c1' in out.text(), out.text()[-3000:]
     finally:
         code, left = stop_launch(proc, out, sig=signal.SIGTERM)
     assert not left, f'nodes left running after SIGTERM to ros2 launch: {left}\n{out.text()[-3000:]}'

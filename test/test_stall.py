@@ -33,3 +33,10 @@ def test_idle_containers_are_never_stalled():
     verdicts = {v.container: v for v in w.verdicts(5.5)}
     assert not verdicts['pipeit_container_big'].stalled
     assert not verdicts['pipeit_container_little'].stalled and verdicts['pipeit_container_little'].message == 'idle'
+
+
+def test_a_sleeping_container_is_reported_sleeping_never_stalled():
+    w = StallWatch(1.0)
+    w.update({**status(name='pipeit_container_little', stages=()), 'state': 'sleeping'}, now=0.0)
+    v = w.verdicts(10.0)[0]
+    assert not v.stalled and v.message == 'sleeping'

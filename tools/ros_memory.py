@@ -1,9 +1,12 @@
 """The planner's memory figure for a ROS layout against what the layout's containers hold (docs/memory.md).
 
-``python tools/ros_memory.py NET STAGES [--layout one|per_cluster] [--topology T] [--at S] [--breakdown]``
+``python tools/ros_memory.py NET STAGES [--layout one|per_cluster] [--topology T] [--at S] [--sleep-after S]
+[--breakdown]``
 
 Predicts ``STAGES`` of zoo network ``NET`` for the layout as the planner node does (the profile's memory model,
-``CostTable.for_processes`` with the idle and hosting containers of ``pipeit_ros.ros.footprint``), then runs it with
+``CostTable.for_processes`` with the idle and hosting containers of ``pipeit_ros.ros.footprint``: the layout's peak)
+and as it holds once the containers hosting nothing sleep (``--sleep-after`` seconds, the containers'
+``sleep_after_s``; 0: they stay awake, and the two figures are one), then runs it with
 ``pipeit bringup --with-camera pattern`` (``stages`` forced, a ROS domain from this process's pid) and sums the
 containers' PSS (``/proc/PID/smaps_rollup``) ``--at`` seconds after the start. Prints one line per container
 and the ratio predicted / summed; with ``--breakdown`` also where each container's PSS goes, read at the same
@@ -36,6 +39,8 @@ def main(argv=None):
     ap.add_argument('--layout', choices=('one', 'per_cluster'), default='per_cluster')
     ap.add_argument('--topology', default='emulated-biglittle-1+1')
     ap.add_argument('--at', type=float, default=32.0, help='seconds after the start to read the containers')
+    ap.add_argument('--sleep-after', type=float, default=10.0,
+                    help="the containers' sleep_after_s (0: an idle container stays awake)")
     ap.add_argument('--breakdown', action='store_true', help="also print each container's PSS by kind of mapping")
     args = ap.parse_args(argv)
     topo = resolve(args.topology)
@@ -45,11 +50,12 @@ def main(argv=None):
     if figures is None:
         sys.exit('the container probe failed')
     count = 1 if args.layout == 'one' else len(topo.clusters)
-    predicted = prediction.predict_memory(parse_spec(args.stages, topo, len(g.layers)),
-                                   cost.for_processes(count, figures.idle_bytes, figures.host_bytes),
-                                   topo) / procmem.MIB
+    plan = parse_spec(args.stages, topo, len(g.layers))
+    peak, predicted = (prediction.predict_memory(plan, cost.for_processes(count, *figures.figures(asleep)), topo)
+                       / procmem.MIB for asleep in (False, args.sleep_after > 0))
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as params:
-        params.write(f"pipeit_planner:\n  ros__parameters:\n    stages: '{args.stages}'\n")
+        params.write(f"pipeit_planner:\n  ros__parameters:\n    stages: '{args.stages}'\n"
+                     f"pipeit_container:\n  ros__parameters:\n    sleep_after_s: {args.sleep_after:.1f}\n")
     cmd = [os.path.join(os.path.dirname(sys.executable), 'pipeit'), 'bringup', '--params-file', params.name,
            '--topology', args.topology, '--model', g.path, '--with-camera', 'pattern',
            '--duration', f'{args.at + 8:g}', '--quiet'] + (['--single-container'] if args.layout == 'one' else [])
@@ -69,8 +75,8 @@ def main(argv=None):
     if kinds:
         print('\n'.join(kinds))
     print(f'{args.net} {args.layout} {args.stages}: container idle {figures.idle_bytes / procmem.MIB:.1f} MiB, '
-          f'hosting {figures.hosting_bytes / procmem.MIB:.1f} MiB, containers\' PSS '
-          f'summed {summed:.1f} MiB, predicted {predicted:.1f} MiB, ratio {predicted / max(summed, 1e-9):.2f}; '
+          f'asleep {figures.sleeping_bytes / procmem.MIB:.1f} MiB, hosting {figures.hosting_bytes / procmem.MIB:.1f} MiB, containers\' PSS '
+          f'summed {summed:.1f} MiB, predicted {predicted:.1f} MiB (at the peak {peak:.1f}), ratio {predicted / max(summed, 1e-9):.2f}; '
           + (out.strip().splitlines() or ['no output'])[-1])
 
 

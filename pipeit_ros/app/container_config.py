@@ -27,6 +27,7 @@ class ContainerSettings:
     std: list = None
     interpolation: str = 'linear'
     replan_timeout_s: float = 10.0
+    sleep_after_s: float = 10.0
     pin: bool = True
     graph_id: str = ''
 
@@ -43,6 +44,8 @@ class ContainerSettings:
             raise PipeitError(f'interpolation {self.interpolation!r} is not one of {", ".join(INTERPOLATIONS)}')
         if self.replan_timeout_s <= 0:
             raise PipeitError(f'replan_timeout_s must be > 0, got {self.replan_timeout_s}')
+        if self.sleep_after_s < 0:
+            raise PipeitError(f'sleep_after_s must be >= 0 (0: never sleep), got {self.sleep_after_s}')
         self.cluster = self.cluster or ALL
         return self
 
@@ -60,6 +63,8 @@ DESCRIPTIONS = {
     'std': 'per-channel std override (default: from the plan message)',
     'interpolation': "image resize: 'linear', 'area' or 'nearest'",
     'replan_timeout_s': 'longest wait without progress while draining a generation',
+    'sleep_after_s': 'a container the running plan gives no stage sleeps after this long (its process becomes a '
+                     '7 MiB script until a plan gives it a stage; app/sleeper.py); 0: never',
     'pin': "pin the process to the cluster's CPUs",
     'graph_id': "the graph this container belongs to: plans and peers of another graph are ignored ('': any)",
 }

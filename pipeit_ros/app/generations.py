@@ -10,7 +10,7 @@ ROS graph.
 """
 import time
 
-from pipeit_ros.app import handoff
+from pipeit_ros.app import handoff, sleeper
 
 HANDOFF_WAIT_S = 2.0    # old head waits this long for the new head's first stamp, then cuts at once
 WAIT_NOTE_S = 5.0       # a container still waiting this long (for a plan, a subscriber, its peers) says for what
@@ -44,7 +44,11 @@ class Generations:
 
     # -- what it heard --------------------------------------------------------------------------------------
     def heard(self, peer):
-        """Record a ``pipeit/status`` (another container's or this one's own)."""
+        """Record a ``pipeit/status`` (another container's or this one's own); a container going to sleep
+        (pipeit_ros.app.sleeper) is no peer until it wakes."""
+        if peer.state == sleeper.SLEEPING:
+            self.peers.pop(peer.key, None)
+            return
         self.peers[peer.key] = peer
         if peer.state == 'running':
             self.started(peer.generation)

@@ -8,6 +8,8 @@ on /diagnostics; ``pipeit bringup`` prints them.
 """
 from dataclasses import dataclass
 
+from pipeit_ros.app import sleeper
+
 
 @dataclass
 class ContainerTrack:
@@ -18,6 +20,7 @@ class ContainerTrack:
     done: int
     waiting: int
     progress_at: float          # when ``done`` last moved, or nothing waited
+    state: str = ''
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class StallWatch:
             track.progress_at = now
         track.cluster = str(status.get('cluster', track.cluster))
         track.hosts_stages = bool(status.get('stages'))
+        track.state = str(status.get('state', ''))
         track.last_seen, track.done, track.waiting = now, done, waiting
 
     def forget(self, name):
@@ -63,5 +67,6 @@ class StallWatch:
                 out.append(Verdict(t.name, t.cluster, True, f'stalled: no frame done for {still:.1f} s with '
                                                             f'{t.waiting} waiting'))
             else:
-                out.append(Verdict(t.name, t.cluster, False, 'running' if t.hosts_stages else 'idle'))
+                idle = sleeper.SLEEPING if t.state == sleeper.SLEEPING else 'idle'
+                out.append(Verdict(t.name, t.cluster, False, 'running' if t.hosts_stages else idle))
         return out

@@ -18,7 +18,8 @@ default 640x480 rgb8, 30 Hz, as ``pipeit bringup --with-camera pattern`` starts 
 - **hosting**: one that the plan puts the zoo's ``tiny`` net in, whole; once it has answered ``WARM_FRAMES``
   camera frames (the stage node, the image subscription and its share of the camera's segment,
   pre-processing, frames in flight, the engine's threads, the code pages running touches), its PSS less what
-  the memory model counts for ``tiny`` itself (weights and largest activation, 0.1 MiB).
+  the memory model counts for ``tiny`` itself (weights and largest activation, 0.1 MiB);
+- **sleeping**: the script a container hosting nothing becomes (pipeit_ros.app.sleeper), once it answered a query.
 
 Both are read ``PROBE_S`` later from ``/proc/PID/smaps_rollup``. The cache key holds the interpreter, the
 package, onnxruntime's version and the Fast DDS profile, which decide both figures; the probe is bounded by
@@ -37,6 +38,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 from pipeit_ros import cache, paths
+from pipeit_ros.app import sleeper
 from pipeit_ros.app.dds_profile import PROFILE_VARS, dds_profile_env
 from pipeit_ros.app.wire import topics
 from pipeit_ros.hw import memory as procmem
@@ -45,7 +47,7 @@ from pipeit_ros.ros import messages
 PROBE_S = 2.0          # settling time before each reading
 STEP_TIMEOUT_S = 30.0  # the camera heard / the frames answered, each within this
 TIMEOUT_S = 120.0      # the whole probe (its waits, then stopping its processes: 10 s each at most)
-PROBE_FORMAT = 'idle+hosting-fixed-mmap'  # bump when what the probe runs changes, so an older measurement is not reused
+PROBE_FORMAT = 'idle+hosting+sleeping'  # bump when what the probe runs changes, so an older measurement is not reused
 WARM_MODEL = 'tiny'    # zoo network the hosting container runs
 WARM_FRAMES = 30       # camera frames it answers before it is measured
 HOSTING, IDLE = 'pipeit_container', 'pipeit_container_idle'   # the probe's two containers
@@ -57,15 +59,26 @@ GRAPHS = {HOSTING: 'footprint', IDLE: 'footprint-idle'}   # graph ids: the idle 
 @dataclass(frozen=True)
 class ContainerMemory:
     """PSS in bytes of a container on this machine: ``idle_bytes`` hosting no stage, ``hosting_bytes`` hosting a
-    run of stages, less what the memory model counts for the run's model (its weights, sessions and arenas)."""
+    run of stages, less what the memory model counts for the run's model (its weights, sessions and arenas),
+    ``sleeping_bytes`` asleep (pipeit_ros.app.sleeper)."""
 
     idle_bytes: float
     hosting_bytes: float
+    sleeping_bytes: float
 
     @property
     def host_bytes(self):
         """What hosting a run of stages adds to an idle container."""
         return self.hosting_bytes - self.idle_bytes
+
+    def figures(self, asleep):
+        """(bytes of each container, bytes each run of stages adds), ``CostTable.for_processes``' figures: at the
+        layout's peak (every container awake: before the plan's idle ones sleep, ``asleep`` False; the planner's
+        figure), or ``asleep``, once they do (a run then wakes its container; an upper bound where one
+        container hosts two runs, its waking counted twice)."""
+        if not asleep:
+            return self.idle_bytes, self.host_bytes
+        return self.sleeping_bytes, self.hosting_bytes - self.sleeping_bytes
 
 
 def probe_env(role='planner', environ=None):
@@ -84,7 +97,8 @@ def cached_memory():
     try:
         with open(cache_path(), encoding='utf-8') as f:
             d = json.load(f)
-        return ContainerMemory(float(d['idle_pss_bytes']), float(d['hosting_pss_bytes'] - d['model_bytes']))
+        return ContainerMemory(float(d['idle_pss_bytes']), float(d['hosting_pss_bytes'] - d['model_bytes']),
+                               float(d['sleeping_pss_bytes']))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -120,7 +134,8 @@ def container_memory(log=print):
         json.dump(measured, f)
     known = cached_memory()
     log(f'memory: a container holds {known.idle_bytes / procmem.MIB:.1f} MiB idle, '
-        f'{known.hosting_bytes / procmem.MIB:.1f} MiB hosting a stage (PSS; measured once, cached as {path})')
+        f'{known.hosting_bytes / procmem.MIB:.1f} MiB hosting a stage, {known.sleeping_bytes / procmem.MIB:.1f} MiB '
+        f'asleep (PSS; measured once, cached as {path})')
     return known
 
 
@@ -202,6 +217,21 @@ def _probe(listener, text):
             'hosting_rss_bytes': hosting.rss, 'frames': listener.status[HOSTING]['done']}
 
 
+def _probe_sleeper(listener):
+    """The PSS of a sleeper (pipeit_ros.app.sleeper) serving a status, once it answered a query."""
+    name = sleeper.socket_name(f'footprint-{os.getpid()}', 'probe')
+    sock = sleeper.listen(name)
+    proc = subprocess.Popen(sleeper.command(sock, {'state': sleeper.SLEEPING}, ['/bin/true'], parent=os.getpid()),
+                            pass_fds=(sock.fileno(),))
+    sock.close()
+    try:
+        listener.wait(lambda: sleeper.query(name) is not None, lambda: 'the sleeper did not answer')
+        listener.settle()
+        return {'sleeping_pss_bytes': procmem.usage(proc.pid).pss}
+    finally:
+        _stop(proc)
+
+
 def main():
     """Print one JSON line: the readings (:func:`_probe`), or ``{'error': why}`` and exit 1."""
     # the planner's modules (its planning core: onnx, onnxruntime, OpenCV, numpy; rclpy above), mapped here as a
@@ -215,7 +245,8 @@ def main():
     try:
         node = rclpy.create_node('pipeit_footprint')
         try:
-            result = {**_probe(_Listener(node), text), 'model_bytes': model}
+            listener = _Listener(node)
+            result = {**_probe(listener, text), **_probe_sleeper(listener), 'model_bytes': model}
         except TimeoutError as exc:
             result = {'error': str(exc)}
         finally:

@@ -41,6 +41,11 @@ class Outlets:
         return self.node.create_publisher(messages.Image, messages.tensor_topic(generation, stage_index),
                                           messages.tensor_qos(policy, queue_size))
 
+    @property
+    def pending(self):
+        """True while an ended run's tensor publisher waits for its acknowledgements."""
+        return bool(self._unacked)
+
     def ended(self, pub):
         """``pub``'s run ended (its end marker is out): close it once acknowledged (:meth:`close_acknowledged`)."""
         self._unacked.append((pub, time.monotonic()))

@@ -9,7 +9,9 @@ publishes the plan the check made. Planning
 (loading the model, profiling or predicting, the DSE) runs on one worker thread of this node, never on the
 executor thread, so the parameter services and /diagnostics keep being served while it works: requests
 coalesce (the latest configuration wins, a parameter re-plan supersedes a pending adaptation), and the worker
-publishes when done. With ``adapt`` on, /diagnostics stage times feed a drift detector
+publishes when done. Containers the plan gives no stage sleep (pipeit_ros.app.sleeper): the planner asks their
+sleepers for their status every WATCH_PERIOD_S, counts them as running containers, and wakes those a plan
+puts stages on. With ``adapt`` on, /diagnostics stage times feed a drift detector
 (``pipeit_ros.app.adapt``); when it fires the worker re-plans from the measured times (reason ``adapt``).
 """
 import json
@@ -24,7 +26,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from pipeit_ros.app import adapt, handoff
+from pipeit_ros.app import adapt, handoff, sleeper
 from pipeit_ros.app import planner_state as planner_core
 from pipeit_ros.app.lifecycle import clean_leftovers
 from pipeit_ros.app.stall import StallWatch
@@ -43,7 +45,7 @@ from pipeit_ros.ros import footprint, messages
 from pipeit_ros.ros.node_main import CONFIG, exit_code_of, run_node
 
 STOP_WAIT_S = 1.0       # a stopping planner waits this long for a plan in progress, then abandons it
-WATCH_PERIOD_S = 1.0    # container verdicts on /diagnostics
+WATCH_PERIOD_S = 1.0    # container verdicts on /diagnostics; sleeping containers heard, woken where needed
 
 
 def descriptor(spec):
@@ -122,18 +124,46 @@ class PlannerNode(Node):
 
     # -- the containers: which run (parameter checks), which stalled -----------------------------------------
     def _on_status(self, msg):
+        try:
+            self._heard(json.loads(msg.data))
+        except ValueError:
+            return                     # the containers warn about malformed status messages
+
+    def _heard(self, d):
+        """A container's status dict, from pipeit/status or from its sleeper."""
         now = time.monotonic()
         try:
-            d = json.loads(msg.data)
             if d.get('graph', '') != self.graph_id:
                 return                 # another graph's container
             peer = handoff.PeerStatus.from_dict(d, now)
             self._stall.update(d, now)
         except (ValueError, KeyError, TypeError, AttributeError):
-            return                     # the containers warn about malformed status messages
+            return
         self._containers[peer.key] = peer
 
+    def _sleepers(self):
+        """Hear the sleeping containers of the plan's clusters, and wake those the plan puts stages on."""
+        current = self.current
+        if not self.graph_id or current is None:
+            return
+        awake = {p.cluster for p in self.running_containers() if p.state != sleeper.SLEEPING}
+        for cluster in [c.name for c in current.topology.clusters if c.name not in awake]:
+            d = sleeper.query(sleeper.socket_name(self.graph_id, cluster))
+            if isinstance(d, dict):
+                self._heard(d)
+        self._wake_hosts(current.plan)
+
+    def _wake_hosts(self, plan):
+        hosts = handoff.plan_clusters(plan)
+        for p in self.running_containers():
+            if p.state == sleeper.SLEEPING and p.cluster in hosts and \
+                    sleeper.wake(sleeper.socket_name(self.graph_id, p.cluster)):
+                self._containers.pop(p.key, None)      # it comes back on pipeit/status
+                self.get_logger().info(f'woke container {p.container} (pid {p.pid}): the plan puts stages on '
+                                       f'cluster {p.cluster}')
+
     def _watch_containers(self):
+        self._sleepers()
         self._stall.timeout_s = self.config.stall_timeout_s
         verdicts = self._stall.verdicts(time.monotonic())
         if not verdicts:
@@ -208,7 +238,7 @@ class PlannerNode(Node):
 
     def running_containers(self):
         """Containers heard on pipeit/status within handoff's staleness bound (a dead one does not count)."""
-        return handoff.live_peers(self._containers, time.monotonic(), handoff.STALE_S)
+        return handoff.live_peers(dict(self._containers), time.monotonic(), handoff.STALE_S)
 
     def _parameters_set(self, params):
         values = {p.name: p.value for p in params if p.name in planner_core.PARAM_SPECS}
@@ -340,6 +370,7 @@ class PlannerNode(Node):
                                    output=result.output, predicted_stage_ms=result.predicted_stage_ms,
                                    graph=self.graph_id)
         self._publisher.publish(String(data=text))
+        self._wake_hosts(result.plan)
         self.get_logger().info(f'plan generation {generation} ({reason}, {seconds:.2f} s): '
                                f'{result.plan.to_spec()}')
 

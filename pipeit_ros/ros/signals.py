@@ -13,9 +13,18 @@ from rclpy.signals import SignalHandlerOptions
 
 from pipeit_ros.app.lifecycle import ParentWatch
 
+_stopping = []
+
 
 def _interrupt(signum=None, frame=None):
+    _stopping.append(signum)
     raise KeyboardInterrupt
+
+
+def stop_requested():
+    """True once SIGINT, SIGTERM or the parent's death asked this process to stop (a container that was about
+    to sleep must end instead)."""
+    return bool(_stopping)
 
 
 def init_with_own_signals(args=None):
