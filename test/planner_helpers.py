@@ -164,3 +164,12 @@ def plan_seen(output):
     """Whether a live status line showed a plan generation: the monitor has heard the plan (its results can
     arrive first: it discovers the containers' writers and the planner's independently)."""
     return re.search(r' results  plan gen \d', output.text()) is not None
+
+
+def is_alive(pid):
+    """True while process ``pid`` runs (a zombie does not: it ended, its parent has not reaped it)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().split(') ')[1][0] != 'Z'
+    except OSError:
+        return False

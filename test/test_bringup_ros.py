@@ -3,7 +3,17 @@ its own ROS domain. The plan is forced (planner parameter `stages`) so no profil
 import os
 import signal
 
-from planner_helpers import domain_id, finish, last_json, plan_seen, results_seen, start_cli, stop_process, wait_for
+from planner_helpers import (
+    domain_id,
+    finish,
+    is_alive,
+    last_json,
+    plan_seen,
+    results_seen,
+    start_cli,
+    stop_process,
+    wait_for,
+)
 import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -110,15 +120,7 @@ def test_ctrl_c_stops_every_node_cleanly(params_file, zoo_model):
     summary = last_json(out.text())
     assert summary['stopped'] == 'interrupted' and summary['frames'] > 0
     assert set(summary['nodes'].values()) == {'exited with code 0'}, summary['nodes']
-    assert not any(os.path.exists(f'/proc/{pid}') and _is_alive(pid) for pid in children)
-
-
-def _is_alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().split(') ')[1][0] != 'Z'
-    except OSError:
-        return False
+    assert not any(os.path.exists(f'/proc/{pid}') and is_alive(pid) for pid in children)
 
 
 def _maps(pid):
@@ -132,6 +134,42 @@ def _maps(pid):
             elif parts[0] == 'Rss:' and out:
                 out[-1][1] = int(parts[1]) * 1024
     return [tuple(m) for m in out]
+
+
+def _running_graph(tmp_path, params_text, zoo_model):
+    """`pipeit bringup --json` of tiny on emulated-2x1 with these parameters, on a domain of its own, once results
+    and the plan are out (or it ended): (process, its output, the domain)."""
+    params = tmp_path / 'params.yaml'
+    params.write_text(params_text)
+    domain = domain_id()
+    proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
+                           'emulated-2x1', '--with-camera', 'pattern', '--json'], domain)
+    try:
+        wait_for(lambda: (results_seen(out) > 0 and plan_seen(out)) or proc.poll() is not None, 60,
+                 what='results and the plan', output=out)
+    except BaseException:
+        _end(proc, None, out)
+        raise
+    return proc, out, domain
+
+
+def _planner_param(ros, node, name, value):
+    """Set one parameter of the graph's planner through its service, as `ros2 param set` does; the result."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    client = AsyncParameterClient(node, 'pipeit_planner')
+    ros.wait(client.services_are_ready, 10, 'the planner parameter services')
+    future = client.set_parameters([Parameter(name, value=value)])
+    ros.wait(future.done, 20, f'set_parameters {name}')
+    return future.result().results[0]
+
+
+def _end(proc, ros, out):
+    """Stop bringup if it still runs, close the test's ROS graph, collect the output."""
+    stop_process(proc)
+    if ros is not None:
+        ros.close()
+    out.join()
 
 
 BUDGET_PARAMS = """
@@ -153,8 +191,6 @@ def test_a_ros_layout_runs_within_its_memory_budget(tmp_path, zoo_model):
 
     from planner_helpers import RosGraph
     from rclpy.node import Node
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
 
     from pipeit_ros.app import planner_state
     from pipeit_ros.errors import PlanError
@@ -180,31 +216,19 @@ def test_a_ros_layout_runs_within_its_memory_budget(tmp_path, zoo_model):
         planner_state.make_plan(cfg, inputs)
     smallest = float(re.search(r'the smallest needs ([0-9.]+) MiB', str(refused.value)).group(1))
     budget = math.ceil(smallest * 1.05)
-    params = tmp_path / 'params.yaml'
-    params.write_text(BUDGET_PARAMS.format(memory_mb=budget))
-    domain = domain_id()
-    proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
-                           'emulated-2x1', '--with-camera', 'pattern', '--json'], domain)
+    proc, out, domain = _running_graph(tmp_path, BUDGET_PARAMS.format(memory_mb=budget), zoo_model)
     ros = None
     try:
-        wait_for(lambda: (results_seen(out) > 0 and plan_seen(out)) or proc.poll() is not None, 60,
-                 what='results and the plan', output=out)
         assert proc.poll() is None, out.text()
         ros = RosGraph(domain)
-        client = AsyncParameterClient(ros.add(Node('budget_client', context=ros.context)), 'pipeit_planner')
-        ros.wait(client.services_are_ready, 10, 'the planner parameter services')
-        future = client.set_parameters([Parameter('memory_mb', value=math.floor(smallest) - 1)])
-        ros.wait(future.done, 20, 'set_parameters memory_mb')
-        answer = future.result().results[0]
+        answer = _planner_param(ros, ros.add(Node('budget_client', context=ros.context)), 'memory_mb',
+                                math.floor(smallest) - 1)
         pids = [child_pid(proc.pid, f'pipeit_container_{c}') for c in ('c0', 'c1')]
         use = [procmem.usage(pid) for pid in pids if pid is not None]
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
     finally:
-        stop_process(proc)
-        if ros is not None:
-            ros.close()
-    out.join()
+        _end(proc, ros, out)
     assert code == 0, out.text()
     assert not answer.successful and f'the smallest needs {smallest:.2f} MiB' in answer.reason, answer.reason
     summary = last_json(out.text())
@@ -246,18 +270,10 @@ def test_a_container_the_plan_leaves_idle_sleeps_and_a_plan_that_needs_it_wakes_
     from diagnostic_msgs.msg import DiagnosticArray
     from planner_helpers import RosGraph
     from rclpy.node import Node
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
 
-    params = tmp_path / 'params.yaml'
-    params.write_text(SLEEP_PARAMS)
-    domain = domain_id()
-    proc, out = start_cli(['bringup', '--params-file', params, '--model', zoo_model('tiny'), '--topology',
-                           'emulated-2x1', '--with-camera', 'pattern', '--json'], domain)
+    proc, out, domain = _running_graph(tmp_path, SLEEP_PARAMS, zoo_model)
     ros = None
     try:
-        wait_for(lambda: (results_seen(out) > 0 and plan_seen(out)) or proc.poll() is not None, 60,
-                 what='results and the plan', output=out)
         c1 = child_pid(proc.pid, 'pipeit_container_c1')
         assert c1 is not None, out.text()
         wait_for(lambda: 'sleeper.py' in _cmdline(c1) or proc.poll() is not None, 30, what='c1 asleep', output=out)
@@ -274,26 +290,19 @@ def test_a_container_the_plan_leaves_idle_sleeps_and_a_plan_that_needs_it_wakes_
         ros.wait(lambda: 'sleeping' in verdicts, 15, 'the planner reporting c1 sleeping', output=out)
         assert int(verdicts['sleeping']['process_pid']) == c1
         assert 0 < float(verdicts['sleeping']['process_pss_mb']) < 16, verdicts
-        client = AsyncParameterClient(node, 'pipeit_planner')
-        ros.wait(client.services_are_ready, 10, 'the planner parameter services')
-        future = client.set_parameters([Parameter('stages', value='0-3@c0,4-8@c1')])
-        ros.wait(future.done, 20, 'set_parameters stages')
-        answer = future.result().results[0]
+        answer = _planner_param(ros, node, 'stages', '0-3@c0,4-8@c1')
         assert answer.successful, answer.reason
         wait_for(lambda: 'sleeper.py' not in _cmdline(c1), 15, what='c1 awake', output=out)
         wait_for(lambda: 'plan gen 2 0-3@c0,4-8@c1' in out.text(), 30, what='generation 2', output=out)
         before = results_seen(out)
         wait_for(lambda: results_seen(out) >= before + 20, 30, what='results of generation 2', output=out)
-        assert child_pid(proc.pid, 'pipeit_container_c1') == c1 and _is_alive(c1)   # woken, not restarted
+        assert child_pid(proc.pid, 'pipeit_container_c1') == c1 and is_alive(c1)   # woken, not restarted
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
     finally:
-        stop_process(proc)
-        if ros is not None:
-            ros.close()
-    out.join()
+        _end(proc, ros, out)
     assert code == 0, out.text()
     summary = last_json(out.text())
     assert summary['generations'] == [1, 2] and summary['plan'] == '0-3@c0,4-8@c1', summary
     assert 'woke container pipeit_container_c1' in out.text()
-    assert not _is_alive(c1)
+    assert not is_alive(c1)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from planner_helpers import is_alive
 import pytest
 
 from pipeit_ros.app import sleeper
@@ -14,14 +15,6 @@ from pipeit_ros.hw import memory as procmem
 
 STATUS = {'container': 'pipeit_container_little', 'cluster': 'little', 'graph': 'g', 'state': sleeper.SLEEPING,
           'generation': 3, 'stages': [], 'cpus': [1]}
-
-
-def _alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().split(') ')[1][0] != 'Z'
-    except OSError:
-        return False
 
 
 def _wait(predicate, timeout=10.0):
@@ -112,9 +105,9 @@ signal.pause()
         _wait(lambda: sleeper.query(name) is not None)
         parent.kill()
         parent.wait()
-        _wait(lambda: not _alive(child))
+        _wait(lambda: not is_alive(child))
     finally:
-        if _alive(child):
+        if is_alive(child):
             os.kill(child, signal.SIGKILL)
     assert sleeper.query(name) is None
 
