@@ -104,10 +104,12 @@ def every_plan(cost, topo, replicas=True):
             lat += max(times)
             slowest.append(max(times))
             mem += sum(cost.weight_bytes[i:j + 1]) + sum(r) * max(cost.act_bytes[i:j + 1])   # weights shared
-            # outputs in flight: a queue's worth before another stage; after the last, replicated, the engine's
-            # reorder window (its frames in flight, rate x slowest, rounded up, + the slack) less one per replica
+            # outputs in flight: a queue's worth before another stage; with replicas, the model's outputs held for
+            # their turn: after the last stage the engine's reorder window, after an earlier one the frames that
+            # overtake its slowest replica (its frames in flight, rate x slowest, rounded up, + the slack) less one
+            # per replica
             window = math.ceil(rates[-1] * max(times) - 1e-6) + REORDER_SLACK - sum(r) if sum(r) > 1 else 0
-            mem += cost.out_bytes[j] * (QUEUED_OUTPUTS if j + 1 < n else window)
+            mem += (cost.out_bytes[j] * QUEUED_OUTPUTS if j + 1 < n else 0) + cost.out_bytes[n - 1] * max(window, 0)
             if n_stage == 0 or (hop['cross_in'] and cost.containers == 'per_cluster'):
                 mem += cost.host_bytes          # a run of stages starts in a container
             cores += k * sum(r)

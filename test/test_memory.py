@@ -314,6 +314,27 @@ def test_outputs_in_flight_are_counted_per_stage():
     assert plan.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(plan, cost, topo), abs=MIB * 1e-3)
 
 
+def test_a_replicated_stage_before_the_last_counts_the_outputs_that_overtake_its_slowest_replica():
+    """Frames that pass a stage's slow replica reach the output thread before the frame they overtook, which holds
+    the model's outputs until it comes: replicas of speed 1 and 1/2 have 3 frames in flight, so 2 outputs of the
+    model beyond one per replica, as a replicated last stage's window counts; plus the queue's worth of the
+    stage's own outputs. The search and predict_memory agree."""
+    from dataclasses import replace
+
+    from pipeit_ros.cost.table import QUEUED_OUTPUTS, CostTable
+    topo = Topology(clusters=tuple(Cluster(f'c{i}', (i,), 'host', 1.0) for i in range(3)), name='test-r')
+    cost = CostTable(segments=[(i, i) for i in range(4)], configs=[('c0', 1), ('c1', 1), ('c2', 1)],
+                     seg_ms=np.array([[1.0] * 4, [2.0] * 4, [0.5] * 4]), overhead_ms=[0.0] * 3,
+                     in_bytes=[MIB] * 4, weight_bytes=[MIB] * 4, act_bytes=[MIB] * 4, source='test',
+                     topology_fingerprint=topo.fingerprint(), out_bytes=[MIB, 2 * MIB, 3 * MIB, 5 * MIB])
+    none = replace(cost, out_bytes=[0] * 4)
+    plan = parse_spec('0-1@c0+c1[0+1]:1x2,2-3@c2', topo, 4)
+    extra = prediction.predict_memory(plan, cost, topo) - prediction.predict_memory(plan, none, topo)
+    assert extra == (QUEUED_OUTPUTS * 2 + 2 * 5) * MIB, extra / MIB
+    best = dse.solve(cost, topo, memory_mb=10_000)
+    assert best.notes['memory_mib'] * MIB == pytest.approx(prediction.predict_memory(best, cost, topo), abs=MIB * 1e-3)
+
+
 def chain_model(mib):
     """Tile to ``mib`` MiB, then elementwise nodes over it, summed to one number: its arena holds a few
     ``mib``-MiB tensors while it runs."""

@@ -288,19 +288,25 @@ class CostTable:
         first run per replica (counted in ``arena_bytes``). onnxruntime returns a run's outputs in the session's
         arena, which keeps what it grew to, so every output alive at once stays resident: before another stage,
         :data:`QUEUED_OUTPUTS` more (the next stage's queue full, the frame it runs, this stage's next output
-        waiting for room: a bound, reached where the next stage is the slower); the model's last stage,
-        :meth:`reordered_outputs` (none with one replica: the output thread lets each output go as it comes)."""
+        waiting for room: a bound, reached where the next stage is the slower); and, with replicas, the model's
+        outputs that the frames overtaking its slowest replica bring to the output thread before the frame they
+        overtook (:meth:`reordered_outputs`; none with one replica: the output thread lets each output go as it
+        comes)."""
+        reordered = self.out_bytes[-1] * self.reordered_outputs(frames, replicas)
         if last_seg + 1 < self.n_segments:
-            return float(self.out_bytes[last_seg] * QUEUED_OUTPUTS)
-        return float(self.out_bytes[last_seg] * self.reordered_outputs(frames, replicas))
+            return float(self.out_bytes[last_seg] * QUEUED_OUTPUTS + reordered)
+        return float(reordered)
 
     frames_in_flight = staticmethod(frames_in_flight)    # the ``frames`` of :meth:`flight_bytes`
 
     @staticmethod
     def reordered_outputs(frames, replicas):
-        """Outputs a last stage of ``replicas`` replicas with ``frames`` in flight holds beyond one per replica
-        (numpy-vectorised): the engine's ``ReorderWindow`` lets it start ``reorder_width(frames)`` frames past
-        the oldest one not yet delivered, every one an output alive at once at most."""
+        """The model's outputs held for their turn because of a stage of ``replicas`` replicas with ``frames`` in
+        flight (numpy-vectorised), beyond one per replica. The model's last stage: the engine's ``ReorderWindow``
+        lets it start ``reorder_width(frames)`` frames past the oldest one not yet delivered, every one an output
+        alive at once at most. An earlier stage has no window (frames reach the last stage out of order, and a
+        window there could wait for a frame stuck behind it): in a steady run its fast replicas overtake the
+        slowest one's frame by its frames in flight, the same count; a replica that stalls lets them run on."""
         frames, replicas = np.asarray(frames, dtype=float), np.asarray(replicas)
         window = reorder_width(frames) - replicas
         out = np.where(replicas > 1, np.maximum(window, 0.0), 0.0)

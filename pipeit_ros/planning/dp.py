@@ -6,7 +6,9 @@ same for every replica because :class:`~pipeit_ros.plan.Stage` has one thread co
 over its replicas of 1 / replica time (replicas share one queue), its latency the slowest replica's time, its
 memory its weights once (one mapped file, shared by the replicas) + each replica's session memory
 (:meth:`~pipeit_ros.cost.CostTable.private_bytes`) + its outputs in flight (``CostTable.flight_bytes``: a
-fixed number before another stage; for the last one, replicated, what the engine's reorder window lets it start past the oldest frame not yet delivered, from its rate x latency), and the stage that starts at segment 0 also carries the
+fixed number before another stage; and, for a replicated stage, the model's outputs held for their turn, from
+its rate x latency: for the last one what the engine's reorder window lets it start past the oldest frame not yet
+delivered, for an earlier one the frames that overtake its slowest replica), and the stage that starts at segment 0 also carries the
 process's base memory, so every plan counts it once; in a ROS layout it and every stage that receives from
 another container carry a run's ``host_bytes`` (``CostTable.plan_runs``); times include the hand-over of the
 stage's input.
@@ -151,14 +153,15 @@ class Space:
             if i == 0:
                 mem = mem + self.base + self.host_bytes
             # a stage that receives from another container starts a run of stages there (CostTable.plan_runs);
-            # the last stage's outputs in flight: its rate x its slowest replica's time (CostTable.flight_bytes)
+            # a replicated stage's frames in flight, its rate x its slowest replica's time, bring the model's
+            # outputs to the output thread out of turn (CostTable.flight_bytes)
             mems = []
             for v in range(self.n_var):
                 m = mem + (self.host_bytes if v >= 2 else 0.0)
-                r, lat = rates[v][:, -1], lats[v][:, -1]      # a last stage that sends: rate 0, latency inf
+                r, lat = rates[v], lats[v]      # a last stage that sends: rate 0, latency inf
                 with np.errstate(invalid='ignore'):
                     frames = np.where(np.isfinite(lat), r * lat, 1.0)
-                m[:, -1] += self.last_out * self.cost.reordered_outputs(frames, self.reps)
+                m += self.last_out * self.cost.reordered_outputs(frames, self.reps[:, None])
                 mems.append(m)
             self._arrays[i] = (np.concatenate(rates), np.concatenate(lats), np.concatenate(mems))
         return self._arrays[i]
