@@ -9,7 +9,7 @@ pipeit_ros.app.handoff on ``pipeit/status``, asking pipeit_ros.app.generations w
 from the old one; the stages run in :class:`~pipeit_ros.ros.run.RunHost` objects, each stage node on a thread of
 its own. Parameters are read at start, except ``top_k`` and ``labels_file``.
 
-A container the running plan gives no stage sleeps after ``sleep_after_s`` (pipeit_ros.app.sleeper): its control
+A container the running plan gives no stage sleeps after ``sleep_after_s`` (pipeit_ros.ros.sleeping): its control
 node ends, and :func:`main` exec's the sleeper, which exec's this container again when the planner wakes it.
 
 Embedding (tests, benchmarks): ``with Container(context=ctx, parameters={'cluster': '*'}) as c: ...`` runs one
@@ -31,7 +31,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from pipeit_ros.app import generations, handoff, sleeper
+from pipeit_ros.app import generations, handoff
 from pipeit_ros.app.container_config import (
     DESCRIPTIONS,
     RUNTIME_PARAMETERS,
@@ -46,7 +46,7 @@ from pipeit_ros.app.wire import diagnostics, topics
 from pipeit_ros.app.wire.plan_msg import decode_plan_message
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import threads as cpuload
-from pipeit_ros.ros import composition, messages, signals
+from pipeit_ros.ros import composition, messages, sleeping
 from pipeit_ros.ros.node_main import run_node
 from pipeit_ros.ros.outlets import Outlets
 from pipeit_ros.ros.stage_node import ImageInput, NodeThread
@@ -95,7 +95,7 @@ class ContainerNode(Node):
         self.may_sleep = False          # set by main(): only a process of its own can become the sleeper
         self.sleep_socket = None        # bound once this container goes to sleep (main() then exec's the sleeper)
         self.sleep_status = None        # the status the sleeper serves
-        self._idle_since = None
+        self.idle_since = None          # when this container last began hosting nothing (ros.sleeping)
         self._status_pub = self.create_publisher(String, topics.STATUS, messages.STATUS_QOS)
         self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(LEDGER_PERIOD_S, self.publish_ledger)
@@ -303,7 +303,7 @@ class ContainerNode(Node):
     def tick(self):
         latest = self._latest
         if self.runs or self.old_runs or self.image_input is not None or not self.built or latest is not self.msg:
-            self._idle_since = None
+            self.idle_since = None
         if self.gens.move_on(self.msg, latest, self.error is not None, self.settings.replan_timeout_s):
             self._begin(latest)
         for run in [r for r in self.old_runs if r.finished.is_set()]:
@@ -343,7 +343,7 @@ class ContainerNode(Node):
                     self.built = True
             return self._set_state('idle')
         if not self.runs:
-            return self._sleep_when_idle()
+            return sleeping.sleep_when_idle(self)
         if self.state == 'running':
             return None
         unmatched = [r for r in self.runs if not r.matched()]
@@ -368,32 +368,6 @@ class ContainerNode(Node):
             self._set_state('running')
         else:
             self.gens.wait_note('waiting', f'generation {gen}: frames wait: {why}')
-        return None
-
-    def _sleep_when_idle(self):
-        """Go to sleep (pipeit_ros.app.sleeper) once the running plan has given this container nothing for
-        ``sleep_after_s``: bind the sleeper's socket, say so on pipeit/status, and end the control node."""
-        after = self.settings.sleep_after_s
-        if not (after and self.may_sleep and self.graph_id and self.cluster != handoff.ALL) or self.outlets.pending:
-            return None
-        now = time.monotonic()
-        if self._idle_since is None:
-            self._idle_since = now
-        if now - self._idle_since < after:
-            return None
-        try:
-            self.sleep_socket = sleeper.listen(sleeper.socket_name(self.graph_id, self.cluster))
-        except OSError as exc:
-            self.may_sleep = False
-            self.get_logger().warning(f'cannot sleep: the sleeper\'s socket for cluster {self.cluster!r} of graph '
-                                      f'{self.graph_id!r}: {exc}; staying awake')
-            return None
-        self.state = sleeper.SLEEPING
-        self.sleep_status = self.status_dict()
-        self.publish_status()
-        self.get_logger().info(f'generation {self.msg.generation} gives this container no stage for {after:g} s: '
-                               f'sleeping until a plan does (pid {os.getpid()} stays; docs/memory.md)')
-        self.context.try_shutdown()
         return None
 
     def _close_input(self):
@@ -474,12 +448,8 @@ def main(args=None):
         return built[-1]
     # the control node's timer wakes the wait every TICK_S, so a signal's KeyboardInterrupt runs promptly
     code = run_node('pipeit_container', build, Container.spin, Container.stop, args)
-    node = built[0].node if built else None
-    if code == 0 and node is not None and node.sleep_socket is not None and not signals.stop_requested():
-        argv = sleeper.command(node.sleep_socket, node.sleep_status, [sys.executable, *sys.orig_argv[1:]])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(argv[0], argv)
+    if code == 0 and built:
+        sleeping.exec_sleeper(built[0].node)      # returns only where the container did not go to sleep
     return code
 
 
