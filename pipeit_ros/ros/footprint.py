@@ -21,8 +21,8 @@ default 640x480 rgb8, 30 Hz, as ``pipeit bringup --with-camera pattern`` starts 
   the memory model counts for ``tiny`` itself (weights and largest activation, 0.1 MiB);
 - **sleeping**: the script a container hosting nothing becomes (pipeit_ros.app.sleeper), once it answered a query.
 
-Both are read ``PROBE_S`` later from ``/proc/PID/smaps_rollup``. The cache key holds the interpreter, the
-package, onnxruntime's version and the Fast DDS profile, which decide both figures; the probe is bounded by
+Each is read ``PROBE_S`` later from ``/proc/PID/smaps_rollup``. The cache key holds the interpreter, the
+package, onnxruntime's version and the Fast DDS profile, which decide the figures; the probe is bounded by
 ``TIMEOUT_S`` (each wait inside by ``STEP_TIMEOUT_S``).
 """
 from dataclasses import dataclass

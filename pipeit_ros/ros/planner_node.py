@@ -234,7 +234,7 @@ class PlannerNode(Node):
             return None
         names = {p.container for p in self.running_containers()}
         fallback = 1 if containers == 'one' else len(topology.clusters)
-        return (len(names) or fallback), self._container_memory.idle_bytes, self._container_memory.host_bytes
+        return (len(names) or fallback, *self._container_memory.figures(asleep=False))   # the peak: all awake
 
     def running_containers(self):
         """Containers heard on pipeit/status within handoff's staleness bound (a dead one does not count)."""
