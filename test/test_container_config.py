@@ -12,8 +12,9 @@ from pipeit_ros.errors import PipeitError
     (dict(top_k=-1), 'top_k must be >= 0'),
     (dict(interpolation='cubic'), "interpolation 'cubic'"),
     (dict(replan_timeout_s=0.0), 'replan_timeout_s must be > 0'),
-    (dict(sleep_after_s=-1.0), r'sleep_after_s must be >= 0 \(0: never sleep\), got -1.0'),
-], ids=['qos', 'policy', 'queue', 'top-k', 'interpolation', 'timeout', 'sleep'])
+    (dict(sleep_after_s=-1.0), r'sleep_after_s must be a finite number >= 0 \(0: never sleep\), got -1.0'),
+    (dict(sleep_after_s=float('nan')), r'sleep_after_s must be a finite number >= 0 \(0: never sleep\), got nan'),
+], ids=['qos', 'policy', 'queue', 'top-k', 'interpolation', 'timeout', 'sleep', 'sleep-nan'])
 def test_bad_settings_raise_with_reason(kwargs, match):
     with pytest.raises(PipeitError, match=match):
         ContainerSettings(**kwargs).check()

@@ -1,5 +1,6 @@
 """The container's parameters, checked without rclpy, and whole-process CPU pinning."""
 from dataclasses import dataclass
+import math
 import os
 
 from pipeit_ros.app.wire.plan_msg import INTERPOLATIONS
@@ -44,8 +45,8 @@ class ContainerSettings:
             raise PipeitError(f'interpolation {self.interpolation!r} is not one of {", ".join(INTERPOLATIONS)}')
         if self.replan_timeout_s <= 0:
             raise PipeitError(f'replan_timeout_s must be > 0, got {self.replan_timeout_s}')
-        if self.sleep_after_s < 0:
-            raise PipeitError(f'sleep_after_s must be >= 0 (0: never sleep), got {self.sleep_after_s}')
+        if not (math.isfinite(self.sleep_after_s) and self.sleep_after_s >= 0):
+            raise PipeitError(f'sleep_after_s must be a finite number >= 0 (0: never sleep), got {self.sleep_after_s}')
         self.cluster = self.cluster or ALL
         return self
 
