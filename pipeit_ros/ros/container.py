@@ -26,6 +26,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -159,6 +160,10 @@ class ContainerNode(Node):
                 'done': self._done_before + sum(r.published for r in runs), 'waiting': waiting,
                 'first_stamp': None if stamp is None else {'sec': stamp.sec, 'nanosec': stamp.nanosec},
                 'handoff': self.gens.handed_over}
+
+    def status_acked(self, seconds):
+        """Wait up to ``seconds`` for every reader of pipeit/status to acknowledge what was sent."""
+        return self._status_pub.wait_for_all_acked(Duration(seconds=seconds))
 
     def publish_status(self):
         d = self.status_dict()

@@ -141,8 +141,9 @@ class PlannerNode(Node):
             return
         self._containers[peer.key] = peer
 
-    def _sleepers(self):
-        """Hear the sleeping containers of the plan's clusters, and wake those the plan puts stages on."""
+    def _hear_sleepers(self):
+        """Ask the sleepers of the plan's clusters that no container is heard awake for (its last status may be lost
+        with the node that sent it) for their status."""
         current = self.current
         if not self.graph_id or current is None:
             return
@@ -151,7 +152,12 @@ class PlannerNode(Node):
             d = sleeper.query(sleeper.socket_name(self.graph_id, cluster))
             if isinstance(d, dict):
                 self._heard(d)
-        self._wake_hosts(current.plan)
+
+    def _sleepers(self):
+        """Hear the sleeping containers, and wake those the plan puts stages on."""
+        self._hear_sleepers()
+        if self.current is not None:
+            self._wake_hosts(self.current.plan)
 
     def _wake_hosts(self, plan):
         hosts = handoff.plan_clusters(plan)
@@ -214,6 +220,7 @@ class PlannerNode(Node):
             planner_core.check_config(config, self.inputs)
             if any(planner_core.PARAM_SPECS[n].replans for n in values):
                 result = planner_core.make_plan(config, self.inputs)
+                self._hear_sleepers()       # a container gone to sleep since the last watch counts
                 handoff.check_runnable(result.plan, self.running_containers())
                 self._validated = (config, result)
         except PipeitError as exc:

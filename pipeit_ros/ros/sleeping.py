@@ -13,6 +13,8 @@ import time
 from pipeit_ros.app import handoff, sleeper
 from pipeit_ros.ros import signals
 
+ACK_WAIT_S = 1.0        # the longest wait for the 'sleeping' status to be acknowledged
+
 
 def sleep_when_idle(node):
     """Go to sleep once ``node`` (a ContainerNode hosting no run) has been idle for ``sleep_after_s``."""
@@ -34,6 +36,7 @@ def sleep_when_idle(node):
     node.state = sleeper.SLEEPING
     node.sleep_status = node.status_dict()
     node.publish_status()
+    node.status_acked(ACK_WAIT_S)       # so the planner hears it before the node is gone
     node.get_logger().info(f'generation {node.msg.generation} gives this container no stage for {after:g} s: '
                            f'sleeping until a plan does (pid {os.getpid()} stays; docs/memory.md)')
     node.context.try_shutdown()
