@@ -3,6 +3,7 @@ from dataclasses import dataclass
 import math
 import os
 
+from pipeit_ros.app.results import load_labels
 from pipeit_ros.app.wire.plan_msg import INTERPOLATIONS
 from pipeit_ros.errors import PipeitError
 from pipeit_ros.hw import topology as topology_mod
@@ -70,6 +71,20 @@ DESCRIPTIONS = {
     'graph_id': "the graph this container belongs to: plans and peers of another graph are ignored ('': any)",
 }
 RUNTIME_PARAMETERS = ('top_k', 'labels_file')
+
+
+def runtime_refusal(name, value):
+    """Why the running container refuses ``name`` := ``value`` (``ros2 param set``), or None where it takes it."""
+    if name not in RUNTIME_PARAMETERS:
+        return f'{name} is read at start only; restart the container to change it'
+    try:
+        if name == 'top_k' and int(value) < 0:
+            raise PipeitError(f'top_k must be >= 0, got {value}')
+        if name == 'labels_file' and value:
+            load_labels(value)
+    except (PipeitError, TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def cluster_cpus(settings):

@@ -35,10 +35,10 @@ from std_msgs.msg import String
 from pipeit_ros.app import generations, handoff
 from pipeit_ros.app.container_config import (
     DESCRIPTIONS,
-    RUNTIME_PARAMETERS,
     ContainerSettings,
     cluster_cpus,
     pin_process,
+    runtime_refusal,
 )
 from pipeit_ros.app.dds_profile import dds_note
 from pipeit_ros.app.ledger import FrameLedger
@@ -113,19 +113,10 @@ class ContainerNode(Node):
     def _load_labels(path):
         return load_labels(path) if path else None
 
-    def _check_parameters(self, params):
-        for p in params:
-            if p.name not in RUNTIME_PARAMETERS:
-                return SetParametersResult(successful=False, reason=f'{p.name} is read at start only; restart '
-                                                                    f'the container to change it')
-            try:
-                if p.name == 'top_k' and int(p.value) < 0:
-                    raise PipeitError(f'top_k must be >= 0, got {p.value}')
-                if p.name == 'labels_file':
-                    self._load_labels(p.value)
-            except (PipeitError, TypeError, ValueError) as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
+    @staticmethod
+    def _check_parameters(params):
+        reason = next(filter(None, (runtime_refusal(p.name, p.value) for p in params)), None)
+        return SetParametersResult(successful=reason is None, reason=reason or '')
 
     def _parameters_set(self, params):
         for p in params:
